@@ -1,0 +1,116 @@
+#define _GNU_SOURCE
+#include "memory.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "err.h"
+
+static void layout(struct guest_mem *m, uint64_t size)
+{
+	uint64_t low = size < GUEST_PCI_HOLE_START ? size : GUEST_PCI_HOLE_START;
+
+	m->size = size;
+	m->nregions = 1;
+	m->regions[0] = (struct guest_region){ .gpa = 0, .size = low, .offset = 0 };
+	if (size > low) {
+		m->regions[1] = (struct guest_region){
+			.gpa = GUEST_HIGH_RAM_START, .size = size - low, .offset = low };
+		m->nregions = 2;
+	}
+}
+
+static int check_size(uint64_t size)
+{
+	if (size < (1u << 20) || size % 4096)
+		return vmm_fail("guest memory size %llu: must be a multiple of 4096 and at least 1 MiB",
+				(unsigned long long)size);
+	return 0;
+}
+
+int guest_mem_create(struct guest_mem *m, uint64_t size, const char *name)
+{
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+	if (check_size(size))
+		return -1;
+	int fd = memfd_create(name, MFD_CLOEXEC);
+	if (fd < 0)
+		return vmm_fail_errno("memfd_create(%s)", name);
+	if (ftruncate(fd, (off_t)size)) {
+		vmm_fail_errno("ftruncate guest memory to %llu bytes", (unsigned long long)size);
+		close(fd);
+		return -1;
+	}
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+	if (p == MAP_FAILED) {
+		vmm_fail_errno("mmap %llu bytes of guest memory", (unsigned long long)size);
+		close(fd);
+		return -1;
+	}
+	madvise(p, size, MADV_MERGEABLE); /* advisory: KSM may be off */
+	m->fd = fd;
+	m->host = p;
+	layout(m, size);
+	return 0;
+}
+
+int guest_mem_wrap(struct guest_mem *m, void *buf, uint64_t size)
+{
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+	if (check_size(size))
+		return -1;
+	m->host = buf;
+	layout(m, size);
+	return 0;
+}
+
+void guest_mem_destroy(struct guest_mem *m)
+{
+	if (m->fd >= 0) {
+		munmap(m->host, m->size);
+		close(m->fd);
+	}
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+}
+
+void *guest_mem_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len)
+{
+	if (len == 0)
+		len = 1;
+	for (unsigned i = 0; i < m->nregions; i++) {
+		const struct guest_region *r = &m->regions[i];
+		if (gpa >= r->gpa && gpa - r->gpa < r->size && len <= r->size - (gpa - r->gpa))
+			return m->host + r->offset + (gpa - r->gpa);
+	}
+	return NULL;
+}
+
+int guest_mem_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len)
+{
+	void *p = guest_mem_ptr(m, gpa, len);
+	if (!p)
+		return vmm_fail("guest range 0x%llx+0x%llx is not RAM",
+				(unsigned long long)gpa, (unsigned long long)len);
+	memcpy(p, src, len);
+	return 0;
+}
+
+int guest_mem_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t len)
+{
+	void *p = guest_mem_ptr(m, gpa, len);
+	if (!p)
+		return vmm_fail("guest range 0x%llx+0x%llx is not RAM",
+				(unsigned long long)gpa, (unsigned long long)len);
+	memcpy(dst, p, len);
+	return 0;
+}
+
+uint64_t guest_mem_low_end(const struct guest_mem *m)
+{
+	return m->regions[0].size;
+}

@@ -1,0 +1,76 @@
+/* A virtual machine: guest RAM, vCPU threads, the in-kernel irqchip and PIT,
+ * the serial console, booted directly from a bzImage. This is the whole
+ * interface the Lua binding uses; nothing here knows about Lua or libuv.
+ *
+ * Threads: vm_* functions are called from one thread (the main thread).
+ * vCPU threads run KVM_RUN and dispatch exits to devices. Anything that the
+ * main thread should notice (console output, a state change such as a guest
+ * shutdown) signals the eventfd returned by vm_event_fd(); the main thread
+ * then calls vm_poll(). */
+#ifndef VMM_VM_H
+#define VMM_VM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "console.h"
+
+enum vm_state {
+	VM_CREATED, /* composed, never started */
+	VM_RUNNING,
+	VM_PAUSED,
+	VM_STOPPED, /* terminal: by vm_stop, guest shutdown, or a fatal error */
+};
+
+const char *vm_state_name(enum vm_state s); /* "created", "running", ... */
+
+struct vm_config {
+	const char *name;        /* for messages and the memfd name */
+	uint64_t mem_size;       /* bytes, multiple of 4096 */
+	unsigned ncpus;          /* 1..X86_MAX_VCPUS */
+	const char *kernel_path; /* bzImage */
+	const char *initrd_path; /* NULL for none */
+	const char *cmdline;     /* NULL for "" */
+	int console_fd;          /* sink for guest output, -1 for capture only; not owned */
+};
+
+struct vm;
+
+/* Validates the configuration and reads and checks the kernel and initrd
+ * files. Touches no KVM, so it works (and fails clearly) anywhere. */
+struct vm *vm_new(const struct vm_config *cfg);
+void vm_free(struct vm *vm); /* stops the VM first if it runs */
+
+/* Creates the KVM VM, loads the kernel and starts every vCPU. */
+int vm_start(struct vm *vm);
+/* Parks every vCPU outside KVM_RUN; returns when all are parked. */
+int vm_pause(struct vm *vm);
+int vm_resume(struct vm *vm);
+/* Stops and joins the vCPU threads. The VM cannot be started again. */
+int vm_stop(struct vm *vm);
+
+enum vm_state vm_state(struct vm *vm);
+/* Why the VM stopped: "stopped by the host", "guest shutdown", or an error. */
+const char *vm_stop_reason(struct vm *vm);
+
+/* Readable (eventfd) when something happened; vm_poll() clears it, flushes
+ * console output to the sink and updates the state. */
+int vm_event_fd(struct vm *vm);
+void vm_poll(struct vm *vm);
+
+struct console *vm_console(struct vm *vm);
+/* Queues console input for the guest; returns bytes accepted. */
+size_t vm_console_input(struct vm *vm, const void *buf, size_t len);
+
+/* The boot-time marker: the guest writes VM_BOOT_MARK_VALUE to port
+ * VM_BOOT_MARK_PORT (as Firecracker's init does); the VMM records the time.
+ * Returns 0 and fills *ns (CLOCK_MONOTONIC) once it happened, -1 before. */
+#define VM_BOOT_MARK_PORT 0x3f0
+#define VM_BOOT_MARK_VALUE 123
+int vm_boot_mark(struct vm *vm, uint64_t *ns);
+
+const char *vm_name(struct vm *vm);
+unsigned vm_ncpus(struct vm *vm);
+uint64_t vm_mem_size(struct vm *vm);
+
+#endif

@@ -1,0 +1,38 @@
+/* 8250/16550A UART, as the PC's COM1 (ports 0x3f8-0x3ff, IRQ 4).
+ * The guest side runs on vCPU threads through serial8250_bus_ops; the host
+ * side (input) comes from the main thread. A mutex guards the state.
+ * Interrupt line level is reported through irq() whenever it changes. */
+#ifndef VMM_SERIAL8250_H
+#define VMM_SERIAL8250_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bus.h"
+
+#define SERIAL_COM1_BASE 0x3f8
+#define SERIAL_COM1_IRQ  4
+#define SERIAL_PORTS     8
+
+struct serial8250;
+
+struct serial8250_host {
+	void (*irq)(void *opaque, int level);                    /* line level changed */
+	void (*output)(void *opaque, const uint8_t *buf, size_t len); /* guest transmitted */
+	void *opaque;
+};
+
+struct serial8250 *serial8250_new(const struct serial8250_host *host);
+void serial8250_free(struct serial8250 *s);
+
+/* Reset to power-on state (input buffer emptied). */
+void serial8250_reset(struct serial8250 *s);
+
+/* Queues bytes for the guest to receive. Returns how many were accepted
+ * (fewer than len when the input buffer, SERIAL_INPUT_MAX bytes, is full). */
+#define SERIAL_INPUT_MAX (1u << 20)
+size_t serial8250_input(struct serial8250 *s, const uint8_t *buf, size_t len);
+
+extern const struct bus_ops serial8250_bus_ops;
+
+#endif
