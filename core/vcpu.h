@@ -1,0 +1,66 @@
+/* vCPU threads: each loops on KVM_RUN and hands port and MMIO exits to the
+ * buses. All vCPUs of a VM share one control block through which the main
+ * thread pauses, resumes and stops them.
+ *
+ * Pausing is a barrier: the main thread sets the request, sets immediate_exit
+ * in every kvm_run and kicks each thread with a signal; a thread parks only
+ * once KVM_RUN has returned EINTR, i.e. after any pending port or MMIO access
+ * was completed by KVM, so a parked vCPU's state is complete and consistent. */
+#ifndef VMM_VCPU_H
+#define VMM_VCPU_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <linux/kvm.h>
+
+#include "bus.h"
+
+enum vcpu_request { VCPU_RUN, VCPU_PAUSE, VCPU_STOP };
+
+struct vcpu;
+
+/* What the vCPU threads report to the VM that owns them. Called on the vCPU
+ * thread; must not block for long. */
+struct vcpu_host {
+	/* The guest asked to power off or reset, or the vCPU hit an error it
+	 * cannot continue from: the VM should stop. `why` is a message. */
+	void (*fatal)(void *opaque, unsigned vcpu_id, const char *why);
+	void *opaque;
+};
+
+struct vcpu_group {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	enum vcpu_request request;
+	unsigned parked;   /* threads parked for the current pause */
+	unsigned live;     /* threads still in their run loop */
+	struct bus *pio, *mmio;
+	struct vcpu_host host;
+	unsigned n;
+	struct vcpu *vcpus;
+};
+
+struct vcpu {
+	struct vcpu_group *group;
+	unsigned id;
+	int fd;
+	struct kvm_run *run;
+	int run_size;
+	pthread_t thread;
+	bool started;
+};
+
+int vcpu_group_init(struct vcpu_group *g, unsigned n, struct bus *pio, struct bus *mmio,
+		    const struct vcpu_host *host);
+/* Joins any threads still running, unmaps and closes every vCPU. */
+void vcpu_group_destroy(struct vcpu_group *g);
+
+/* Starts one thread per vCPU (their fds must be set up). */
+int vcpu_group_start(struct vcpu_group *g);
+/* Returns once every live thread is parked. */
+int vcpu_group_pause(struct vcpu_group *g);
+int vcpu_group_resume(struct vcpu_group *g);
+/* Stops and joins every thread. Safe to call more than once. */
+void vcpu_group_stop(struct vcpu_group *g);
+
+#endif

@@ -1,0 +1,481 @@
+#include "vm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bus.h"
+#include "err.h"
+#include "kvm.h"
+#include "memory.h"
+#include "rtc.h"
+#include "serial8250.h"
+#include "vcpu.h"
+#include "x86_boot.h"
+
+#define VM_MIN_MEM       (32ull << 20)
+#define VM_MAX_FILE_SIZE (1ull << 30) /* kernel or initrd */
+
+struct vm {
+	char *name;
+	uint64_t mem_size;
+	unsigned ncpus;
+	char *cmdline;
+
+	/* Boot payload, held from vm_new until it is loaded at vm_start. */
+	uint8_t *kernel_image;
+	size_t kernel_size;
+	struct bzimage bzimage;
+	uint8_t *initrd;
+	size_t initrd_size;
+
+	struct kvm kvm;
+	struct guest_mem mem;
+	struct bus pio, mmio;
+	struct vcpu_group vcpus;
+	struct serial8250 *serial;
+	struct rtc *rtc;
+	struct console console;
+	int event_fd;
+
+	enum vm_state state;
+	pthread_mutex_t lock;         /* guards stop_reason and stop_pending */
+	char stop_reason[256];
+	bool stop_pending;            /* a vCPU asked for the VM to stop */
+	_Atomic uint64_t boot_mark_ns; /* 0 until the guest wrote the marker */
+};
+
+const char *vm_state_name(enum vm_state s)
+{
+	static const char *const names[] = { "created", "running", "paused", "stopped" };
+	return s <= VM_STOPPED ? names[s] : "unknown";
+}
+
+/* --- composing ----------------------------------------------------------- */
+
+static int read_file(const char *what, const char *path, uint8_t **out, size_t *size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return vmm_fail_errno("%s %s", what, path);
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		vmm_fail_errno("%s %s: fstat", what, path);
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		vmm_fail("%s %s: not a regular file", what, path);
+		goto fail;
+	}
+	if ((uint64_t)st.st_size > VM_MAX_FILE_SIZE) {
+		vmm_fail("%s %s: %lld bytes is more than the %llu allowed", what, path,
+			 (long long)st.st_size, (unsigned long long)VM_MAX_FILE_SIZE);
+		goto fail;
+	}
+	*size = (size_t)st.st_size;
+	*out = malloc(*size ? *size : 1);
+	if (!*out) {
+		vmm_fail("%s %s: out of memory", what, path);
+		goto fail;
+	}
+	for (size_t done = 0; done < *size;) {
+		ssize_t n = read(fd, *out + done, *size - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				vmm_fail("%s %s: file shrank while being read", what, path);
+			else
+				vmm_fail_errno("%s %s: read", what, path);
+			free(*out);
+			*out = NULL;
+			goto fail;
+		}
+		done += (size_t)n;
+	}
+	close(fd);
+	return 0;
+fail:
+	close(fd);
+	return -1;
+}
+
+static int check_config(const struct vm_config *cfg)
+{
+	if (cfg->mem_size < VM_MIN_MEM || cfg->mem_size % 4096)
+		return vmm_fail("memory %llu: must be a multiple of 4096 bytes and at least %llu MiB",
+				(unsigned long long)cfg->mem_size, VM_MIN_MEM >> 20);
+	if (cfg->ncpus < 1 || cfg->ncpus > X86_MAX_VCPUS)
+		return vmm_fail("vcpus %u: must be from 1 to %d", cfg->ncpus, X86_MAX_VCPUS);
+	if (!cfg->kernel_path)
+		return vmm_fail("kernel: missing");
+	return 0;
+}
+
+static int load_payload(struct vm *vm, const struct vm_config *cfg)
+{
+	if (read_file("kernel", cfg->kernel_path, &vm->kernel_image, &vm->kernel_size))
+		return -1;
+	if (bzimage_parse(&vm->bzimage, vm->kernel_image, vm->kernel_size))
+		return vmm_fail_context("kernel %s", cfg->kernel_path);
+	if (cfg->initrd_path && read_file("initrd", cfg->initrd_path, &vm->initrd, &vm->initrd_size))
+		return -1;
+	size_t len = strlen(vm->cmdline);
+	if (len > vm->bzimage.cmdline_size)
+		return vmm_fail("cmdline: %zu bytes, the kernel accepts at most %u", len,
+				vm->bzimage.cmdline_size);
+	return 0;
+}
+
+static void drop_payload(struct vm *vm)
+{
+	free(vm->kernel_image);
+	free(vm->initrd);
+	vm->kernel_image = vm->initrd = NULL;
+}
+
+/* --- devices on the port bus ---------------------------------------------- */
+
+static void serial_irq(void *opaque, int level)
+{
+	struct vm *vm = opaque;
+	if (vm->kvm.vm_fd >= 0 && kvm_irq_line(&vm->kvm, SERIAL_COM1_IRQ, level))
+		fprintf(stderr, "vmm: %s: serial: %s\n", vm->name, vmm_error());
+}
+
+static void serial_output(void *opaque, const uint8_t *buf, size_t len)
+{
+	struct vm *vm = opaque;
+	console_put(&vm->console, buf, len);
+}
+
+static void signal_event(struct vm *vm)
+{
+	uint64_t one = 1;
+	while (write(vm->event_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+		;
+}
+
+static void boot_mark_write(void *opaque, uint64_t offset, const void *data, unsigned len)
+{
+	struct vm *vm = opaque;
+	(void)offset;
+	(void)len;
+	if (*(const uint8_t *)data != VM_BOOT_MARK_VALUE)
+		return;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t expected = 0, now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	if (atomic_compare_exchange_strong(&vm->boot_mark_ns, &expected, now))
+		signal_event(vm);
+}
+
+static const struct bus_ops boot_mark_ops = { .write = boot_mark_write };
+
+static int add_devices(struct vm *vm)
+{
+	struct serial8250_host host = { serial_irq, serial_output, vm };
+	vm->serial = serial8250_new(&host);
+	vm->rtc = rtc_new();
+	if (!vm->serial || !vm->rtc)
+		return vmm_fail("cannot allocate the legacy devices");
+	if (bus_register(&vm->pio, SERIAL_COM1_BASE, SERIAL_PORTS, &serial8250_bus_ops, vm->serial, "serial0") ||
+	    bus_register(&vm->pio, RTC_PORT_BASE, RTC_PORTS, &rtc_bus_ops, vm->rtc, "rtc") ||
+	    bus_register(&vm->pio, VM_BOOT_MARK_PORT, 1, &boot_mark_ops, vm, "boot-mark"))
+		return -1;
+	return 0;
+}
+
+/* --- vCPU reports ---------------------------------------------------------- */
+
+static void vcpu_fatal(void *opaque, unsigned vcpu_id, const char *why)
+{
+	struct vm *vm = opaque;
+	(void)vcpu_id;
+	pthread_mutex_lock(&vm->lock);
+	if (!vm->stop_reason[0])
+		snprintf(vm->stop_reason, sizeof(vm->stop_reason), "%s", why);
+	vm->stop_pending = true;
+	pthread_mutex_unlock(&vm->lock);
+	signal_event(vm);
+}
+
+struct vm *vm_new(const struct vm_config *cfg)
+{
+	if (check_config(cfg))
+		return NULL;
+	struct vm *vm = calloc(1, sizeof(*vm));
+	if (!vm) {
+		vmm_fail("out of memory");
+		return NULL;
+	}
+	vm->kvm.sys_fd = vm->kvm.vm_fd = -1;
+	vm->mem.fd = -1;
+	vm->event_fd = -1;
+	pthread_mutex_init(&vm->lock, NULL);
+	bus_init(&vm->pio, "pio");
+	bus_init(&vm->mmio, "mmio");
+	vm->name = strdup(cfg->name ? cfg->name : "vm");
+	vm->cmdline = strdup(cfg->cmdline ? cfg->cmdline : "");
+	vm->mem_size = cfg->mem_size;
+	vm->ncpus = cfg->ncpus;
+	vm->state = VM_CREATED;
+	if (!vm->name || !vm->cmdline) {
+		vmm_fail("out of memory");
+		goto fail;
+	}
+	vm->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (vm->event_fd < 0) {
+		vmm_fail_errno("eventfd");
+		goto fail;
+	}
+	if (console_init(&vm->console, cfg->console_fd, vm->event_fd) || load_payload(vm, cfg) ||
+	    add_devices(vm))
+		goto fail;
+	struct vcpu_host host = { vcpu_fatal, vm };
+	if (vcpu_group_init(&vm->vcpus, vm->ncpus, &vm->pio, &vm->mmio, &host))
+		goto fail;
+	return vm;
+fail:
+	vm_free(vm);
+	return NULL;
+}
+
+/* --- starting ---------------------------------------------------------------- */
+
+#define APIC_LVT_LINT0 0x350
+#define APIC_LVT_LINT1 0x360
+#define APIC_MODE_NMI    0x4
+#define APIC_MODE_EXTINT 0x7
+
+static void set_lvt_mode(struct kvm_lapic_state *lapic, unsigned reg, uint32_t mode)
+{
+	uint32_t v;
+	memcpy(&v, lapic->regs + reg, sizeof(v));
+	v = (v & ~0x700u) | (mode << 8);
+	memcpy(lapic->regs + reg, &v, sizeof(v));
+}
+
+/* LINT0 delivers the PIC's ExtINT and LINT1 NMIs, as a PC's firmware sets. */
+static int setup_lapic(struct vcpu *v)
+{
+	struct kvm_lapic_state lapic;
+	if (ioctl(v->fd, KVM_GET_LAPIC, &lapic) < 0)
+		return vmm_fail_errno("vCPU %u: KVM_GET_LAPIC", v->id);
+	set_lvt_mode(&lapic, APIC_LVT_LINT0, APIC_MODE_EXTINT);
+	set_lvt_mode(&lapic, APIC_LVT_LINT1, APIC_MODE_NMI);
+	if (ioctl(v->fd, KVM_SET_LAPIC, &lapic) < 0)
+		return vmm_fail_errno("vCPU %u: KVM_SET_LAPIC", v->id);
+	return 0;
+}
+
+static int setup_fpu(struct vcpu *v)
+{
+	struct kvm_fpu fpu = { .fcw = 0x37f, .mxcsr = 0x1f80 };
+	if (ioctl(v->fd, KVM_SET_FPU, &fpu) < 0)
+		return vmm_fail_errno("vCPU %u: KVM_SET_FPU", v->id);
+	return 0;
+}
+
+/* The bootstrap processor enters the kernel directly; the others wait in KVM
+ * for the INIT/SIPI the kernel sends through the local APIC. */
+static int setup_bsp_registers(struct vcpu *v, const struct x86_boot_info *boot)
+{
+	struct kvm_sregs sregs;
+	if (ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0)
+		return vmm_fail_errno("vCPU 0: KVM_GET_SREGS");
+	x86_boot_sregs(&sregs);
+	if (ioctl(v->fd, KVM_SET_SREGS, &sregs) < 0)
+		return vmm_fail_errno("vCPU 0: KVM_SET_SREGS");
+	struct kvm_regs regs;
+	memset(&regs, 0, sizeof(regs));
+	x86_boot_regs(&regs, boot);
+	if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0)
+		return vmm_fail_errno("vCPU 0: KVM_SET_REGS");
+	return 0;
+}
+
+static int create_vcpus(struct vm *vm, const struct x86_boot_info *boot)
+{
+	struct kvm_cpuid2 *cpuid = kvm_supported_cpuid(&vm->kvm);
+	if (!cpuid)
+		return -1;
+	int rc = 0;
+	for (unsigned i = 0; i < vm->ncpus && rc == 0; i++) {
+		struct vcpu *v = &vm->vcpus.vcpus[i];
+		v->fd = kvm_create_vcpu(&vm->kvm, i, &v->run);
+		if (v->fd < 0) {
+			rc = -1;
+			break;
+		}
+		v->run_size = vm->kvm.run_mmap_size;
+		cpuid_setup_vcpu(cpuid, i, vm->ncpus);
+		if (ioctl(v->fd, KVM_SET_CPUID2, cpuid) < 0)
+			rc = vmm_fail_errno("vCPU %u: KVM_SET_CPUID2", i);
+		else
+			rc = setup_fpu(v) || setup_lapic(v) || (i == 0 && setup_bsp_registers(v, boot)) ? -1 : 0;
+	}
+	free(cpuid);
+	return rc;
+}
+
+static int load_guest(struct vm *vm, struct x86_boot_info *boot)
+{
+	struct x86_boot_config bc = {
+		.kernel = &vm->bzimage,
+		.initrd = vm->initrd,
+		.initrd_size = vm->initrd_size,
+		.cmdline = vm->cmdline,
+		.ncpus = vm->ncpus,
+	};
+	char memfd_name[80];
+	snprintf(memfd_name, sizeof(memfd_name), "vmm-ram:%s", vm->name);
+	if (guest_mem_create(&vm->mem, vm->mem_size, memfd_name) || kvm_map_memory(&vm->kvm, &vm->mem) ||
+	    x86_boot_load(&vm->mem, &bc, boot))
+		return -1;
+	drop_payload(vm);
+	return 0;
+}
+
+int vm_start(struct vm *vm)
+{
+	if (vm->state != VM_CREATED)
+		return vmm_fail("%s: cannot start: the VM is %s", vm->name, vm_state_name(vm->state));
+	struct x86_boot_info boot;
+	if (kvm_create(&vm->kvm) || load_guest(vm, &boot) || create_vcpus(vm, &boot) ||
+	    vcpu_group_start(&vm->vcpus)) {
+		vmm_fail_context("%s: start", vm->name);
+		vcpu_group_stop(&vm->vcpus);
+		vm->state = VM_STOPPED;
+		snprintf(vm->stop_reason, sizeof(vm->stop_reason), "%s", vmm_error());
+		return -1;
+	}
+	vm->state = VM_RUNNING;
+	return 0;
+}
+
+/* --- running ---------------------------------------------------------------- */
+
+int vm_pause(struct vm *vm)
+{
+	if (vm->state != VM_RUNNING)
+		return vmm_fail("%s: cannot pause: the VM is %s", vm->name, vm_state_name(vm->state));
+	if (vcpu_group_pause(&vm->vcpus))
+		return -1;
+	vm->state = VM_PAUSED;
+	return 0;
+}
+
+int vm_resume(struct vm *vm)
+{
+	if (vm->state != VM_PAUSED)
+		return vmm_fail("%s: cannot resume: the VM is %s", vm->name, vm_state_name(vm->state));
+	if (vcpu_group_resume(&vm->vcpus))
+		return -1;
+	vm->state = VM_RUNNING;
+	return 0;
+}
+
+static void stop_with(struct vm *vm, const char *reason)
+{
+	pthread_mutex_lock(&vm->lock);
+	if (!vm->stop_reason[0])
+		snprintf(vm->stop_reason, sizeof(vm->stop_reason), "%s", reason);
+	vm->stop_pending = false;
+	pthread_mutex_unlock(&vm->lock);
+	vcpu_group_stop(&vm->vcpus);
+	vm->state = VM_STOPPED;
+	console_flush(&vm->console);
+}
+
+int vm_stop(struct vm *vm)
+{
+	if (vm->state == VM_STOPPED)
+		return 0;
+	stop_with(vm, "stopped by the host");
+	return 0;
+}
+
+enum vm_state vm_state(struct vm *vm)
+{
+	return vm->state;
+}
+
+const char *vm_stop_reason(struct vm *vm)
+{
+	return vm->state == VM_STOPPED ? vm->stop_reason : "";
+}
+
+int vm_event_fd(struct vm *vm)
+{
+	return vm->event_fd;
+}
+
+void vm_poll(struct vm *vm)
+{
+	uint64_t count;
+	while (read(vm->event_fd, &count, sizeof(count)) < 0 && errno == EINTR)
+		;
+	if (console_flush(&vm->console))
+		fprintf(stderr, "vmm: %s: %s\n", vm->name, vmm_error());
+	pthread_mutex_lock(&vm->lock);
+	bool pending = vm->stop_pending;
+	pthread_mutex_unlock(&vm->lock);
+	if (pending && vm->state != VM_STOPPED)
+		stop_with(vm, "");
+}
+
+struct console *vm_console(struct vm *vm)
+{
+	return &vm->console;
+}
+
+size_t vm_console_input(struct vm *vm, const void *buf, size_t len)
+{
+	return serial8250_input(vm->serial, buf, len);
+}
+
+int vm_boot_mark(struct vm *vm, uint64_t *ns)
+{
+	uint64_t t = atomic_load(&vm->boot_mark_ns);
+	if (!t)
+		return -1;
+	*ns = t;
+	return 0;
+}
+
+const char *vm_name(struct vm *vm) { return vm->name; }
+unsigned vm_ncpus(struct vm *vm) { return vm->ncpus; }
+uint64_t vm_mem_size(struct vm *vm) { return vm->mem_size; }
+
+void vm_free(struct vm *vm)
+{
+	if (!vm)
+		return;
+	if (vm->vcpus.vcpus)
+		vcpu_group_destroy(&vm->vcpus);
+	if (vm->console.buf)
+		console_flush(&vm->console);
+	console_destroy(&vm->console);
+	serial8250_free(vm->serial);
+	rtc_free(vm->rtc);
+	bus_destroy(&vm->pio);
+	bus_destroy(&vm->mmio);
+	guest_mem_destroy(&vm->mem);
+	kvm_destroy(&vm->kvm);
+	if (vm->event_fd >= 0)
+		close(vm->event_fd);
+	drop_payload(vm);
+	pthread_mutex_destroy(&vm->lock);
+	free(vm->name);
+	free(vm->cmdline);
+	free(vm);
+}
