@@ -23,7 +23,7 @@ int vmm_fail(const char *fmt, ...)
 int vmm_fail_errno(const char *fmt, ...)
 {
 	int saved = errno;
-	char msg[512];
+	char msg[sizeof(errbuf) - 64];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -41,6 +41,13 @@ int vmm_fail_context(const char *fmt, ...)
 	vsnprintf(ctx, sizeof(ctx), fmt, ap);
 	va_end(ap);
 	memcpy(old, errbuf, sizeof(old));
-	snprintf(errbuf, sizeof(errbuf), "%s: %s", ctx, old);
+	size_t n = strlen(ctx);
+	if (n > sizeof(errbuf) - 3)
+		n = sizeof(errbuf) - 3;
+	memcpy(errbuf, ctx, n);
+	memcpy(errbuf + n, ": ", 2);
+	size_t room = sizeof(errbuf) - n - 3, len = strnlen(old, room);
+	memcpy(errbuf + n + 2, old, len);
+	errbuf[n + 2 + len] = '\0';
 	return -1;
 }
