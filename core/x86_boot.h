@@ -15,6 +15,7 @@
 /* Fixed guest-physical layout below 1 MiB. */
 #define X86_GDT_GPA         0x500ull
 #define X86_BOOT_PARAMS_GPA 0x7000ull
+#define X86_BOOT_STACK_GPA  0x8ff0ull  /* initial RSP: top of the free page 0x8000 */
 #define X86_PML4_GPA        0x9000ull  /* PML4, PDPT at +0x1000, 4 PDs after */
 #define X86_CMDLINE_GPA     0x20000ull
 #define X86_CMDLINE_MAX     0x10000ull /* bytes reserved at X86_CMDLINE_GPA */
@@ -24,6 +25,7 @@
 
 #define X86_BOOT_CS 0x10 /* GDT selector of the flat 64-bit code segment */
 #define X86_BOOT_DS 0x18 /* GDT selector of the flat data segment */
+#define X86_BOOT_TR 0x20 /* GDT selector of the (16-byte) 64-bit TSS descriptor */
 
 #define X86_MAX_VCPUS 64
 
@@ -45,9 +47,10 @@ struct bzimage {
 };
 
 /* Validates and parses `size` bytes of `image`. Fails with a message that
- * starts with "not a bzImage: " (too small, no HdrS magic, setup runs past
- * the end of the file, no protected-mode part) or says why the kernel cannot
- * be booted here (boot protocol older than 2.12, no 64-bit entry point). */
+ * starts with "not a bzImage: " (too small, no HdrS magic or 0xaa55 boot
+ * flag, setup runs past the end of the file, no protected-mode part, no
+ * LOADED_HIGH) or says why the kernel cannot be booted here (boot protocol
+ * older than 2.12, no 64-bit entry point). */
 int bzimage_parse(struct bzimage *bz, const uint8_t *image, size_t size);
 
 struct e820_entry {
@@ -89,23 +92,27 @@ struct x86_boot_info {
  * initrd at the highest page-aligned address that ends at or below both
  * initrd_addr_max and the end of low RAM and above the kernel's init_size,
  * identity page tables mapping the first 4 GiB with 2 MiB pages, a GDT, and
- * the MP table. Fails with a message naming what does not fit (command line
- * longer than cmdline_size, initrd too large for memory, memory too small for
- * the kernel). */
+ * the MP table. The kernel's init_size counts from where it decompresses:
+ * its pref_address if loaded below it (as at 1 MiB), else the load address
+ * rounded up to kernel_alignment. Fails, writing nothing, with a message
+ * naming what does not fit (command line longer than cmdline_size, initrd too
+ * large for memory, memory too small for the kernel). */
 int x86_boot_load(const struct guest_mem *m, const struct x86_boot_config *cfg,
 		  struct x86_boot_info *out);
 
-/* Register state for entering the kernel in 64-bit mode: flat segments from
- * the GDT, CR0 PE|PG (and ET), CR4 PAE, EFER LME|LMA, CR3 the PML4;
- * RIP = entry, RSI = boot_params, RFLAGS = 2. `sregs` must hold the values
- * read from the vCPU (only the fields above are changed). */
+/* Register state for entering the kernel in 64-bit mode: GDTR, flat segments
+ * and TR from the GDT, CR0 PE|PG (and ET; CD and NW cleared), CR4 PAE,
+ * EFER LME|LMA, CR3 the PML4; RIP = entry, RSI = boot_params,
+ * RSP = X86_BOOT_STACK_GPA, RFLAGS = 2, all else 0. `sregs` must hold the
+ * values read from the vCPU (only the fields above are changed). */
 void x86_boot_sregs(struct kvm_sregs *sregs);
 void x86_boot_regs(struct kvm_regs *regs, const struct x86_boot_info *info);
 
 /* Adapts KVM_GET_SUPPORTED_CPUID output for vCPU `apic_id` of `ncpus`:
- * initial APIC id in leaf 1 EBX[31:24], logical count in EBX[23:16] with HTT,
+ * initial APIC id in leaf 1 EBX[31:24], logical count in EBX[23:16] (ncpus
+ * rounded up to a power of two) with EDX.HTT set iff that count exceeds 1,
  * hypervisor bit in leaf 1 ECX, x2APIC id in EDX of every subleaf of leaves
- * 0xB and 0x1F. */
+ * 0xB and 0x1F. Other bits and leaves are left as they are. */
 void cpuid_setup_vcpu(struct kvm_cpuid2 *cpuid, unsigned apic_id, unsigned ncpus);
 
 #endif
