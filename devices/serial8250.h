@@ -1,7 +1,9 @@
 /* 8250/16550A UART, as the PC's COM1 (ports 0x3f8-0x3ff, IRQ 4).
  * The guest side runs on vCPU threads through serial8250_bus_ops; the host
  * side (input) comes from the main thread. A mutex guards the state.
- * Interrupt line level is reported through irq() whenever it changes. */
+ * Interrupt line level is reported through irq() whenever it changes.
+ * Accesses wider than a byte act on their first byte (reads fill the rest with
+ * 0). What is modelled and what is approximated: see serial8250.c. */
 #ifndef VMM_SERIAL8250_H
 #define VMM_SERIAL8250_H
 
@@ -16,6 +18,9 @@
 
 struct serial8250;
 
+/* Either callback may be NULL. irq() is called with the device lock held (so
+ * level changes arrive in order) and must not call back into the device;
+ * output() is called with no lock held. */
 struct serial8250_host {
 	void (*irq)(void *opaque, int level);                    /* line level changed */
 	void (*output)(void *opaque, const uint8_t *buf, size_t len); /* guest transmitted */
