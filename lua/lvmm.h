@@ -1,0 +1,22 @@
+/* The Lua binding of the VMM: declarations shared by lvmm.c (module, VM
+ * userdata), lvmm_loop.c (libuv glue) and main.c (the executable). */
+#ifndef LVMM_H
+#define LVMM_H
+
+#include <lua.h>
+#include <uv.h>
+
+/* The `vmm` module: registers the embedded Lua modules into package.preload
+ * and runs the "vmm" one. Safe to call more than once per state. */
+int luaopen_vmm(lua_State *L);
+
+/* Puts every embedded module (and `vmm` itself) into package.preload. */
+void lvmm_preload(lua_State *L);
+
+/* The process's one loop (uv_default_loop). */
+uv_loop_t *lvmm_loop(void);
+
+/* Adds the loop functions (step, now, stdin_*) to the table on the top. */
+void lvmm_loop_register(lua_State *L);
+
+#endif

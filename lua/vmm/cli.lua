@@ -1,0 +1,95 @@
+-- The `vmm` command line. main(arg) gets arg[0] = the program and arg[1..]
+-- its arguments, returns the exit status, and raises on failure (main.c
+-- prints "vmm: <message>" and exits with 1).
+local M = {}
+
+M.USAGE = [==[
+usage: vmm <command> [arguments]
+
+  vmm script FILE [ARGS...]   run a Lua script; ARGS are in the global arg
+                              (arg[0] = FILE) and in the chunk's `...`
+  vmm repl                    interactive Lua with the vmm module loaded
+  vmm --help                  this text
+  vmm --version               versions of vmm, Lua and libuv
+
+Like lua(1): `vmm FILE [ARGS...]` when FILE ends in .lua or contains a '/',
+and `vmm -e CODE [FILE [ARGS...]]`.
+
+In scripts: local vmm = require "vmm"
+  local vm = vmm.vm { kernel = "/boot/vmlinuz", memory = "512M", vcpus = 2 }
+Set VMM_TRACEBACK=1 to see tracebacks of errors.
+]==]
+
+local function fail(fmt, ...)
+  error(string.format(fmt, ...), 0)
+end
+
+-- Sets the global arg like lua.c: arg[0] = script, arg[1..] its arguments,
+-- arg[-1..] what came before it.
+local function set_arg(argv, script_at)
+  local arg = {}
+  for i = 0, #argv do arg[i - script_at] = argv[i] end
+  _G.arg = arg
+  return table.unpack(argv, script_at + 1, #argv)
+end
+
+-- Runs the script at argv[i] with the arguments after it.
+local function run_script(argv, i)
+  local file = argv[i]
+  if not file then fail("script: missing the script file (try 'vmm --help')") end
+  local chunk, err = loadfile(file)
+  if not chunk then fail("%s", err) end
+  chunk(set_arg(argv, i))
+  -- Let the tasks the script spawned finish, as an event loop would.
+  local task = package.loaded["vmm.task"]
+  if task then task.run() end
+  return 0
+end
+
+-- lua.c's -e: `vmm -e CODE [-e CODE...] [FILE [ARGS...]]`.
+local function run_e(argv, i)
+  local script_at = i
+  while argv[script_at] == "-e" do script_at = script_at + 2 end
+  set_arg(argv, argv[script_at] and script_at or 0)
+  while argv[i] == "-e" do
+    local code = argv[i + 1]
+    if not code then fail("-e needs a Lua chunk (try 'vmm --help')") end
+    local chunk, err = load(code, "=(command line)")
+    if not chunk then fail("%s", err) end
+    chunk()
+    i = i + 2
+  end
+  if argv[i] then return run_script(argv, i) end
+  local task = package.loaded["vmm.task"]
+  if task then task.run() end
+  return 0
+end
+
+local function version()
+  local vmm = require "vmm"
+  io.write(string.format("vmm %s (%s, libuv %s)\n", vmm.versions.vmm, vmm.versions.lua, vmm.versions.libuv))
+  return 0
+end
+
+local COMMANDS = {
+  script = function(argv) return run_script(argv, 2) end,
+  repl = function(argv)
+    if argv[2] then fail("repl: unexpected argument %q (try 'vmm --help')", argv[2]) end
+    return require("vmm.repl").run()
+  end,
+  help = function() io.write(M.USAGE) return 0 end,
+  version = version,
+}
+COMMANDS["--help"], COMMANDS["-h"] = COMMANDS.help, COMMANDS.help
+COMMANDS["--version"], COMMANDS["-v"] = version, version
+
+function M.main(argv)
+  local cmd = argv[1]
+  if not cmd then fail("missing command (try 'vmm --help')") end
+  if COMMANDS[cmd] then return COMMANDS[cmd](argv) end
+  if cmd == "-e" then return run_e(argv, 1) end
+  if cmd:find("/", 1, true) or cmd:find("%.lua$") then return run_script(argv, 1) end
+  fail("unknown command %q (try 'vmm --help')", cmd)
+end
+
+return M

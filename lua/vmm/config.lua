@@ -1,0 +1,159 @@
+-- Checks and normalises the table given to vmm.vm{...}. check() returns the
+-- normalised table, or nil and one message ("vmm.vm: <field>: ...") for the
+-- first problem found; vmm.vm raises it at the caller's line.
+local M = {}
+
+local KiB, MiB, GiB, TiB = 1024, 1024 ^ 2, 1024 ^ 3, 1024 ^ 4
+M.MIN_MEMORY = 32 * MiB
+M.MAX_MEMORY = 1 * TiB
+M.MAX_VCPUS = 64
+M.DEFAULT_CMDLINE = "console=ttyS0 reboot=k panic=-1 acpi=off "
+  .. "i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd"
+
+local FIELDS = { "name", "memory", "vcpus", "kernel", "initrd", "cmdline", "console" }
+local DEFAULTS = { name = "vm", memory = "512M", vcpus = 1, console = "stdout" }
+
+local UNITS = {
+  [""] = 1, B = 1,
+  K = KiB, KB = KiB, KIB = KiB,
+  M = MiB, MB = MiB, MIB = MiB,
+  G = GiB, GB = GiB, GIB = GiB,
+  T = TiB, TB = TiB, TIB = TiB,
+}
+
+-- A value for messages: strings quoted, the rest as tostring.
+local function show(v)
+  if type(v) == "string" then return string.format("%q", v) end
+  return tostring(v)
+end
+
+local function fail(field, fmt, ...)
+  return nil, "vmm.vm: " .. field .. ": " .. string.format(fmt, ...)
+end
+
+-- Levenshtein distance, to suggest a field name for a typo.
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+local function unknown_field(key)
+  local msg = "vmm.vm: unknown field " .. show(key)
+  if type(key) == "string" then
+    for _, f in ipairs(FIELDS) do
+      if distance(key, f) <= 2 then return nil, msg .. string.format(" (did you mean %q?)", f) end
+    end
+  end
+  return nil, msg .. " (known: " .. table.concat(FIELDS, ", ") .. ")"
+end
+
+-- "512M", "2G", "512MiB", "1.5G", 536870912 -> bytes.
+function M.parse_size(v)
+  if math.type(v) == "float" then v = math.tointeger(v) or v end
+  if math.type(v) == "integer" then return v end
+  if type(v) ~= "string" then return nil end
+  local num, unit = v:match("^%s*(%d+%.?%d*)%s*(%a*)%s*$")
+  local scale = unit and UNITS[unit:upper()]
+  if not scale then return nil end
+  return math.tointeger(tonumber(num) * scale)
+end
+
+local function check_name(v)
+  if type(v) ~= "string" or not v:match("^[%w_.-]+$") or #v > 64 then
+    return fail("name", "expected 1 to 64 letters, digits, '_', '.' or '-', got %s", show(v))
+  end
+  return v
+end
+
+local function check_memory(v)
+  local bytes = M.parse_size(v)
+  if not bytes then
+    return fail("memory", 'expected a size like "512M" or a number of bytes, got %s', show(v))
+  end
+  if bytes < M.MIN_MEMORY or bytes > M.MAX_MEMORY then
+    return fail("memory", "%s is out of range (32 MiB to 1 TiB)", show(v))
+  end
+  if bytes % (4 * KiB) ~= 0 then
+    return fail("memory", "%s is not a multiple of 4 KiB", show(v))
+  end
+  return bytes
+end
+
+local function check_vcpus(v)
+  local n = math.type(v) == "float" and math.tointeger(v) or v
+  if math.type(n) ~= "integer" or n < 1 or n > M.MAX_VCPUS then
+    return fail("vcpus", "expected an integer from 1 to %d, got %s", M.MAX_VCPUS, show(v))
+  end
+  return n
+end
+
+-- A path to a file we can read (the contents are checked by the core).
+local function check_file(field, v)
+  if type(v) ~= "string" or v == "" then
+    return fail(field, "expected a file path, got %s", show(v))
+  end
+  local f, err = io.open(v, "rb")
+  if not f then return fail(field, "cannot open %s", err) end
+  local ok, rerr = f:read(0)
+  f:close()
+  if not ok and rerr then return fail(field, "cannot read %s: %s", v, rerr) end
+  return v
+end
+
+local function check_cmdline(v)
+  if type(v) ~= "string" then return fail("cmdline", "expected a string, got %s", show(v)) end
+  if v:find("\0", 1, true) then return fail("cmdline", "contains a NUL byte") end
+  return v
+end
+
+local function check_console(v)
+  if type(v) ~= "string" or v == "" then
+    return fail("console", 'expected "stdout", "none" or a file path, got %s', show(v))
+  end
+  return v
+end
+
+local CHECKS = {
+  name = check_name,
+  memory = check_memory,
+  vcpus = check_vcpus,
+  kernel = function(v) return check_file("kernel", v) end,
+  initrd = function(v) return check_file("initrd", v) end,
+  cmdline = check_cmdline,
+  console = check_console,
+}
+
+-- check(cfg) -> normalised copy {name, memory (bytes), vcpus, kernel,
+-- initrd?, cmdline, console}, or nil and a message.
+function M.check(cfg)
+  if type(cfg) ~= "table" then
+    return nil, "vmm.vm: expected a table of settings, got " .. type(cfg)
+  end
+  for k in pairs(cfg) do
+    if not CHECKS[k] then return unknown_field(k) end
+  end
+  if cfg.kernel == nil then return fail("kernel", "required (the path of a bzImage)") end
+  local out = {}
+  for _, field in ipairs(FIELDS) do
+    local v = cfg[field]
+    if v == nil then v = DEFAULTS[field] end
+    if field == "cmdline" and v == nil then v = M.DEFAULT_CMDLINE end
+    if v ~= nil then
+      local norm, err = CHECKS[field](v)
+      if norm == nil then return nil, err end
+      out[field] = norm
+    end
+  end
+  return out
+end
+
+return M

@@ -1,0 +1,128 @@
+-- The Lua methods of a VM (added to the "vmm.vm" metatable next to the C
+-- ones): waiting on the console and on the VM's state. They block the way
+-- vmm.sleep does: they yield inside a task and drive the loop elsewhere.
+local core = require "vmm.core"
+local task = require "vmm.task"
+
+local M = {}
+local methods = core.vm_methods
+
+M.READY_LINE = "LUAVMM-GUEST-READY"
+local DEFAULT_TIMEOUT = 30
+local BOOT_TIMEOUT = 60
+local TAIL = 200
+local STATES = { created = true, running = true, paused = true, stopped = true, closed = true }
+
+-- The last bytes of s, on one line, control characters escaped.
+local function tail(s)
+  if #s > TAIL then s = "..." .. s:sub(-TAIL) end
+  return '"' .. s:gsub("[%c\"\\]", function(c)
+    local named = { ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t", ['"'] = '\\"', ["\\"] = "\\\\" }
+    return named[c] or string.format("\\%d", c:byte())
+  end) .. '"'
+end
+
+local function check_timeout(name, t, default)
+  if t == nil then return default end
+  if type(t) ~= "number" or t ~= t or t < 0 then
+    error(string.format("vm:%s: expected a timeout in seconds (a number >= 0), got %s", name, tostring(t)), 3)
+  end
+  return t
+end
+
+local function stopped_message(vm)
+  if vm:state() == "closed" then return "VM closed" end
+  return "VM stopped (" .. (vm:stop_reason() or "no reason given") .. ")"
+end
+
+-- Finds pattern in the unread output; on a match consumes up to its end and
+-- returns {captures or the matched text}.
+local function match_output(vm, pattern)
+  local out = vm:console_peek()
+  local r = table.pack(out:find(pattern))
+  if not r[1] then return nil end
+  vm:console_consume(math.max(r[2], 0))
+  if r.n > 2 then return table.pack(table.unpack(r, 3, r.n)) end
+  return table.pack(out:sub(r[1], r[2]))
+end
+
+-- vm:expect(pattern, [timeout_s = 30]) -> the matched text (or the
+-- pattern's captures); or nil and "timeout after N s waiting for <pattern>;
+-- last output: <tail>" (or "VM stopped (...) ..." as soon as it stops).
+function methods:expect(pattern, timeout)
+  if type(pattern) ~= "string" then
+    error("vm:expect: expected a Lua pattern (string), got " .. type(pattern), 2)
+  end
+  local ok, err = pcall(string.find, "", pattern)
+  if not ok then error("vm:expect: bad pattern " .. string.format("%q", pattern) .. ": " .. err, 2) end
+  timeout = check_timeout("expect", timeout, DEFAULT_TIMEOUT)
+  local found, stopped
+  task.wait(function()
+    local s = self:state()   -- before reading: output that precedes a stop is seen
+    if s == "closed" then stopped = true return true end
+    found = match_output(self, pattern)
+    if found then return true end
+    stopped = s == "stopped"
+    return stopped
+  end, timeout)
+  if found then return table.unpack(found, 1, found.n) end
+  local why = stopped and stopped_message(self) or string.format("timeout after %g s", timeout)
+  return nil, string.format("%s waiting for %q; last output: %s", why, pattern,
+                            tail(self:state() == "closed" and "" or self:console_peek()))
+end
+
+-- vm:wait(state, [timeout_s = 30]) -> true once the VM is in state, or nil
+-- and a message (at once if it stopped while waiting for another state).
+function methods:wait(state, timeout)
+  if not STATES[state] then
+    error("vm:wait: expected a state (created, running, paused, stopped), got " .. tostring(state), 2)
+  end
+  timeout = check_timeout("wait", timeout, DEFAULT_TIMEOUT)
+  local s
+  task.wait(function()
+    s = self:state()
+    return s == state or s == "stopped" or s == "closed"
+  end, timeout)
+  if s == state then return true end
+  if s == "stopped" or s == "closed" then
+    return nil, stopped_message(self) .. " while waiting for state " .. state
+  end
+  return nil, string.format("timeout after %g s waiting for state %s (still %s)", timeout, state, s)
+end
+
+-- vm:wait_boot([timeout_s = 60]) -> true once the guest printed
+-- LUAVMM-GUEST-READY, or nil and a message.
+function methods:wait_boot(timeout)
+  timeout = check_timeout("wait_boot", timeout, BOOT_TIMEOUT)
+  local ok, err = self:expect((M.READY_LINE:gsub("%-", "%%-")), timeout)
+  if not ok then return nil, (err:gsub('waiting for "[^"]*"', "waiting for " .. M.READY_LINE, 1)) end
+  return true
+end
+
+local marker_count = 0
+
+-- vm:sh(cmd, [timeout_s = 30]) -> output, exit status: runs cmd in the
+-- guest's shell on the serial console; the output comes without the echo,
+-- the prompt and its last newline, with "\r\n" turned into "\n" (so
+-- vm:sh("nproc") gives "2", 0). nil and a message on timeout.
+function methods:sh(cmd, timeout)
+  if type(cmd) ~= "string" then
+    error("vm:sh: expected a command (string), got " .. type(cmd), 2)
+  end
+  timeout = check_timeout("sh", timeout, DEFAULT_TIMEOUT)
+  marker_count = marker_count + 1
+  local id = string.format("%d%d", marker_count, math.random(100000, 999999))
+  -- The quotes keep the echoed command line from matching the markers; eval
+  -- keeps a trailing comment or an unbalanced `;` in cmd from eating them.
+  local quoted = "'" .. cmd:gsub("'", "'\\''") .. "'"
+  self:send(string.format("echo 'LVMM-S'%s; eval %s; echo 'LVMM-E'%s-$?\n", id, quoted, id))
+  local deadline = core.now() + timeout
+  local ok, err = self:expect("LVMM%-S" .. id .. "\r?\n", timeout)
+  if not ok then return nil, err end
+  local out, status = self:expect("(.-)LVMM%-E" .. id .. "%-(%d+)", math.max(deadline - core.now(), 0))
+  if not out then return nil, status end
+  out = out:gsub("\r\n", "\n"):gsub("\n$", "")
+  return out, math.tointeger(tonumber(status))
+end
+
+return M

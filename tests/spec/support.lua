@@ -1,0 +1,75 @@
+-- Shared by the specs: where the repository and the vmm executable are, and
+-- running the executable with some input.
+--   local support = dofile((debug.getinfo(1, "S").source:match("^@(.*)/") or ".") .. "/support.lua")
+local M = {}
+
+local here = debug.getinfo(1, "S").source:match("^@(.*)/") or "."
+M.root = here .. "/../.."
+
+-- VMM_BIN, else build/vmm of this repository.
+M.bin = os.getenv("VMM_BIN") or (M.root .. "/build/vmm")
+
+function M.quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+function M.read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function M.write_file(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+-- A temporary file holding text (removed by M.cleanup).
+local temps = {}
+function M.temp_file(text)
+  local path = os.tmpname()
+  temps[#temps + 1] = path
+  return M.write_file(path, text or "")
+end
+
+function M.cleanup()
+  for _, p in ipairs(temps) do os.remove(p) end
+  temps = {}
+end
+
+-- Runs a shell command line; returns exit status, stdout, stderr.
+function M.sh(cmdline, input)
+  local inp, out, err = M.temp_file(input or ""), M.temp_file(), M.temp_file()
+  local ok, how, code = os.execute(string.format("(%s) <%s >%s 2>%s", cmdline, inp, out, err))
+  if how == "signal" then code = 128 + code end
+  return ok and 0 or code, M.read_file(out), M.read_file(err)
+end
+
+-- Runs the vmm executable with arguments (each quoted).
+function M.vmm(args, input)
+  local words = { M.quote(M.bin) }
+  for _, a in ipairs(args) do words[#words + 1] = M.quote(a) end
+  return M.sh(table.concat(words, " "), input)
+end
+
+-- The path of a Linux kernel of the host, or nil.
+function M.host_kernel()
+  local p = io.popen("ls /boot/vmlinuz-* 2>/dev/null")
+  local path = p:read("l")
+  p:close()
+  local f = path and io.open(path, "rb")
+  if not f then return nil end
+  f:close()
+  return path
+end
+
+function M.have_kvm()
+  local f = io.open("/dev/kvm", "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+return M
