@@ -1,0 +1,77 @@
+-- Scenario: boot the guest image under KVM and drive it through the serial
+-- console. Needs /dev/kvm: run through scripts/testhost (scripts/test does).
+local vmm = require "vmm"
+
+local kernel = os.getenv("VMM_KERNEL") or vmm.default_kernel()
+local initrd = os.getenv("VMM_INITRD") or "build/images/guest.cpio.gz"
+local BOOT_TIMEOUT = tonumber(os.getenv("VMM_BOOT_TIMEOUT") or "240")
+
+local function guest(vcpus, name)
+  local vm = vmm.vm {
+    name = name, memory = "256M", vcpus = vcpus,
+    kernel = kernel, initrd = initrd, console = "none",
+  }
+  assert(vm:start())
+  local ok, err = vm:wait_boot(BOOT_TIMEOUT)
+  assert(ok, err)
+  return vm
+end
+
+describe("a Linux guest under KVM", function()
+  for _, n in ipairs { 1, 2 } do
+    it("boots with " .. n .. " vCPU(s) and nproc prints " .. n, function()
+      local vm <close> = guest(n, "nproc" .. n)
+      local out, status = vm:sh("nproc", 60)
+      assert.are.equal(tostring(n), out)
+      assert.are.equal(0, status)
+      -- every vCPU really came up, not just counted
+      assert.are.equal(tostring(n), (vm:sh("grep -c ^processor /proc/cpuinfo", 60)))
+    end)
+  end
+
+  it("records the guest's boot marker after the start", function()
+    local vm <close> = guest(1, "marker")
+    local t = vm:boot_time()
+    assert.is_number(t)
+    assert.is_true(t > 0)
+  end)
+
+  it("runs commands with their output and exit status over the console", function()
+    local vm <close> = guest(1, "shell")
+    assert.are.equal("hello from the guest", (vm:sh("echo hello from the guest", 30)))
+    local _, status = vm:sh("false", 30)
+    assert.are.equal(1, status)
+    local kernel_release = vm:sh("uname -r", 30)
+    assert.is_truthy(kernel_release:match("^%d+%.%d+"))
+  end)
+
+  it("freezes the guest while paused and continues after resume", function()
+    local vm <close> = guest(2, "pause")
+    local before = tonumber((vm:sh("cat /proc/uptime | cut -d' ' -f1 | cut -d. -f1", 30)))
+    assert(vm:pause())
+    assert.are.equal("paused", vm:state())
+    vm:send("echo during-pause\n")
+    assert.is_nil((vm:expect("during%-pause\r?\n", 3)))
+    assert(vm:resume())
+    assert.are.equal("running", vm:state())
+    assert.is_truthy(vm:expect("during%-pause\r?\n", 60))
+    local after = tonumber((vm:sh("cat /proc/uptime | cut -d' ' -f1 | cut -d. -f1", 30)))
+    assert.is_true(after >= before)
+  end)
+
+  it("stops with a reason when the guest resets itself", function()
+    local vm <close> = guest(1, "reboot")
+    vm:send("reboot -f\n")
+    assert.is_truthy(vm:wait("stopped", 120))
+    assert.is_truthy(vm:stop_reason():match("guest"))
+  end)
+
+  it("stops on request, and a stopped VM refuses to start again", function()
+    local vm <close> = guest(1, "stop")
+    vm:stop()
+    assert.are.equal("stopped", vm:state())
+    local ok, err = vm:start()
+    assert.is_nil(ok)
+    assert.is_truthy(err:match("stopped"))
+  end)
+end)
