@@ -14,6 +14,7 @@
 
 #include "bus.h"
 #include "err.h"
+#include "i8042.h"
 #include "kvm.h"
 #include "memory.h"
 #include "rtc.h"
@@ -43,6 +44,7 @@ struct vm {
 	struct vcpu_group vcpus;
 	struct serial8250 *serial;
 	struct rtc *rtc;
+	struct i8042 i8042;
 	struct console console;
 	int event_fd;
 
@@ -180,6 +182,13 @@ static void boot_mark_write(void *opaque, uint64_t offset, const void *data, uns
 
 static const struct bus_ops boot_mark_ops = { .write = boot_mark_write };
 
+static void vcpu_fatal(void *opaque, unsigned vcpu_id, const char *why);
+
+static void guest_reset(void *opaque)
+{
+	vcpu_fatal(opaque, 0, "guest reset");
+}
+
 static int add_devices(struct vm *vm)
 {
 	struct serial8250_host host = { serial_irq, serial_output, vm };
@@ -190,6 +199,10 @@ static int add_devices(struct vm *vm)
 	if (bus_register(&vm->pio, SERIAL_COM1_BASE, SERIAL_PORTS, &serial8250_bus_ops, vm->serial, "serial0") ||
 	    bus_register(&vm->pio, RTC_PORT_BASE, RTC_PORTS, &rtc_bus_ops, vm->rtc, "rtc") ||
 	    bus_register(&vm->pio, VM_BOOT_MARK_PORT, 1, &boot_mark_ops, vm, "boot-mark"))
+		return -1;
+	vm->i8042 = (struct i8042){ .reset = guest_reset, .opaque = vm };
+	if (bus_register(&vm->pio, I8042_DATA_PORT, 1, &i8042_data_ops, &vm->i8042, "i8042-data") ||
+	    bus_register(&vm->pio, I8042_COMMAND_PORT, 1, &i8042_command_ops, &vm->i8042, "i8042-command"))
 		return -1;
 	return 0;
 }
