@@ -385,6 +385,14 @@ static int l_info(lua_State *L)
 	lua_setfield(L, -2, "vcpus");
 	lua_pushstring(L, vm_state_name(vm_state(vm)));
 	lua_setfield(L, -2, "state");
+	lua_getiuservalue(L, 1, 1); /* the strings given to vm_new */
+	lua_getfield(L, -1, "console");
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		lua_pushliteral(L, "stdout");
+	}
+	lua_setfield(L, -3, "console");
+	lua_pop(L, 1);
 	return 1;
 }
 

@@ -165,6 +165,12 @@ static int open_stream(uv_loop_t *loop, uv_handle_type kind)
 	return err ? err : uv_tcp_open((uv_tcp_t *)in.stream, STDIN_FILENO);
 }
 
+/* A terminal left in raw mode by an error or exit is put back. */
+static void restore_tty(void)
+{
+	uv_tty_reset_mode();
+}
+
 static void in_start(lua_State *L)
 {
 	in.started = true;
@@ -173,6 +179,8 @@ static void in_start(lua_State *L)
 		in.sync = true; /* a file, /dev/null, or closed */
 		return;
 	}
+	if (kind == UV_TTY)
+		atexit(restore_tty);
 	int err = open_stream(check_loop(L), kind);
 	if (!err)
 		err = uv_read_start(in.stream, on_alloc, on_read);
@@ -239,6 +247,56 @@ static int l_stdin_read_line(lua_State *L)
 	return 2;
 }
 
+/* core.stdin_read_raw() -> every byte read so far (maybe ""); nil (and an
+ * error message if reading failed) at the end of input. For vm:attach. */
+static int l_stdin_read_raw(lua_State *L)
+{
+	if (!in.started)
+		in_start(L);
+	if (in.sync && !in.eof) {
+		char chunk[STDIN_CHUNK];
+		ssize_t n = read(STDIN_FILENO, chunk, sizeof(chunk));
+		if (n < 0 && errno != EINTR && errno != EAGAIN)
+			in_fail(strerror(errno));
+		else if (n == 0)
+			in.eof = true;
+		else if (n > 0 && in_append(chunk, (size_t)n) < 0)
+			in_fail("out of memory");
+	}
+	if (in.len || !in.eof) {
+		lua_pushlstring(L, in.buf ? in.buf : "", in.len);
+		in.len = 0;
+		return 1;
+	}
+	lua_pushnil(L);
+	if (!in.err[0])
+		return 1;
+	lua_pushstring(L, in.err);
+	return 2;
+}
+
+/* core.stdin_raw(on): puts a terminal on stdin into raw mode (every key
+ * reaches the guest, Ctrl-C included) or back. No-op when stdin is no tty.
+ * Returns true, or nil and a message. */
+static int l_stdin_raw(lua_State *L)
+{
+	int on = lua_toboolean(L, 1);
+	if (!in.started)
+		in_start(L);
+	if (in.sync || !in.stream || in.stream->type != UV_TTY) {
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	int err = uv_tty_set_mode((uv_tty_t *)in.stream, on ? UV_TTY_MODE_RAW : UV_TTY_MODE_NORMAL);
+	if (err) {
+		lua_pushnil(L);
+		lua_pushfstring(L, "stdin: cannot set the terminal mode: %s", uv_strerror(err));
+		return 2;
+	}
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 static int l_stdin_is_tty(lua_State *L)
 {
 	lua_pushboolean(L, uv_guess_handle(STDIN_FILENO) == UV_TTY);
@@ -300,6 +358,8 @@ static const luaL_Reg loop_functions[] = {
 	{ "now", l_now },
 	{ "stdin_read_line", l_stdin_read_line },
 	{ "stdin_is_tty", l_stdin_is_tty },
+	{ "stdin_read_raw", l_stdin_read_raw },
+	{ "stdin_raw", l_stdin_raw },
 	{ "catch_sigint", l_catch_sigint },
 	{ "interrupted", l_interrupted },
 	{ NULL, NULL },

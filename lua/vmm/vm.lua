@@ -125,4 +125,38 @@ function methods:sh(cmd, timeout)
   return out, math.tointeger(tonumber(status))
 end
 
+M.DETACH_KEY = "\29" -- Ctrl-]
+
+-- vm:attach() -> "detached" or "stopped": connects the terminal to the
+-- guest's serial console (raw mode when stdin is a terminal, so Ctrl-C goes
+-- to the guest) until Ctrl-] is typed, stdin ends, or the VM stops. Guest
+-- output is shown as it comes (it already is when console = "stdout") and
+-- consumed, so a later vm:expect sees only what follows.
+function methods:attach()
+  if self:state() ~= "running" and self:state() ~= "paused" then
+    error("vm:attach: the VM is " .. self:state(), 2)
+  end
+  local echo = self:info().console ~= "stdout"
+  assert(core.stdin_raw(true))
+  local result
+  local ok, err = pcall(task.wait, function()
+    local out = self:console_peek()
+    if #out > 0 then
+      if echo then io.stdout:write(out); io.stdout:flush() end
+      self:console_consume(#out)
+    end
+    if self:state() == "stopped" then result = "stopped" return true end
+    local input = core.stdin_read_raw()
+    if input == nil then result = "detached" return true end
+    local cut = input:find(M.DETACH_KEY, 1, true)
+    if cut then input = input:sub(1, cut - 1) end
+    if #input > 0 then self:send(input) end
+    if cut then result = "detached" return true end
+    return false
+  end)
+  core.stdin_raw(false)
+  if not ok then error(err, 0) end
+  return result
+end
+
 return M
