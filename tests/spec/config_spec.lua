@@ -169,7 +169,7 @@ describe("a VM made from the host's kernel", function()
     local vm = vmm.vm { name = "web", kernel = KERNEL, memory = "512M", vcpus = 2, console = "none" }
     assert.equals("created", vm:state())
     assert.equals("vmm.vm: web (created, 2 vCPUs, 512 MiB)", tostring(vm))
-    assert.same({ name = "web", memory = 512 * 1024 * 1024, vcpus = 2, state = "created" }, vm:info())
+    assert.same({ name = "web", memory = 512 * 1024 * 1024, vcpus = 2, state = "created", console = "none" }, vm:info())
     assert.is_nil(vm:boot_time())
     assert.is_nil(vm:stop_reason())
     assert.equals("", vm:console_peek())
