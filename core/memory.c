@@ -89,22 +89,30 @@ void *guest_mem_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len)
 	return NULL;
 }
 
-int guest_mem_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len)
+/* guest_mem_ptr, with a message naming the range when it is not RAM. */
+static void *ram_range(const struct guest_mem *m, uint64_t gpa, uint64_t len)
 {
 	void *p = guest_mem_ptr(m, gpa, len);
 	if (!p)
-		return vmm_fail("guest range 0x%llx+0x%llx is not RAM",
-				(unsigned long long)gpa, (unsigned long long)len);
+		vmm_fail("guest range 0x%llx+0x%llx is not RAM", (unsigned long long)gpa,
+			 (unsigned long long)len);
+	return p;
+}
+
+int guest_mem_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len)
+{
+	void *p = ram_range(m, gpa, len);
+	if (!p)
+		return -1;
 	memcpy(p, src, len);
 	return 0;
 }
 
 int guest_mem_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t len)
 {
-	void *p = guest_mem_ptr(m, gpa, len);
+	void *p = ram_range(m, gpa, len);
 	if (!p)
-		return vmm_fail("guest range 0x%llx+0x%llx is not RAM",
-				(unsigned long long)gpa, (unsigned long long)len);
+		return -1;
 	memcpy(dst, p, len);
 	return 0;
 }

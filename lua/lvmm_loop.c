@@ -188,22 +188,40 @@ static void in_start(lua_State *L)
 		in_fail(uv_strerror(err));
 }
 
-static void in_read_sync(void)
+/* One read() of a stdin libuv cannot watch; false if it would block. */
+static bool in_read_once(void)
 {
 	char chunk[STDIN_CHUNK];
-	while (!in.eof && !memchr(in.buf ? in.buf : "", '\n', in.len)) {
-		ssize_t n = read(STDIN_FILENO, chunk, sizeof(chunk));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno == EAGAIN)
+	ssize_t n;
+	do
+		n = read(STDIN_FILENO, chunk, sizeof(chunk));
+	while (n < 0 && errno == EINTR);
+	if (n < 0 && errno == EAGAIN)
+		return false;
+	if (n < 0)
+		in_fail(strerror(errno));
+	else if (n == 0)
+		in.eof = true;
+	else if (in_append(chunk, (size_t)n) < 0)
+		in_fail("out of memory");
+	return true;
+}
+
+static void in_read_sync(void)
+{
+	while (!in.eof && !memchr(in.buf ? in.buf : "", '\n', in.len))
+		if (!in_read_once())
 			return;
-		if (n < 0)
-			in_fail(strerror(errno));
-		else if (n == 0)
-			in.eof = true;
-		else if (in_append(chunk, (size_t)n) < 0)
-			in_fail("out of memory");
-	}
+}
+
+/* End of input: nil, plus the read error if there was one. */
+static int push_end_of_input(lua_State *L)
+{
+	lua_pushnil(L);
+	if (!in.err[0])
+		return 1;
+	lua_pushstring(L, in.err);
+	return 2;
 }
 
 /* Pushes and removes the first n bytes of the buffer, without a trailing
@@ -240,11 +258,7 @@ static int l_stdin_read_line(lua_State *L)
 		push_line(L, in.len, 0);
 		return 1;
 	}
-	lua_pushnil(L);
-	if (!in.err[0])
-		return 1;
-	lua_pushstring(L, in.err);
-	return 2;
+	return push_end_of_input(L);
 }
 
 /* core.stdin_read_raw() -> every byte read so far (maybe ""); nil (and an
@@ -253,26 +267,14 @@ static int l_stdin_read_raw(lua_State *L)
 {
 	if (!in.started)
 		in_start(L);
-	if (in.sync && !in.eof) {
-		char chunk[STDIN_CHUNK];
-		ssize_t n = read(STDIN_FILENO, chunk, sizeof(chunk));
-		if (n < 0 && errno != EINTR && errno != EAGAIN)
-			in_fail(strerror(errno));
-		else if (n == 0)
-			in.eof = true;
-		else if (n > 0 && in_append(chunk, (size_t)n) < 0)
-			in_fail("out of memory");
-	}
+	if (in.sync && !in.eof)
+		in_read_once();
 	if (in.len || !in.eof) {
 		lua_pushlstring(L, in.buf ? in.buf : "", in.len);
 		in.len = 0;
 		return 1;
 	}
-	lua_pushnil(L);
-	if (!in.err[0])
-		return 1;
-	lua_pushstring(L, in.err);
-	return 2;
+	return push_end_of_input(L);
 }
 
 /* core.stdin_raw(on): puts a terminal on stdin into raw mode (every key

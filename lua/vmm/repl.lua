@@ -12,12 +12,7 @@ local function one_line(msg)
   return (msg:gsub("[\r\n]+%s*", " "))
 end
 
-local function error_text(e)
-  if type(e) == "string" then return e end
-  local mt = getmetatable(e)
-  if mt and mt.__tostring then return tostring(e) end
-  return string.format("(error object is a %s value)", type(e))
-end
+local error_text = task.error_text
 
 local function report(e)
   io.stderr:write("vmm: ", one_line(error_text(e)), "\n")

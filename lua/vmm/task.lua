@@ -38,12 +38,15 @@ function Task:done()
   return self.finished == true
 end
 
-local function error_text(e)
+-- The text of an error value, whatever its type.
+function M.error_text(e)
   if type(e) == "string" then return e end
   local mt = getmetatable(e)
   if mt and mt.__tostring then return tostring(e) end
   return string.format("(error object is a %s value)", type(e))
 end
+
+local error_text = M.error_text
 
 local function with_traceback(e)
   return debug.traceback(error_text(e), 2)
