@@ -14,7 +14,8 @@ static void status_read(void *opaque, uint64_t offset, void *data, unsigned len)
 {
 	(void)opaque;
 	(void)offset;
-	memset(data, 0, len); /* output buffer empty, input buffer empty */
+	memset(data, 0, len);
+	*(uint8_t *)data = I8042_STATUS_OBF; /* see i8042.h: "no controller here" */
 }
 
 static void command_write(void *opaque, uint64_t offset, const void *data, unsigned len)

@@ -83,6 +83,24 @@ static void count_reset(void *opaque)
 	resets++;
 }
 
+/* Linux's i8042_flush(): reads data while OBF is set, gives up after 16
+ * bytes and then reports "No controller found" without any timeout. */
+static void i8042_looks_absent_to_linux_flush_within_16_reads(void)
+{
+	struct bus b;
+	bus_init(&b, "pio");
+	struct i8042 k = { .reset = count_reset };
+	CHECK(bus_register(&b, I8042_DATA_PORT, 1, &i8042_data_ops, &k, "i8042-data") == 0);
+	CHECK(bus_register(&b, I8042_COMMAND_PORT, 1, &i8042_command_ops, &k, "i8042-command") == 0);
+	int count = 0;
+	while ((inb(&b, I8042_COMMAND_PORT) & I8042_STATUS_OBF) && count < 16 + 1) {
+		inb(&b, I8042_DATA_PORT);
+		count++;
+	}
+	CHECK_EQ(count, 17); /* still full after the buffer size: not a controller */
+	bus_destroy(&b);
+}
+
 static void i8042_reports_only_the_reset_command(void)
 {
 	struct bus b;
@@ -90,7 +108,8 @@ static void i8042_reports_only_the_reset_command(void)
 	struct i8042 k = { .reset = count_reset };
 	CHECK(bus_register(&b, I8042_DATA_PORT, 1, &i8042_data_ops, &k, "i8042-data") == 0);
 	CHECK(bus_register(&b, I8042_COMMAND_PORT, 1, &i8042_command_ops, &k, "i8042-command") == 0);
-	CHECK_EQ(inb(&b, I8042_COMMAND_PORT) & 0x03, 0); /* no output, input buffer free */
+	/* input buffer free (reboot=k may write), output always "full" */
+	CHECK_EQ(inb(&b, I8042_COMMAND_PORT) & (I8042_STATUS_OBF | I8042_STATUS_IBF), I8042_STATUS_OBF);
 	outb(&b, I8042_COMMAND_PORT, 0x20);                /* read CTR: ignored */
 	outb(&b, I8042_DATA_PORT, I8042_CMD_RESET);        /* 0xfe on the data port: not a reset */
 	CHECK_EQ(resets, 0);
@@ -103,6 +122,7 @@ int main(void)
 {
 	RUN(rtc_reports_a_valid_bcd_date_and_no_update_in_progress);
 	RUN(rtc_keeps_nvram_and_ignores_the_nmi_bit_and_read_only_bits);
+	RUN(i8042_looks_absent_to_linux_flush_within_16_reads);
 	RUN(i8042_reports_only_the_reset_command);
 	return CHECK_DONE();
 }
