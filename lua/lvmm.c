@@ -334,6 +334,10 @@ static int l_send(lua_State *L)
 static int l_console_peek(lua_State *L)
 {
 	struct console *c = vm_console(check_vm(L));
+	/* Echo first, so that whatever a script matches and reacts to has
+	 * already reached the console sink, and the two never interleave. A
+	 * failed write is reported by vm_poll. */
+	console_flush(c);
 	size_t n = console_unread(c);
 	lua_Integer max = luaL_optinteger(L, 2, (lua_Integer)n);
 	luaL_argcheck(L, max >= 0, 2, "must be >= 0");
