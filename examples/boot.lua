@@ -24,7 +24,7 @@ print(string.format("\n[vmm] guest ready after %.2f s (boot marker at %.2f s)",
 
 for _, cmd in ipairs { "uname -r", "nproc", "cat /proc/meminfo | head -1" } do
   local out, status = assert(vm:sh(cmd, 60))
-  print(string.format("[vmm] %s -> %q (exit %d)", cmd, out, status))
+  print(string.format("\n[vmm] %s -> %q (exit %d)", cmd, out, status))
 end
 
 vm:stop()
