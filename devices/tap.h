@@ -1,0 +1,51 @@
+/* TAP devices as a virtio-net backend: one fd per queue pair, each opened
+ * with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE, non-blocking,
+ * with a 12-byte vnet header (struct virtio_net_hdr_mrg_rxbuf, the virtio
+ * 1.x header), so that a virtio-net buffer goes to the TAP as it is.
+ * The TAP keeps its offload and vnet-header settings across processes: an
+ * adopted fd is checked, never re-initialised. */
+#ifndef VMM_TAP_H
+#define VMM_TAP_H
+
+#include <stdbool.h>
+#include <net/if.h>
+
+#define TAP_MAX_QUEUES 16
+#define TAP_VNET_HDR_LEN 12
+
+struct tap {
+	char ifname[IFNAMSIZ];
+	unsigned nqueues;
+	int fds[TAP_MAX_QUEUES];
+	bool adopted;      /* fds were handed in, not opened here */
+	unsigned offloads; /* TUN_F_* last set with tap_set_offloads */
+};
+
+/* Opens nqueues queues of the TAP `ifname`, creating it if it is absent.
+ * Fails naming the interface, e.g. when it exists without IFF_MULTI_QUEUE
+ * or another process holds its queues. */
+int tap_open(struct tap *t, const char *ifname, unsigned nqueues);
+/* Takes over fds (queues of one TAP; e.g. received with SCM_RIGHTS): checks
+ * with TUNGETIFF that each is a TAP with a vnet header of the right size,
+ * all of the same interface, and that each is non-blocking. On success the
+ * fds belong to t. */
+int tap_adopt(struct tap *t, const int *fds, unsigned n);
+void tap_close(struct tap *t);
+
+/* TUN_F_* bits the TAP accepts (tried with TUNSETOFFLOAD), e.g.
+ * TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_UFO. */
+int tap_probe_offloads(struct tap *t, unsigned *supported);
+/* What the kernel may hand us (and so the guest): the guest's GUEST_*
+ * features mapped to TUN_F_*. */
+int tap_set_offloads(struct tap *t, unsigned tun_flags);
+
+/* Attach or detach queue q (TUNSETQUEUE), so that the kernel steers
+ * packets only to queues the guest uses. */
+int tap_set_queue_enabled(struct tap *t, unsigned q, bool enabled);
+
+/* For management (vmm.net): a persistent TAP that outlives this process,
+ * or removing one. */
+int tap_create_persistent(const char *ifname, bool multi_queue);
+int tap_delete_persistent(const char *ifname);
+
+#endif

@@ -1,0 +1,46 @@
+/* vhost-net: the kernel datapath for one queue pair (vring 0 = rx, 1 = tx)
+ * of a virtio-net device. The guest's rings, its memory table and the
+ * ioeventfd/irqfd pair of each queue are given to the kernel, which then
+ * moves packets between the rings and the TAP queue fd without userspace.
+ *
+ * The fd is bound to this process's memory by VHOST_SET_OWNER (done in
+ * vhost_net_open); another process can use it only after
+ * VHOST_RESET_OWNER. */
+#ifndef VMM_VHOST_NET_H
+#define VMM_VHOST_NET_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "memory.h"
+
+struct vhost_net {
+	int fd;
+	uint64_t features;  /* VHOST_GET_FEATURES */
+	bool running[2];
+};
+
+struct vhost_vring {
+	uint16_t size;
+	uint16_t last_avail;     /* where the kernel starts popping */
+	void *desc, *avail, *used; /* host addresses of the rings */
+	int kick_fd, call_fd;
+};
+
+/* Opens /dev/vhost-net (fd < 0) or adopts fd, then VHOST_SET_OWNER and
+ * VHOST_GET_FEATURES. A missing /dev/vhost-net gives a message saying so
+ * (module vhost_net not loaded?). */
+int vhost_net_open(struct vhost_net *v, int fd);
+void vhost_net_close(struct vhost_net *v);
+
+/* VHOST_SET_FEATURES (negotiated virtio features the kernel handles) and
+ * VHOST_SET_MEM_TABLE (every region of guest RAM). */
+int vhost_net_setup(struct vhost_net *v, uint64_t features, const struct guest_mem *mem);
+/* Starts vring idx (0 rx, 1 tx): num, base, addresses, kick, call, then
+ * VHOST_NET_SET_BACKEND with tap_fd. */
+int vhost_net_start(struct vhost_net *v, unsigned idx, const struct vhost_vring *r, int tap_fd);
+/* Detaches the backend and returns where the kernel stopped
+ * (VHOST_GET_VRING_BASE): the next avail index to pop. */
+int vhost_net_stop(struct vhost_net *v, unsigned idx, uint16_t *last_avail);
+
+#endif
