@@ -476,5 +476,6 @@ static int open_core(lua_State *L)
 	lua_pushstring(L, uv_version_string());
 	lua_setfield(L, -2, "uv_version");
 	lvmm_loop_register(L);
+	lvmm_net_register(L);
 	return 1;
 }

@@ -19,4 +19,8 @@ uv_loop_t *lvmm_loop(void);
 /* Adds the loop functions (step, now, stdin_*) to the table on the top. */
 void lvmm_loop_register(lua_State *L);
 
+/* Adds the host network functions (vmm.net: TAP, links, addresses, bridges
+ * through netlink) to the table on the top. */
+void lvmm_net_register(lua_State *L);
+
 #endif
