@@ -477,5 +477,6 @@ static int open_core(lua_State *L)
 	lua_setfield(L, -2, "uv_version");
 	lvmm_loop_register(L);
 	lvmm_net_register(L);
+	lvmm_process_register(L);
 	return 1;
 }

@@ -23,4 +23,7 @@ void lvmm_loop_register(lua_State *L);
  * through netlink) to the table on the top. */
 void lvmm_net_register(lua_State *L);
 
+/* Adds core.process_spawn (host commands on the loop) to the table on the top. */
+void lvmm_process_register(lua_State *L);
+
 #endif

@@ -74,5 +74,8 @@ M.spawn = task.spawn          -- vmm.spawn(fn, ...) -> task
 M.run = task.run              -- vmm.run([timeout]) -> true | nil, err
 M.wait_until = task.wait_until -- vmm.wait_until(pred, [timeout]) -> value | nil, err
 M.now = core.now              -- vmm.now() -> monotonic seconds
+local process = require "vmm.process"
+M.command = process.command  -- vmm.command(argv, opts) -> output, status
+M.background = process.background -- vmm.background(argv, opts) -> command
 
 return M

@@ -1,0 +1,60 @@
+-- vmm.command / vmm.background: host commands run on the event loop.
+local vmm = require "vmm"
+
+describe("vmm.command", function()
+  it("returns the output (stdout and stderr) and the exit status", function()
+    local out, status = vmm.command({ "sh", "-c", "echo out; echo err >&2; exit 3" })
+    assert.are.equal("out\nerr\n", out)
+    assert.are.equal(3, status)
+  end)
+
+  it("returns nil and a message naming the program when it cannot start", function()
+    local out, err = vmm.command({ "/nonexistent/program" })
+    assert.is_nil(out)
+    assert.matches("/nonexistent/program: no such file", err, 1, true)
+  end)
+
+  it("kills a command that outlives its timeout", function()
+    local t0 = vmm.now()
+    local out, err = vmm.command({ "sleep", "30" }, { timeout = 0.3 })
+    assert.is_nil(out)
+    assert.matches("timeout after 0.3 s", err, 1, true)
+    assert.is_true(vmm.now() - t0 < 5)
+  end)
+
+  it("keeps the loop running while waiting, so other tasks progress", function()
+    local ticks = 0
+    vmm.spawn(function() for _ = 1, 3 do vmm.sleep(0.05) ticks = ticks + 1 end end)
+    vmm.command({ "sleep", "0.4" })
+    assert.are.equal(3, ticks)
+  end)
+
+  it("raises on misuse, naming the argument", function()
+    assert.has_error(function() vmm.command("ls") end,
+      "vmm.command: expected a list of strings (the program first), got string")
+    assert.has_error(function() vmm.command({ "ls", 3 }) end, "vmm.command: argv[2] must be a string, got number")
+  end)
+end)
+
+describe("vmm.background", function()
+  it("redirects stdin and stdout to files and can be waited for", function()
+    local src, dst = os.tmpname(), os.tmpname()
+    local f = assert(io.open(src, "w"))
+    f:write("payload\n")
+    f:close()
+    local cmd = assert(vmm.background({ "cat" }, { stdin = src, stdout = dst }))
+    local out, status = cmd:wait(10)
+    assert.are.equal("", out)
+    assert.are.equal(0, status)
+    assert.are.equal("payload\n", assert(io.open(dst)):read("a"))
+    os.remove(src)
+    os.remove(dst)
+  end)
+
+  it("reports a killed command as 128 + signal", function()
+    local cmd = assert(vmm.background({ "sleep", "30" }))
+    assert(cmd:kill(9))
+    local _, status = cmd:wait(10)
+    assert.are.equal(128 + 9, status)
+  end)
+end)
