@@ -29,18 +29,24 @@ struct vhost_vring {
 
 /* Opens /dev/vhost-net (fd < 0) or adopts fd, then VHOST_SET_OWNER and
  * VHOST_GET_FEATURES. A missing /dev/vhost-net gives a message saying so
- * (module vhost_net not loaded?). */
+ * (module vhost_net not loaded?). On failure an fd we opened is closed; an
+ * adopted fd stays the caller's. v->fd is -1 after a failure or a close. */
 int vhost_net_open(struct vhost_net *v, int fd);
 void vhost_net_close(struct vhost_net *v);
 
-/* VHOST_SET_FEATURES (negotiated virtio features the kernel handles) and
- * VHOST_SET_MEM_TABLE (every region of guest RAM). */
+/* VHOST_SET_FEATURES (negotiated virtio features the kernel handles; must be
+ * a subset of v->features) and VHOST_SET_MEM_TABLE (every region of guest
+ * RAM: gpa, size, mem->host + offset). */
 int vhost_net_setup(struct vhost_net *v, uint64_t features, const struct guest_mem *mem);
 /* Starts vring idx (0 rx, 1 tx): num, base, addresses, kick, call, then
- * VHOST_NET_SET_BACKEND with tap_fd. */
+ * VHOST_NET_SET_BACKEND with tap_fd. Refused before any ioctl: idx > 1, a
+ * size that is not a power of two in 1..32768, missing or misaligned rings
+ * (desc 16, avail 2, used 4 bytes), kick_fd < 0, tap_fd < 0, a vring already
+ * started. call_fd -1 means no interrupts. */
 int vhost_net_start(struct vhost_net *v, unsigned idx, const struct vhost_vring *r, int tap_fd);
 /* Detaches the backend and returns where the kernel stopped
- * (VHOST_GET_VRING_BASE): the next avail index to pop. */
+ * (VHOST_GET_VRING_BASE): the next avail index to pop. Refused for a vring
+ * that is not started (see v->running). */
 int vhost_net_stop(struct vhost_net *v, unsigned idx, uint16_t *last_avail);
 
 #endif

@@ -156,4 +156,92 @@ function M.check(cfg)
   return out
 end
 
+-- ---- vm:add_net{...} ------------------------------------------------------
+
+M.MAX_QUEUE_PAIRS = 8
+local NET_FIELDS = { "ifname", "mac", "queues", "vhost", "queue_size", "name" }
+local NET_DEFAULTS = { queues = 1, vhost = false, queue_size = 256 }
+
+local function net_fail(field, fmt, ...)
+  return nil, "vm:add_net: " .. field .. ": " .. string.format(fmt, ...)
+end
+
+-- A locally administered unicast MAC in QEMU's 52:54:00 range.
+function M.random_mac()
+  local b = {}
+  for i = 1, 3 do b[i] = math.random(0, 255) end
+  return string.format("52:54:00:%02x:%02x:%02x", b[1], b[2], b[3])
+end
+
+local NET_CHECKS = {
+  ifname = function(v)
+    if type(v) ~= "string" or not v:match("^[%w_.-]+$") or #v > 15 then
+      return net_fail("ifname", "expected an interface name of 1 to 15 letters, digits, '_', '.' or '-', got %s", show(v))
+    end
+    return v
+  end,
+  mac = function(v)
+    local hex = type(v) == "string" and { v:match("^(%x%x):(%x%x):(%x%x):(%x%x):(%x%x):(%x%x)$") }
+    if not hex or #hex ~= 6 then
+      return net_fail("mac", 'expected six hex bytes like "52:54:00:12:34:56", got %s', show(v))
+    end
+    if tonumber(hex[1], 16) & 1 == 1 then
+      return net_fail("mac", "%s is a multicast address (the first byte must be even)", show(v))
+    end
+    if v == "00:00:00:00:00:00" then return net_fail("mac", "%s is not a usable address", show(v)) end
+    return v:lower()
+  end,
+  queues = function(v)
+    local n = math.type(v) == "float" and math.tointeger(v) or v
+    if math.type(n) ~= "integer" or n < 1 or n > M.MAX_QUEUE_PAIRS then
+      return net_fail("queues", "expected a number of queue pairs from 1 to %d, got %s", M.MAX_QUEUE_PAIRS, show(v))
+    end
+    return n
+  end,
+  vhost = function(v)
+    if type(v) ~= "boolean" then return net_fail("vhost", "expected true or false, got %s", show(v)) end
+    return v
+  end,
+  queue_size = function(v)
+    local n = math.type(v) == "float" and math.tointeger(v) or v
+    if math.type(n) ~= "integer" or n < 64 or n > 1024 or n & (n - 1) ~= 0 then
+      return net_fail("queue_size", "expected a power of 2 from 64 to 1024, got %s", show(v))
+    end
+    return n
+  end,
+  name = function(v)
+    if type(v) ~= "string" or not v:match("^[%w_.-]+$") or #v > 32 then
+      return net_fail("name", "expected 1 to 32 letters, digits, '_', '.' or '-', got %s", show(v))
+    end
+    return v
+  end,
+}
+
+-- check_net(settings, index) -> normalised {name, ifname, mac, queues,
+-- vhost, queue_size}, or nil and a message naming the field.
+function M.check_net(cfg, index)
+  if type(cfg) ~= "table" then
+    return nil, "vm:add_net: expected a table of settings, got " .. type(cfg)
+  end
+  for k in pairs(cfg) do
+    if not NET_CHECKS[k] then
+      return nil, "vm:add_net: unknown field " .. show(k) .. " (known: " .. table.concat(NET_FIELDS, ", ") .. ")"
+    end
+  end
+  if cfg.ifname == nil then return net_fail("ifname", "required (the TAP device to use)") end
+  local out = {}
+  for _, field in ipairs(NET_FIELDS) do
+    local v = cfg[field]
+    if v == nil then v = NET_DEFAULTS[field] end
+    if v ~= nil then
+      local norm, err = NET_CHECKS[field](v)
+      if norm == nil then return nil, err end
+      out[field] = norm
+    end
+  end
+  out.name = out.name or ("net" .. (index or 0))
+  out.mac = out.mac or M.random_mac()
+  return out
+end
+
 return M
