@@ -27,6 +27,7 @@ struct process {
 	uv_pipe_t out;
 	unsigned open_handles;
 	bool exited, out_eof, orphaned; /* orphaned: the userdata is gone */
+	int hold_fd;     /* write end of a stdin pipe kept open, or -1 */
 	int64_t exit_status;
 	int term_signal;
 	char *buf;
@@ -57,6 +58,10 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
 {
 	struct process *p = proc->data;
 	p->exited = true;
+	if (p->hold_fd >= 0) {
+		close(p->hold_fd);
+		p->hold_fd = -1;
+	}
 	p->exit_status = status;
 	p->term_signal = sig;
 	uv_close((uv_handle_t *)proc, on_handle_closed);
@@ -110,9 +115,11 @@ static int open_redirect(lua_State *L, const char *field, int flags)
 	return fd;
 }
 
-/* core.process_spawn(argv, {stdin = path?, stdout = path?}) -> process, or
- * nil, message if it cannot be started. Output (stdout and stderr) is
- * captured unless stdout names a file (then only stderr is). */
+/* core.process_spawn(argv, {stdin = path?, stdout = path?, hold_stdin?})
+ * -> process, or nil, message if it cannot be started. Output (stdout and
+ * stderr) is captured unless stdout names a file (then only stderr is).
+ * hold_stdin: stdin is a pipe that stays open and empty until the process
+ * exits (for programs such as nc that stop at end of input). */
 static int l_process_spawn(lua_State *L)
 {
 	luaL_checktype(L, 1, LUA_TTABLE);
@@ -134,6 +141,13 @@ static int l_process_spawn(lua_State *L)
 	args[argc] = NULL;
 
 	int in_fd = open_redirect(L, "stdin", O_RDONLY);
+	lua_getfield(L, 2, "hold_stdin");
+	bool hold = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	if (hold && in_fd >= 0) {
+		close(in_fd);
+		return luaL_error(L, "process_spawn: stdin and hold_stdin exclude each other");
+	}
 	int out_fd = open_redirect(L, "stdout", O_WRONLY | O_CREAT | O_TRUNC);
 
 	struct lprocess *u = lua_newuserdatauv(L, sizeof(*u), 0);
@@ -164,6 +178,12 @@ static int l_process_spawn(lua_State *L)
 	p->out.data = p;
 	p->proc.data = p;
 	p->open_handles = 1;
+	p->hold_fd = -1;
+	uv_file hold_fds[2];
+	if (hold && uv_pipe(hold_fds, 0, 0) == 0) {
+		in_fd = hold_fds[0];
+		p->hold_fd = hold_fds[1];
+	}
 
 	uv_stdio_container_t stdio[3] = {
 		{ .flags = in_fd >= 0 ? UV_INHERIT_FD : UV_IGNORE, .data.fd = in_fd },
@@ -184,6 +204,8 @@ static int l_process_spawn(lua_State *L)
 	if (out_fd >= 0)
 		close(out_fd);
 	if (rc < 0) {
+		if (p->hold_fd >= 0)
+			close(p->hold_fd);
 		p->orphaned = true;
 		p->out_eof = true;
 		uv_close((uv_handle_t *)&p->out, on_handle_closed);

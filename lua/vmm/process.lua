@@ -6,7 +6,9 @@
 --   ... ; local out, status = srv:wait(30)
 --
 -- argv is run directly (no shell). Options: stdin = path, stdout = path
--- (stdout and stderr are captured otherwise), timeout = seconds.
+-- (stdout and stderr are captured otherwise), hold_stdin = true (stdin is
+-- an empty pipe held open until the command exits: for nc -l, which stops
+-- at end of input), timeout = seconds.
 local core = require "vmm.core"
 local task = require "vmm.task"
 
@@ -30,7 +32,7 @@ local function spawn(name, argv, opts)
   check_argv(name, argv)
   opts = opts or {}
   if type(opts) ~= "table" then error(name .. ": options must be a table", 3) end
-  local proc, err = core.process_spawn(argv, { stdin = opts.stdin, stdout = opts.stdout })
+  local proc, err = core.process_spawn(argv, { stdin = opts.stdin, stdout = opts.stdout, hold_stdin = opts.hold_stdin })
   if not proc then return nil, err end
   return setmetatable({ proc = proc, argv = argv }, Command)
 end
