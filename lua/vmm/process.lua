@@ -46,6 +46,8 @@ function Command:wait(timeout)
   return (self.proc:output()), self.proc:status()
 end
 
+-- cmd:output() -> what it printed so far
+function Command:output() return (self.proc:output()) end
 function Command:kill(signal) return self.proc:kill(signal) end
 function Command:pid() return self.proc:pid() end
 function Command:done() return self.proc:done() end
