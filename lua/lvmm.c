@@ -478,5 +478,6 @@ static int open_core(lua_State *L)
 	lvmm_loop_register(L);
 	lvmm_net_register(L);
 	lvmm_process_register(L);
+	lvmm_fs_register(L);
 	return 1;
 }

@@ -26,4 +26,7 @@ void lvmm_net_register(lua_State *L);
 /* Adds core.process_spawn (host commands on the loop) to the table on the top. */
 void lvmm_process_register(lua_State *L);
 
+/* Adds core.list_dir to the table on the top. */
+void lvmm_fs_register(lua_State *L);
+
 #endif
