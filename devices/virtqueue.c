@@ -332,7 +332,10 @@ bool vq_set_notification(struct virtqueue *vq, bool enable)
 		f = enable ? (uint16_t)(f & ~VQ_USED_F_NO_NOTIFY) : (uint16_t)(f | VQ_USED_F_NO_NOTIFY);
 		__atomic_store_n(flags, f, __ATOMIC_RELAXED);
 	} else if (enable) {
-		__atomic_store_n(avail_event_ptr(vq), vq->last_avail, __ATOMIC_RELAXED);
+		/* The driver's current index, not last_avail: a device waiting for
+		 * more buffers than are pending (a big rx packet) must be kicked
+		 * when the driver adds the next one. */
+		__atomic_store_n(avail_event_ptr(vq), avail_idx_acquire(vq), __ATOMIC_RELAXED);
 	}
 	if (!enable)
 		return false;

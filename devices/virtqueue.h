@@ -102,8 +102,9 @@ void vq_push(struct virtqueue *vq, uint16_t head, uint32_t len);
 bool vq_should_signal(struct virtqueue *vq);
 
 /* Whether the driver should kick on new buffers (used flags, or avail_event
- * with EVENT_IDX). Enabling returns whether buffers arrived meanwhile, so
- * the caller does not sleep on a non-empty ring. */
+ * with EVENT_IDX, set to the driver's current avail index so that the next
+ * buffer it adds kicks even if some are pending). Enabling returns whether
+ * unpopped buffers are pending, so the caller does not sleep on them. */
 bool vq_set_notification(struct virtqueue *vq, bool enable);
 
 /* Number of avail entries not popped yet (0 if the ring is not started). */
