@@ -21,30 +21,39 @@ struct tap {
 	unsigned offloads; /* TUN_F_* last set with tap_set_offloads */
 };
 
-/* Opens nqueues queues of the TAP `ifname`, creating it if it is absent.
- * Fails naming the interface, e.g. when it exists without IFF_MULTI_QUEUE
- * or another process holds its queues. */
+/* Opens nqueues queues of the TAP `ifname`, creating it if it is absent,
+ * and sets its vnet header length to 12. With nqueues == 1 an existing
+ * single-queue TAP is accepted too. Fails naming the interface and the
+ * errno text, with a hint when it exists without IFF_MULTI_QUEUE (EINVAL)
+ * or another process holds its queue (EBUSY). */
 int tap_open(struct tap *t, const char *ifname, unsigned nqueues);
 /* Takes over fds (queues of one TAP; e.g. received with SCM_RIGHTS): checks
- * with TUNGETIFF that each is a TAP with a vnet header of the right size,
- * all of the same interface, and that each is non-blocking. On success the
- * fds belong to t. */
+ * with TUNGETIFF that each is a TAP with IFF_NO_PI | IFF_VNET_HDR (and
+ * IFF_MULTI_QUEUE if n > 1), all of the same interface, no fd twice, and
+ * with TUNGETVNETHDRSZ that the header is 12 bytes (never changed here).
+ * A blocking fd is made non-blocking (never the reverse); a detached queue
+ * may be attached on kernels that refuse TUNGETIFF on it. On success the
+ * fds belong to t (closed by tap_close); on failure they are left alone. */
 int tap_adopt(struct tap *t, const int *fds, unsigned n);
 void tap_close(struct tap *t);
 
-/* TUN_F_* bits the TAP accepts (tried with TUNSETOFFLOAD), e.g.
- * TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_UFO. */
+/* TUN_F_* bits the TAP accepts (tried with TUNSETOFFLOAD, the full set
+ * first, then backing off: UFO, ECN, TSO6, TSO4), e.g.
+ * TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_UFO.
+ * Afterwards the TAP is set back to t->offloads (0 after open/adopt). */
 int tap_probe_offloads(struct tap *t, unsigned *supported);
 /* What the kernel may hand us (and so the guest): the guest's GUEST_*
  * features mapped to TUN_F_*. */
 int tap_set_offloads(struct tap *t, unsigned tun_flags);
 
 /* Attach or detach queue q (TUNSETQUEUE), so that the kernel steers
- * packets only to queues the guest uses. */
+ * packets only to queues the guest uses. Idempotent. */
 int tap_set_queue_enabled(struct tap *t, unsigned q, bool enabled);
 
-/* For management (vmm.net): a persistent TAP that outlives this process,
- * or removing one. */
+/* For management (vmm.net): a persistent TAP that outlives this process
+ * (fails if an interface of that name exists), or removing one (fails if
+ * there is none, or it is not a TAP). Names: 1..IFNAMSIZ-1 characters, no
+ * '/', ' ' or '%'. */
 int tap_create_persistent(const char *ifname, bool multi_queue);
 int tap_delete_persistent(const char *ifname);
 
