@@ -51,17 +51,13 @@ end
 function M.default_kernel(dir)
   dir = dir or "/boot"
   local best
-  local p = io.popen("ls -1 " .. string.format("%q", dir) .. " 2>/dev/null")
-  if p then
-    for name in p:lines() do
-      local v = name:match("^vmlinuz%-(.+)$")
-      local f = v and io.open(dir .. "/" .. name, "rb")
-      if f then
-        f:close()
-        if not best or version_less(best, v) then best = v end
-      end
+  for _, name in ipairs(core.list_dir(dir) or {}) do
+    local v = name:match("^vmlinuz%-(.+)$")
+    local f = v and io.open(dir .. "/" .. name, "rb")
+    if f then
+      f:close()
+      if not best or version_less(best, v) then best = v end
     end
-    p:close()
   end
   if best then return dir .. "/vmlinuz-" .. best end
   local f = io.open(dir .. "/vmlinuz", "rb")
@@ -74,6 +70,7 @@ M.spawn = task.spawn          -- vmm.spawn(fn, ...) -> task
 M.run = task.run              -- vmm.run([timeout]) -> true | nil, err
 M.wait_until = task.wait_until -- vmm.wait_until(pred, [timeout]) -> value | nil, err
 M.now = core.now              -- vmm.now() -> monotonic seconds
+M.net = require "vmm.net"
 local process = require "vmm.process"
 M.command = process.command  -- vmm.command(argv, opts) -> output, status
 M.background = process.background -- vmm.background(argv, opts) -> command
