@@ -1,0 +1,100 @@
+/* The virtio 1.x PCI transport, modern only (virtio 1.2, section 4.1), for
+ * one struct virtio_device.
+ *
+ * The function: vendor 0x1af4, device 0x1040 + virtio device ID, revision 1,
+ * subsystem 0x1af4 / device ID; one 32-bit memory BAR (BAR 0) holding every
+ * region below, found by the guest through vendor capabilities (common,
+ * notify, ISR, device) and an MSI-X capability with nqueues + 1 vectors.
+ *
+ * Threads. Register accesses come on vCPU threads and are serialised by
+ * vd->lock. What must happen on the main thread (the device's activate and
+ * reset, queue notifications without ioeventfd) is handed over with a loop
+ * wake-up: after the driver writes 0 to device_status, the register keeps
+ * reading its old value until the main thread has reset the device.
+ *
+ * With KVM (virtio_pci_realize after kvm_create): each queue's notify
+ * address is an ioeventfd watched on the loop (unless the device took the
+ * queue's kicks, vhost), each MSI-X vector an eventfd bound with an irqfd to
+ * an MSI route that follows the guest's table entry; a masked vector's irqfd
+ * is unbound, so signals (ours or vhost's) wait in the eventfd counter and
+ * fire on unmask. Without KVM (tests), notify writes are queued for the loop
+ * and interrupts are counted per vector (virtio_pci_interrupts). */
+#ifndef VMM_VIRTIO_PCI_H
+#define VMM_VIRTIO_PCI_H
+
+#include <stdint.h>
+
+#include "kvm.h"
+#include "pci.h"
+#include "virtio.h"
+
+#define VIRTIO_PCI_VENDOR    0x1af4
+#define VIRTIO_PCI_DEVICE_BASE 0x1040
+#define VIRTIO_PCI_NO_VECTOR 0xffff
+
+/* Capability cfg_type values (4.1.4). */
+#define VIRTIO_PCI_CAP_COMMON_CFG 1
+#define VIRTIO_PCI_CAP_NOTIFY_CFG 2
+#define VIRTIO_PCI_CAP_ISR_CFG    3
+#define VIRTIO_PCI_CAP_DEVICE_CFG 4
+
+/* Layout of BAR 0: one 4 KiB page per region. */
+#define VIRTIO_PCI_BAR            0
+#define VIRTIO_PCI_BAR_SIZE       0x8000
+#define VIRTIO_PCI_COMMON_OFFSET  0x0000
+#define VIRTIO_PCI_COMMON_LEN     0x40   /* through queue_reset (1.2) */
+#define VIRTIO_PCI_ISR_OFFSET     0x1000
+#define VIRTIO_PCI_DEVICE_OFFSET  0x2000
+#define VIRTIO_PCI_NOTIFY_OFFSET  0x3000
+#define VIRTIO_PCI_NOTIFY_MULTIPLIER 4   /* queue q notifies at NOTIFY_OFFSET + 4 q */
+#define VIRTIO_PCI_MSIX_TABLE_OFFSET 0x4000
+#define VIRTIO_PCI_MSIX_PBA_OFFSET   0x5000
+#define VIRTIO_PCI_REGION_SIZE    0x1000
+
+/* Common configuration registers (4.1.4.3). */
+#define VIRTIO_PCI_COMMON_DFSELECT   0x00
+#define VIRTIO_PCI_COMMON_DF         0x04
+#define VIRTIO_PCI_COMMON_GFSELECT   0x08
+#define VIRTIO_PCI_COMMON_GF         0x0c
+#define VIRTIO_PCI_COMMON_MSIX       0x10
+#define VIRTIO_PCI_COMMON_NUMQ       0x12
+#define VIRTIO_PCI_COMMON_STATUS     0x14
+#define VIRTIO_PCI_COMMON_CFGGENERATION 0x15
+#define VIRTIO_PCI_COMMON_Q_SELECT   0x16
+#define VIRTIO_PCI_COMMON_Q_SIZE     0x18
+#define VIRTIO_PCI_COMMON_Q_MSIX     0x1a
+#define VIRTIO_PCI_COMMON_Q_ENABLE   0x1c
+#define VIRTIO_PCI_COMMON_Q_NOFF     0x1e
+#define VIRTIO_PCI_COMMON_Q_DESCLO   0x20
+#define VIRTIO_PCI_COMMON_Q_DESCHI   0x24
+#define VIRTIO_PCI_COMMON_Q_AVAILLO  0x28
+#define VIRTIO_PCI_COMMON_Q_AVAILHI  0x2c
+#define VIRTIO_PCI_COMMON_Q_USEDLO   0x30
+#define VIRTIO_PCI_COMMON_Q_USEDHI   0x34
+
+struct uv_loop_s;
+struct virtio_pci;
+
+/* At compose time: builds the PCI function for vd, puts it on the bus
+ * (BAR assigned) and becomes vd's transport (vd->transport and
+ * transport_opaque). `kvm` may be a VM not created yet (vm_fd -1) or NULL;
+ * `loop` runs the main-thread work. NULL with a message on failure. */
+struct virtio_pci *virtio_pci_new(struct pci_bus *bus, struct virtio_device *vd, struct kvm *kvm,
+				  struct uv_loop_s *loop);
+
+/* After kvm_create, before the vCPUs run: eventfds, MSI routes, irqfds and
+ * ioeventfds (registered once the guest enables the BAR). Does nothing
+ * without KVM (kvm NULL or vm_fd -1). */
+int virtio_pci_realize(struct virtio_pci *vp);
+
+/* Takes the function off the bus and releases its eventfds, KVM bindings
+ * and loop handles. The vCPUs must be stopped. NULL is fine. */
+void virtio_pci_free(struct virtio_pci *vp);
+
+/* The PCI function (its slot, config space). */
+struct pci_device *virtio_pci_device(struct virtio_pci *vp);
+
+/* Without KVM: interrupts delivered on MSI-X vector `vector` so far. */
+uint64_t virtio_pci_interrupts(struct virtio_pci *vp, unsigned vector);
+
+#endif
