@@ -17,9 +17,12 @@
 #include "i8042.h"
 #include "kvm.h"
 #include "memory.h"
+#include "pci.h"
 #include "rtc.h"
 #include "serial8250.h"
 #include "vcpu.h"
+#include "virtio_net.h"
+#include "virtio_pci.h"
 #include "x86_boot.h"
 
 #define VM_MIN_MEM       (32ull << 20)
@@ -47,6 +50,14 @@ struct vm {
 	struct i8042 i8042;
 	struct console console;
 	int event_fd;
+
+	struct uv_loop_s *loop;
+	struct pci_bus *pci;
+	unsigned nnets;
+	struct {
+		struct virtio_net *dev;
+		struct virtio_pci *pci;
+	} nets[VM_MAX_NETS];
 
 	enum vm_state state;
 	pthread_mutex_t lock;         /* guards stop_reason and stop_pending */
@@ -200,6 +211,9 @@ static int add_devices(struct vm *vm)
 	    bus_register(&vm->pio, RTC_PORT_BASE, RTC_PORTS, &rtc_bus_ops, vm->rtc, "rtc") ||
 	    bus_register(&vm->pio, VM_BOOT_MARK_PORT, 1, &boot_mark_ops, vm, "boot-mark"))
 		return -1;
+	vm->pci = pci_bus_new(&vm->pio, &vm->mmio);
+	if (!vm->pci)
+		return -1;
 	vm->i8042 = (struct i8042){ .reset = guest_reset, .opaque = vm };
 	if (bus_register(&vm->pio, I8042_DATA_PORT, 1, &i8042_data_ops, &vm->i8042, "i8042-data") ||
 	    bus_register(&vm->pio, I8042_COMMAND_PORT, 1, &i8042_command_ops, &vm->i8042, "i8042-command"))
@@ -240,6 +254,7 @@ struct vm *vm_new(const struct vm_config *cfg)
 	vm->cmdline = strdup(cfg->cmdline ? cfg->cmdline : "");
 	vm->mem_size = cfg->mem_size;
 	vm->ncpus = cfg->ncpus;
+	vm->loop = cfg->loop;
 	vm->state = VM_CREATED;
 	if (!vm->name || !vm->cmdline) {
 		vmm_fail("out of memory");
@@ -358,12 +373,20 @@ static int load_guest(struct vm *vm, struct x86_boot_info *boot)
 	return 0;
 }
 
+static int realize_devices(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->nnets; i++)
+		if (virtio_pci_realize(vm->nets[i].pci))
+			return vmm_fail_context("%s", virtio_net_device(vm->nets[i].dev)->name);
+	return 0;
+}
+
 int vm_start(struct vm *vm)
 {
 	if (vm->state != VM_CREATED)
 		return vmm_fail("%s: cannot start: the VM is %s", vm->name, vm_state_name(vm->state));
 	struct x86_boot_info boot;
-	if (kvm_create(&vm->kvm) || load_guest(vm, &boot) || create_vcpus(vm, &boot) ||
+	if (kvm_create(&vm->kvm) || load_guest(vm, &boot) || realize_devices(vm) || create_vcpus(vm, &boot) ||
 	    vcpu_group_start(&vm->vcpus)) {
 		vmm_fail_context("%s: start", vm->name);
 		vcpu_group_stop(&vm->vcpus);
@@ -446,6 +469,40 @@ void vm_poll(struct vm *vm)
 		stop_with(vm, "");
 }
 
+int vm_add_net(struct vm *vm, const struct virtio_net_options *cfg)
+{
+	if (vm->state != VM_CREATED)
+		return vmm_fail("%s: devices can only be added before the VM starts (it is %s)", vm->name,
+				vm_state_name(vm->state));
+	if (!vm->loop)
+		return vmm_fail("%s: no event loop to run a network device on", vm->name);
+	if (vm->nnets == VM_MAX_NETS)
+		return vmm_fail("%s: at most %d network devices", vm->name, VM_MAX_NETS);
+	struct virtio_net *dev = virtio_net_new(cfg, &vm->mem, vm->loop);
+	if (!dev)
+		return -1;
+	struct virtio_pci *pci = virtio_pci_new(vm->pci, virtio_net_device(dev), &vm->kvm, vm->loop);
+	if (!pci) {
+		vmm_fail_context("%s", cfg->name);
+		virtio_net_free(dev);
+		return -1;
+	}
+	vm->nets[vm->nnets].dev = dev;
+	vm->nets[vm->nnets].pci = pci;
+	vm->nnets++;
+	return 0;
+}
+
+unsigned vm_net_count(struct vm *vm)
+{
+	return vm->nnets;
+}
+
+struct virtio_net *vm_net(struct vm *vm, unsigned i)
+{
+	return i < vm->nnets ? vm->nets[i].dev : NULL;
+}
+
 struct console *vm_console(struct vm *vm)
 {
 	return &vm->console;
@@ -478,6 +535,11 @@ void vm_free(struct vm *vm)
 	if (vm->console.buf)
 		console_flush(&vm->console);
 	console_destroy(&vm->console);
+	for (unsigned i = 0; i < vm->nnets; i++) {
+		virtio_pci_free(vm->nets[i].pci);
+		virtio_net_free(vm->nets[i].dev);
+	}
+	pci_bus_free(vm->pci);
 	serial8250_free(vm->serial);
 	rtc_free(vm->rtc);
 	bus_destroy(&vm->pio);

@@ -32,6 +32,7 @@ struct vm_config {
 	const char *initrd_path; /* NULL for none */
 	const char *cmdline;     /* NULL for "" */
 	int console_fd;          /* sink for guest output, -1 for capture only; not owned */
+	struct uv_loop_s *loop;  /* runs the devices' datapaths; NULL: no such devices */
 };
 
 struct vm;
@@ -57,6 +58,15 @@ const char *vm_stop_reason(struct vm *vm);
  * console output to the sink and updates the state. */
 int vm_event_fd(struct vm *vm);
 void vm_poll(struct vm *vm);
+
+/* Adds a virtio-net device on the PCI bus (before vm_start). Its backend
+ * (TAP, vhost-net) is opened now, so a bad configuration fails here. */
+struct virtio_net_options;
+struct virtio_net;
+#define VM_MAX_NETS 8
+int vm_add_net(struct vm *vm, const struct virtio_net_options *cfg);
+unsigned vm_net_count(struct vm *vm);
+struct virtio_net *vm_net(struct vm *vm, unsigned i);
 
 struct console *vm_console(struct vm *vm);
 /* Queues console input for the guest; returns bytes accepted. */

@@ -2,6 +2,7 @@
 -- ones): waiting on the console and on the VM's state. They block the way
 -- vmm.sleep does: they yield inside a task and drive the loop elsewhere.
 local core = require "vmm.core"
+local config = require "vmm.config"
 local task = require "vmm.task"
 
 local M = {}
@@ -123,6 +124,31 @@ function methods:sh(cmd, timeout)
   if not out then return nil, status end
   out = out:gsub("\r\n", "\n"):gsub("\n$", "")
   return out, math.tointeger(tonumber(status))
+end
+
+-- vm:add_net{ifname, mac?, queues? = 1, vhost? = false, queue_size? = 256,
+-- name? = "net<N>"}: a virtio-net device on the PCI bus, before vm:start().
+-- The TAP `ifname` is opened now (created if absent); with vhost = true,
+-- /dev/vhost-net too. Raises naming the field or the failing backend.
+function methods:add_net(settings)
+  local index = 0
+  while self:net_stats(index + 1) do index = index + 1 end
+  local cfg, err = config.check_net(settings, index)
+  if not cfg then error(err, 2) end
+  local ok, why = self:_add_net(cfg)
+  if not ok then error("vm:add_net: " .. why, 2) end
+  return self
+end
+
+-- vm:nets() -> list of {name, ifname, rx_packets, rx_bytes, rx_dropped,
+-- tx_packets, tx_bytes, tx_errors, active_pairs}
+function methods:nets()
+  local list = {}
+  while true do
+    local s = self:net_stats(#list + 1)
+    if not s then return list end
+    list[#list + 1] = s
+  end
 end
 
 M.DETACH_KEY = "\29" -- Ctrl-]
