@@ -1,0 +1,149 @@
+-- bench/net.lua — the measuring side of bench/net (run it through bench/net).
+--
+-- Four contenders boot the same guest (build/images/guest.cpio.gz, the
+-- newest /boot/vmlinuz-*, 2 vCPUs, 256 MiB, one queue pair) with
+-- luavmm.bench=1, which starts two servers in the guest: port 5001 discards
+-- what it receives, port 5002 sends zeros until the peer closes. The host
+-- side is a TAP with 10.0.9.1/24, the guest 10.0.9.15/24.
+--
+--   guest -> host  `busybox nc GUEST 5002 | head -c BYTES | wc -c` on the
+--                  host: BYTES / the command's wall time
+--   host -> guest  `head -c BYTES /dev/zero | busybox nc GUEST 5001`:
+--                  BYTES / wall time; nc ends once the last bytes are in its
+--                  socket buffer (a few MiB), so this slightly favours
+--                  nobody in particular but is not a receive timestamp
+--
+-- Every contender runs the same commands; the figure is the median over
+-- the runs. vmm runs in this very process (its userspace datapath shares the
+-- event loop with the measuring commands, as it would with any script).
+local vmm = require "vmm"
+
+local opts = { runs = 3, mib = 64, only = nil }
+local i = 1
+while arg[i] do
+  local a, v = arg[i], arg[i + 1]
+  if a == "--runs" then opts.runs = math.tointeger(tonumber(v)); i = i + 2
+  elseif a == "--mib" then opts.mib = math.tointeger(tonumber(v)); i = i + 2
+  elseif a == "--only" then opts.only = v; i = i + 2
+  else error("bench/net: unknown argument " .. a) end
+end
+assert(opts.runs and opts.runs > 0 and opts.mib and opts.mib > 0, "bench/net: --runs and --mib take positive numbers")
+
+local IFNAME, HOST_IP, GUEST_IP = "lvbench0", "10.0.9.1", "10.0.9.15"
+local MAC = "52:54:00:00:09:15"
+local BYTES = opts.mib * 1024 * 1024
+local kernel = vmm.default_kernel()
+local initrd = "build/images/guest.cpio.gz"
+local cmdline = vmm.DEFAULT_CMDLINE .. " quiet luavmm.bench=1 luavmm.ip=" .. GUEST_IP .. "/24"
+
+local function log(...) io.stderr:write("bench/net: ", string.format(...), "\n") end
+
+local function host_side_up()
+  assert(vmm.net.add_address(IFNAME, HOST_IP .. "/24"))
+  assert(vmm.net.set_up(IFNAME, true))
+end
+
+local function wait_ping()
+  for _ = 1, 60 do
+    local _, status = vmm.command({ "ping", "-c", "1", "-W", "1", GUEST_IP }, { timeout = 10 })
+    if status == 0 then return true end
+    vmm.sleep(0.5)
+  end
+  error("the guest does not answer ping")
+end
+
+local function start_vmm(vhost)
+  local vm = vmm.vm { name = "bench", memory = "256M", vcpus = 2, kernel = kernel,
+                      initrd = initrd, cmdline = cmdline, console = "none" }
+  vm:add_net { ifname = IFNAME, mac = MAC, vhost = vhost }
+  host_side_up()
+  assert(vm:start())
+  assert(vm:wait_boot(240))
+  return function() vm:close(); vmm.net.delete(IFNAME) end
+end
+
+local function start_qemu(vhost)
+  local q = assert(vmm.background {
+    "qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-m", "256", "-smp", "2",
+    "-nographic", "-nodefaults", "-no-reboot", "-serial", "stdio",
+    "-kernel", kernel, "-initrd", initrd, "-append", cmdline,
+    "-netdev", "tap,id=n0,ifname=" .. IFNAME .. ",script=no,downscript=no,vhost=" .. (vhost and "on" or "off"),
+    "-device", "virtio-net-pci,netdev=n0,mac=" .. MAC,
+  })
+  assert(vmm.wait_until(function() return vmm.net.link(IFNAME) or q:done() end, 60))
+  if q:done() then error("QEMU exited: " .. q:output()) end
+  host_side_up()
+  assert(vmm.wait_until(function() return q:output():find("LUAVMM-GUEST-READY", 1, true) or q:done() end, 240))
+  if q:done() then error("QEMU exited: " .. q:output()) end
+  return function()
+    q:kill(15)
+    q:wait(30)
+    vmm.wait_until(function() return not vmm.net.link(IFNAME) end, 10)
+  end
+end
+
+local function timed(argv)
+  local t0 = vmm.now()
+  local out, status = vmm.command(argv, { timeout = 900 })
+  local t = vmm.now() - t0
+  assert(out and status == 0, "bench/net: " .. table.concat(argv, " ") .. ": " .. tostring(out or status))
+  return t, out
+end
+
+local function guest_to_host()
+  local t, out = timed({ "sh", "-c", "busybox nc " .. GUEST_IP .. " 5002 | head -c " .. BYTES .. " | wc -c" })
+  assert(tonumber(out) == BYTES, "guest -> host: received " .. out:gsub("%s", "") .. " bytes, wanted " .. BYTES)
+  return BYTES / t
+end
+
+local function host_to_guest()
+  local t = timed({ "sh", "-c", "head -c " .. BYTES .. " /dev/zero | busybox nc " .. GUEST_IP .. " 5001" })
+  return BYTES / t
+end
+
+local function median(xs)
+  table.sort(xs)
+  local n = #xs
+  return n % 2 == 1 and xs[(n + 1) // 2] or (xs[n // 2] + xs[n // 2 + 1]) / 2
+end
+
+local contenders = {
+  { key = "vmm-tap", label = "vmm  TAP, userspace datapath", start = function() return start_vmm(false) end },
+  { key = "vmm-vhost", label = "vmm  vhost-net", start = function() return start_vmm(true) end },
+  { key = "qemu-tap", label = "QEMU tap, vhost=off", start = function() return start_qemu(false) end },
+  { key = "qemu-vhost", label = "QEMU tap, vhost=on", start = function() return start_qemu(true) end },
+}
+
+local results = {}
+for _, c in ipairs(contenders) do
+  if not opts.only or c.key:sub(1, #opts.only) == opts.only then
+    log("%s: booting", c.label)
+    local stop = c.start()
+    local ok, err = pcall(function()
+      wait_ping()
+      local g2h, h2g = {}, {}
+      guest_to_host() -- warm-up, not counted
+      for r = 1, opts.runs do
+        g2h[r] = guest_to_host()
+        h2g[r] = host_to_guest()
+        log("%s: run %d: guest->host %.1f MiB/s, host->guest %.1f MiB/s", c.label, r, g2h[r] / 2^20, h2g[r] / 2^20)
+      end
+      results[c.key] = { g2h = median(g2h), h2g = median(h2g), label = c.label }
+    end)
+    stop()
+    if not ok then log("%s: failed: %s", c.label, tostring(err)) end
+  end
+end
+
+print(string.format("virtio-net throughput, %d MiB per transfer, median of %d runs (MiB/s)", opts.mib, opts.runs))
+print(string.format("  %-32s %14s %14s", "contender", "guest->host", "host->guest"))
+for _, c in ipairs(contenders) do
+  local r = results[c.key]
+  if r then print(string.format("  %-32s %14.1f %14.1f", r.label, r.g2h / 2^20, r.h2g / 2^20)) end
+end
+for _, pair in ipairs { { "vmm-tap", "qemu-tap" }, { "vmm-vhost", "qemu-vhost" } } do
+  local a, b = results[pair[1]], results[pair[2]]
+  if a and b then
+    print(string.format("  ratio %-26s %14.2f %14.2f", pair[1] .. "/" .. pair[2], a.g2h / b.g2h, a.h2g / b.h2g))
+  end
+end
