@@ -220,8 +220,7 @@ static int l_close(lua_State *L)
 	return 0;
 }
 
-/* true, or nil and the core's message. */
-static int push_result(lua_State *L, int rc)
+int lvmm_result(lua_State *L, int rc)
 {
 	if (rc < 0) {
 		lua_pushnil(L);
@@ -275,7 +274,7 @@ static int l_start(lua_State *L)
 	check_vm(L);
 	uint64_t t0 = monotonic_ns();
 	if (vm_start(u->vm) < 0)
-		return push_result(L, -1);
+		return lvmm_result(L, -1);
 	u->start_ns = t0;
 	if (!u->poll && watch_vm(u) < 0) {
 		lua_pushnil(L);
@@ -283,22 +282,22 @@ static int l_start(lua_State *L)
 		vm_stop(u->vm);
 		return 2;
 	}
-	return push_result(L, 0);
+	return lvmm_result(L, 0);
 }
 
 static int l_pause(lua_State *L)
 {
-	return push_result(L, vm_pause(check_vm(L)));
+	return lvmm_result(L, vm_pause(check_vm(L)));
 }
 
 static int l_resume(lua_State *L)
 {
-	return push_result(L, vm_resume(check_vm(L)));
+	return lvmm_result(L, vm_resume(check_vm(L)));
 }
 
 static int l_stop(lua_State *L)
 {
-	return push_result(L, vm_stop(check_vm(L)));
+	return lvmm_result(L, vm_stop(check_vm(L)));
 }
 
 static int l_state(lua_State *L)
@@ -368,7 +367,7 @@ static int l_add_net(lua_State *L)
 	lua_pushvalue(L, 2);
 	lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
 	lua_pop(L, 1);
-	return push_result(L, vm_add_net(vm, &cfg));
+	return lvmm_result(L, vm_add_net(vm, &cfg));
 }
 
 static void set_number(lua_State *L, const char *key, uint64_t v)

@@ -13,6 +13,10 @@ int luaopen_vmm(lua_State *L);
 /* Puts every embedded module (and `vmm` itself) into package.preload. */
 void lvmm_preload(lua_State *L);
 
+/* Pushes true (rc >= 0), or nil and the core's message (vmm_error());
+ * returns the number of values pushed. */
+int lvmm_result(lua_State *L, int rc);
+
 /* The process's one loop (uv_default_loop). */
 uv_loop_t *lvmm_loop(void);
 

@@ -15,18 +15,6 @@
 #include "netlink.h"
 #include "tap.h"
 
-/* true, or nil and the core's message. */
-static int result(lua_State *L, int rc)
-{
-	if (rc < 0) {
-		lua_pushnil(L);
-		lua_pushstring(L, vmm_error());
-		return 2;
-	}
-	lua_pushboolean(L, 1);
-	return 1;
-}
-
 static void set_int(lua_State *L, const char *key, lua_Integer v)
 {
 	lua_pushinteger(L, v);
@@ -50,7 +38,7 @@ static int l_link_get(lua_State *L)
 	const char *name = luaL_checkstring(L, 1);
 	struct netlink_link k;
 	if (netlink_link_get(name, &k) < 0)
-		return result(L, -1);
+		return lvmm_result(L, -1);
 	lua_createtable(L, 0, 10);
 	lua_pushstring(L, k.name);
 	lua_setfield(L, -2, "name");
@@ -90,7 +78,7 @@ static int l_set_up(lua_State *L)
 {
 	const char *name = luaL_checkstring(L, 1);
 	luaL_checktype(L, 2, LUA_TBOOLEAN);
-	return result(L, netlink_link_set_up(name, lua_toboolean(L, 2)));
+	return lvmm_result(L, netlink_link_set_up(name, lua_toboolean(L, 2)));
 }
 
 static int hexval(char c)
@@ -127,7 +115,7 @@ static int l_set_mac(lua_State *L)
 	uint8_t mac[6];
 	if (parse_mac(text, mac) < 0)
 		return luaL_argerror(L, 2, lua_pushfstring(L, "bad MAC address '%s'", text));
-	return result(L, netlink_link_set_mac(name, mac, 6));
+	return lvmm_result(L, netlink_link_set_mac(name, mac, 6));
 }
 
 static int l_set_mtu(lua_State *L)
@@ -135,19 +123,19 @@ static int l_set_mtu(lua_State *L)
 	const char *name = luaL_checkstring(L, 1);
 	lua_Integer mtu = luaL_checkinteger(L, 2);
 	luaL_argcheck(L, mtu > 0 && mtu <= 0xFFFFFFF, 2, "MTU out of range");
-	return result(L, netlink_link_set_mtu(name, (unsigned)mtu));
+	return lvmm_result(L, netlink_link_set_mtu(name, (unsigned)mtu));
 }
 
 static int l_addr_add(lua_State *L)
 {
 	const char *name = luaL_checkstring(L, 1);
-	return result(L, netlink_addr_add(name, luaL_checkstring(L, 2)));
+	return lvmm_result(L, netlink_addr_add(name, luaL_checkstring(L, 2)));
 }
 
 static int l_addr_del(lua_State *L)
 {
 	const char *name = luaL_checkstring(L, 1);
-	return result(L, netlink_addr_del(name, luaL_checkstring(L, 2)));
+	return lvmm_result(L, netlink_addr_del(name, luaL_checkstring(L, 2)));
 }
 
 /* net_addr_list(name) -> {"10.0.2.1/24", "fd00::1/64", ...} | nil, err */
@@ -157,7 +145,7 @@ static int l_addr_list(lua_State *L)
 	struct netlink_addr *list;
 	size_t n;
 	if (netlink_addr_list(name, &list, &n) < 0)
-		return result(L, -1);
+		return lvmm_result(L, -1);
 	lua_createtable(L, (int)n, 0);
 	for (size_t i = 0; i < n; i++) {
 		lua_pushstring(L, list[i].text);
@@ -172,17 +160,17 @@ static int l_set_master(lua_State *L)
 {
 	const char *name = luaL_checkstring(L, 1);
 	const char *master = luaL_optstring(L, 2, NULL);
-	return result(L, netlink_link_set_master(name, master));
+	return lvmm_result(L, netlink_link_set_master(name, master));
 }
 
 static int l_bridge_create(lua_State *L)
 {
-	return result(L, netlink_bridge_create(luaL_checkstring(L, 1)));
+	return lvmm_result(L, netlink_bridge_create(luaL_checkstring(L, 1)));
 }
 
 static int l_link_delete(lua_State *L)
 {
-	return result(L, netlink_link_delete(luaL_checkstring(L, 1)));
+	return lvmm_result(L, netlink_link_delete(luaL_checkstring(L, 1)));
 }
 
 /* net_tap_create(name, multi_queue) */
@@ -190,12 +178,12 @@ static int l_tap_create(lua_State *L)
 {
 	const char *name = luaL_checkstring(L, 1);
 	luaL_checktype(L, 2, LUA_TBOOLEAN);
-	return result(L, tap_create_persistent(name, lua_toboolean(L, 2)));
+	return lvmm_result(L, tap_create_persistent(name, lua_toboolean(L, 2)));
 }
 
 static int l_tap_delete(lua_State *L)
 {
-	return result(L, tap_delete_persistent(luaL_checkstring(L, 1)));
+	return lvmm_result(L, tap_delete_persistent(luaL_checkstring(L, 1)));
 }
 
 static const luaL_Reg net_funcs[] = {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "netns.h"
 #include "err.h"
 #include "netlink.h"
 #include "tap.h"
@@ -243,11 +244,9 @@ static void test_delete(void)
 
 int main(void)
 {
-	if (unshare(CLONE_NEWNET) < 0) {
-		printf("skipped: cannot make a network namespace (unshare CLONE_NEWNET: %s); run as root\n",
-		       strerror(errno));
-		return 77;
-	}
+	int skip = enter_private_netns();
+	if (skip)
+		return skip;
 	RUN(test_lo);
 	RUN(test_addresses);
 	RUN(test_bad_input);

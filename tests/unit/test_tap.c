@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "netns.h"
 #include "err.h"
 #include "tap.h"
 
@@ -214,14 +215,9 @@ static void test_bad_names(void)
 
 int main(void)
 {
-	if (unshare(CLONE_NEWNET) < 0) {
-		printf("skipped: needs root (unshare CLONE_NEWNET: %s)\n", strerror(errno));
-		return 77;
-	}
-	if (access("/dev/net/tun", R_OK | W_OK) < 0) {
-		printf("skipped: no /dev/net/tun\n");
-		return 77;
-	}
+	int skip = enter_private_netns();
+	if (skip)
+		return skip;
 	RUN(test_open_queues);
 	RUN(test_probe_offloads);
 	RUN(test_adopt);

@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "check.h"
+#include "netns.h"
 #include "err.h"
 #include "virtio_net.h"
 
@@ -970,14 +971,9 @@ static void test_random_rings(void)
 int main(void)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
-	if (unshare(CLONE_NEWNET) < 0) {
-		printf("skipped: needs root (unshare CLONE_NEWNET: %s)\n", strerror(errno));
-		return 77;
-	}
-	if (access("/dev/net/tun", R_OK | W_OK) < 0) {
-		printf("skipped: no /dev/net/tun\n");
-		return 77;
-	}
+	int skip = enter_private_netns();
+	if (skip)
+		return skip;
 	/* no IPv6 chatter (router solicitations, MLD) from the TAP into the rings */
 	write_file("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
 	write_file("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1");
