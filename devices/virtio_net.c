@@ -322,11 +322,8 @@ static int rx_deliver(struct net_pair *p, unsigned *tried)
 	return RX_DONE;
 }
 
-/* Asks for a kick when the driver adds rx buffers while some (too few for
- * the pending packet) are already available. vq_set_notification() with
- * EVENT_IDX sets avail_event to last_avail, which the driver has passed
- * already, so it would never kick: move avail_event to the current avail
- * index (virtio 1.x 2.7.10: the used ring's last field). */
+/* Reads packets from the TAP and delivers them while the guest has buffers;
+ * out of buffers, keeps the packet and sleeps until the guest kicks rx. */
 static void pair_rx(struct net_pair *p)
 {
 	struct virtio_net *n = p->n;

@@ -313,13 +313,15 @@ bool vq_should_signal(struct virtqueue *vq)
 		return false;
 	if (!vq->event_idx)
 		return !(avail_flags(vq) & VQ_AVAIL_F_NO_INTERRUPT);
-	bool signal = !vq->signalled_used_valid ||
-		      vring_need_event(used_event(vq), vq->used_idx, vq->signalled_used);
-	if (signal) {
-		vq->signalled_used = vq->used_idx;
-		vq->signalled_used_valid = true;
-	}
-	return signal;
+	/* The window is what was published since the last check, signalled or
+	 * not (as vhost and QEMU do): a window counted from the last signal
+	 * grows while the driver polls with interrupts off, and once it spans
+	 * 2^16 entries the 16-bit comparison says "no" forever. */
+	uint16_t old = vq->signalled_used;
+	bool valid = vq->signalled_used_valid;
+	vq->signalled_used = vq->used_idx;
+	vq->signalled_used_valid = true;
+	return !valid || vring_need_event(used_event(vq), vq->used_idx, old);
 }
 
 bool vq_set_notification(struct virtqueue *vq, bool enable)

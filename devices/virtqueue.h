@@ -50,7 +50,7 @@ struct virtqueue {
 	/* Device state: what migration saves and restores. */
 	uint16_t last_avail; /* free-running index of the next avail entry to pop */
 	uint16_t used_idx;   /* free-running index of the next used entry to fill */
-	uint16_t signalled_used;   /* used_idx when the guest was last interrupted */
+	uint16_t signalled_used;   /* used_idx at the last vq_should_signal() */
 	bool signalled_used_valid;
 	bool event_idx;      /* VIRTIO_F_EVENT_IDX negotiated */
 
@@ -97,8 +97,8 @@ void vq_flush(struct virtqueue *vq, uint16_t n);
 void vq_push(struct virtqueue *vq, uint16_t head, uint32_t len);
 
 /* After publishing used entries: whether the driver wants an interrupt now
- * (used_event with EVENT_IDX, else VQ_AVAIL_F_NO_INTERRUPT). Records the
- * signal when it returns true. */
+ * (used_event with EVENT_IDX, else VQ_AVAIL_F_NO_INTERRUPT). With EVENT_IDX
+ * each call covers the entries published since the previous call. */
 bool vq_should_signal(struct virtqueue *vq);
 
 /* Whether the driver should kick on new buffers (used flags, or avail_event

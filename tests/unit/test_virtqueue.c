@@ -536,7 +536,7 @@ static void test_should_signal_event_idx(void)
 	CHECK(E.vq.signalled_used_valid);
 	vq_push(&E.vq, 0, 0); /* used_idx 2: entry 2 not used yet */
 	CHECK(!vq_should_signal(&E.vq));
-	CHECK_EQ(E.vq.signalled_used, 1);
+	CHECK_EQ(E.vq.signalled_used, 2); /* each check covers what was published since the last */
 	vq_push(&E.vq, 0, 0); /* used_idx 3: entry 2 is used */
 	CHECK(vq_should_signal(&E.vq));
 	CHECK_EQ(E.vq.signalled_used, 3);
@@ -558,6 +558,26 @@ static void test_should_signal_event_idx(void)
 	vq_push(&E.vq, 0, 0);
 	CHECK(vq_should_signal(&E.vq));
 	CHECK_EQ(E.vq.signalled_used, 0);
+}
+
+/* A driver that polls with interrupts off (used_event left behind) while
+ * more than 2^16 entries are used, then re-arms, must get its interrupt. */
+static void test_should_signal_after_long_polling(void)
+{
+	setup_ring(QSIZE, true);
+	uint64_t used_event = AVAIL_GPA + 4 + 2 * QSIZE;
+	put16(used_event, 0);
+	vq_push(&E.vq, 0, 0);
+	CHECK(vq_should_signal(&E.vq));
+	unsigned signals = 0;
+	for (unsigned i = 0; i < 70000; i++) {
+		vq_push(&E.vq, 0, 0);
+		signals += vq_should_signal(&E.vq);
+	}
+	CHECK_EQ(signals, 1); /* once, when the 16-bit index came round to used_event again */
+	put16(used_event, E.vq.used_idx); /* re-armed: interrupt on the next entry */
+	vq_push(&E.vq, 0, 0);
+	CHECK(vq_should_signal(&E.vq));
 }
 
 static void test_set_notification_flags(void)
@@ -744,6 +764,7 @@ int main(void)
 	RUN(test_push_used);
 	RUN(test_should_signal_flags);
 	RUN(test_should_signal_event_idx);
+	RUN(test_should_signal_after_long_polling);
 	RUN(test_set_notification_flags);
 	RUN(test_set_notification_event_idx);
 	RUN(test_desc_across_hole);
