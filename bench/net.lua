@@ -82,16 +82,17 @@ local function start_qemu(vhost)
   end
 end
 
-local function timed(argv)
+local function timed(argv, hold_stdin)
   local t0 = vmm.now()
-  local out, status = vmm.command(argv, { timeout = 900 })
+  local out, status = vmm.command(argv, { timeout = 900, hold_stdin = hold_stdin })
   local t = vmm.now() - t0
   assert(out and status == 0, "bench/net: " .. table.concat(argv, " ") .. ": " .. tostring(out or status))
   return t, out
 end
 
 local function guest_to_host()
-  local t, out = timed({ "sh", "-c", "busybox nc " .. GUEST_IP .. " 5002 | head -c " .. BYTES .. " | wc -c" })
+  -- nc stops at the end of its input: hold it open
+  local t, out = timed({ "sh", "-c", "busybox nc " .. GUEST_IP .. " 5002 | head -c " .. BYTES .. " | wc -c" }, true)
   assert(tonumber(out) == BYTES, "guest -> host: received " .. out:gsub("%s", "") .. " bytes, wanted " .. BYTES)
   return BYTES / t
 end

@@ -57,13 +57,8 @@ end
 
 -- The path of a Linux kernel of the host, or nil.
 function M.host_kernel()
-  local p = io.popen("ls /boot/vmlinuz-* 2>/dev/null")
-  local path = p:read("l")
-  p:close()
-  local f = path and io.open(path, "rb")
-  if not f then return nil end
-  f:close()
-  return path
+  local ok, path = pcall(require("vmm").default_kernel)
+  return ok and path or nil
 end
 
 function M.have_kvm()
