@@ -18,13 +18,14 @@
 -- event loop with the measuring commands, as it would with any script).
 local vmm = require "vmm"
 
-local opts = { runs = 3, mib = 64, only = nil }
+local opts = { runs = 3, mib = 64, only = nil, timeout = 300 }
 local i = 1
 while arg[i] do
   local a, v = arg[i], arg[i + 1]
   if a == "--runs" then opts.runs = math.tointeger(tonumber(v)); i = i + 2
   elseif a == "--mib" then opts.mib = math.tointeger(tonumber(v)); i = i + 2
   elseif a == "--only" then opts.only = v; i = i + 2
+  elseif a == "--timeout" then opts.timeout = tonumber(v); i = i + 2
   else error("bench/net: unknown argument " .. a) end
 end
 assert(opts.runs and opts.runs > 0 and opts.mib and opts.mib > 0, "bench/net: --runs and --mib take positive numbers")
@@ -35,6 +36,8 @@ local BYTES = opts.mib * 1024 * 1024
 local kernel = vmm.default_kernel()
 local initrd = "build/images/guest.cpio.gz"
 local cmdline = vmm.DEFAULT_CMDLINE .. " quiet luavmm.bench=1 luavmm.ip=" .. GUEST_IP .. "/24"
+
+local current_vm -- the vmm VM being measured, for its counters on failure
 
 local function log(...) io.stderr:write("bench/net: ", string.format(...), "\n") end
 
@@ -59,7 +62,8 @@ local function start_vmm(vhost)
   host_side_up()
   assert(vm:start())
   assert(vm:wait_boot(240))
-  return function() vm:close(); vmm.net.delete(IFNAME) end
+  current_vm = vm
+  return function() current_vm = nil; vm:close(); vmm.net.delete(IFNAME) end
 end
 
 local function start_qemu(vhost)
@@ -82,11 +86,22 @@ local function start_qemu(vhost)
   end
 end
 
+
+local function counters()
+  if not current_vm then return "" end
+  local parts = {}
+  for _, n in ipairs(current_vm:nets()) do
+    parts[#parts + 1] = string.format("%s: rx %d pkts (%d dropped), tx %d pkts (%d errors)",
+      n.name, n.rx_packets, n.rx_dropped, n.tx_packets, n.tx_errors)
+  end
+  return " [" .. table.concat(parts, "; ") .. "]"
+end
+
 local function timed(argv, hold_stdin)
   local t0 = vmm.now()
-  local out, status = vmm.command(argv, { timeout = 900, hold_stdin = hold_stdin })
+  local out, status = vmm.command(argv, { timeout = opts.timeout, hold_stdin = hold_stdin })
   local t = vmm.now() - t0
-  assert(out and status == 0, "bench/net: " .. table.concat(argv, " ") .. ": " .. tostring(out or status))
+  assert(out and status == 0, "bench/net: " .. table.concat(argv, " ") .. ": " .. tostring(out or status) .. counters())
   return t, out
 end
 
@@ -124,8 +139,10 @@ for _, c in ipairs(contenders) do
       wait_ping()
       local g2h, h2g = {}, {}
       guest_to_host() -- warm-up, not counted
+      log("%s: warmed up%s", c.label, counters())
       for r = 1, opts.runs do
         g2h[r] = guest_to_host()
+        log("%s: run %d: guest->host done%s", c.label, r, counters())
         h2g[r] = host_to_guest()
         log("%s: run %d: guest->host %.1f MiB/s, host->guest %.1f MiB/s", c.label, r, g2h[r] / 2^20, h2g[r] / 2^20)
       end
