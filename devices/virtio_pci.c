@@ -308,9 +308,15 @@ static void on_kick(void *opaque, int events)
 		set_kick_watch(k->vp, k->q, false);
 		return;
 	}
+	if (vd->kicks_taken[k->q]) {
+		/* taken after activation (vhost on a pair the driver enabled
+		 * later): the kernel polls it now, stop waking up for it */
+		set_kick_watch(k->vp, k->q, false);
+		return;
+	}
 	uint64_t count;
 	eventfd_drain(k->fd, &count);
-	if (vd->active && !vd->kicks_taken[k->q] && vd->ops->queue_notify)
+	if (vd->active && vd->ops->queue_notify)
 		vd->ops->queue_notify(vd, k->q);
 }
 
