@@ -89,6 +89,13 @@ end
 
 local function counters()
   if not current_vm then return "" end
+  -- VMM_BENCH_DEBUG=1: also the guest's state (console tail, interrupts,
+  -- TCP counters) whenever counters are printed, to study a stall
+  if os.getenv("VMM_BENCH_DEBUG") then
+    local con = current_vm:console_peek()
+    io.stderr:write("state ", current_vm:state(), " console tail: ", con:sub(-3000), "\n")
+    io.stderr:write(tostring(current_vm:sh("cat /proc/interrupts | grep -i -e virtio -e CPU; cat /proc/net/softnet_stat; cat /proc/net/snmp | grep -A1 Tcp:", 20)), "\n")
+  end
   local parts = {}
   for _, n in ipairs(current_vm:nets()) do
     parts[#parts + 1] = string.format("%s: rx %d pkts (%d dropped), tx %d pkts (%d errors)",

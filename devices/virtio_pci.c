@@ -136,9 +136,12 @@ static void update_vector(struct virtio_pci *vp, unsigned v)
 	if (kvm_msi_route_update(vp->kvm, x->gsi, addr, x->data))
 		vp_warn(vp, "MSI-X route");
 	if (!x->bound) {
-		/* Re-arm what was signalled while masked: drain the counter and
-		 * signal once the irqfd is bound (an interrupt, not a stale count
-		 * that would show up in the PBA later). */
+		/* Re-arm what was signalled while masked: drain the counter, bind
+		 * the irqfd, and interrupt once. Always once, not only when the
+		 * counter was set: unbinding the irqfd at the mask consumes the
+		 * counter in the kernel, so a signal racing with the mask leaves
+		 * no trace, and a lost interrupt stalls a driver that waits for
+		 * it (EVENT_IDX). A spurious one costs the driver a ring check. */
 		uint64_t count = 0;
 		eventfd_drain(x->fd, &count);
 		if (kvm_irqfd(vp->kvm, x->fd, x->gsi, true)) {
@@ -146,8 +149,7 @@ static void update_vector(struct virtio_pci *vp, unsigned v)
 			return;
 		}
 		x->bound = true;
-		if (count)
-			eventfd_signal(x->fd);
+		eventfd_signal(x->fd);
 	}
 }
 
@@ -904,3 +906,4 @@ void virtio_pci_free(struct virtio_pci *vp)
 	}
 	free(vp);
 }
+
