@@ -98,14 +98,6 @@ static int done(struct op *op, int rc)
 }
 
 /* Applies the attributes set in change to op->link (RTM_NEWLINK/SETLINK). */
-static int apply_change(struct op *op, struct rtnl_link *change, const char *ifname, const char *what)
-{
-	int err = rtnl_link_change(op->sk, op->link, change, 0);
-	if (err < 0)
-		return vmm_fail("%s: %s: %s", ifname, what, nl_geterror(err));
-	return 0;
-}
-
 /* ---- links ---- */
 
 static void copy_str(char *dst, size_t size, const char *src)
@@ -150,7 +142,10 @@ int netlink_link_get(const char *ifname, struct netlink_link *out)
 	return done(&op, 0);
 }
 
-int netlink_link_set_up(const char *ifname, bool up)
+/* Looks ifname up, fills a change with set(change, arg) and applies it;
+ * a failure names the interface and `what`. */
+static int change_link(const char *ifname, const char *what,
+		       void (*set)(struct rtnl_link *change, const void *arg), const void *arg)
 {
 	struct op op;
 	if (begin(&op, ifname) < 0)
@@ -158,52 +153,54 @@ int netlink_link_set_up(const char *ifname, bool up)
 	struct rtnl_link *change = rtnl_link_alloc();
 	if (!change)
 		return done(&op, vmm_fail("%s: out of memory", ifname));
-	if (up)
+	set(change, arg);
+	int err = rtnl_link_change(op.sk, op.link, change, 0);
+	rtnl_link_put(change);
+	if (err < 0)
+		return done(&op, vmm_fail("%s: %s: %s", ifname, what, nl_geterror(err)));
+	return done(&op, 0);
+}
+
+static void set_up_flag(struct rtnl_link *change, const void *arg)
+{
+	if (*(const bool *)arg)
 		rtnl_link_set_flags(change, IFF_UP);
 	else
 		rtnl_link_unset_flags(change, IFF_UP);
-	int rc = apply_change(&op, change, ifname, up ? "set up" : "set down");
-	rtnl_link_put(change);
-	return done(&op, rc);
+}
+
+int netlink_link_set_up(const char *ifname, bool up)
+{
+	return change_link(ifname, up ? "set up" : "set down", set_up_flag, &up);
+}
+
+static void set_addr(struct rtnl_link *change, const void *arg)
+{
+	rtnl_link_set_addr(change, (struct nl_addr *)arg);
 }
 
 int netlink_link_set_mac(const char *ifname, const uint8_t *mac, unsigned len)
 {
 	if (!mac || len == 0 || len > 32)
 		return vmm_fail("%s: set MAC: bad address length %u", ifname ? ifname : "?", len);
-	struct op op;
-	if (begin(&op, ifname) < 0)
-		return -1;
-	struct rtnl_link *change = rtnl_link_alloc();
 	struct nl_addr *a = nl_addr_build(AF_LLC, mac, len);
-	int rc;
-	if (!change || !a) {
-		rc = vmm_fail("%s: out of memory", ifname);
-	} else {
-		rtnl_link_set_addr(change, a);
-		rc = apply_change(&op, change, ifname, "set MAC");
-	}
-	if (a)
-		nl_addr_put(a);
-	if (change)
-		rtnl_link_put(change);
-	return done(&op, rc);
+	if (!a)
+		return vmm_fail("%s: out of memory", ifname ? ifname : "?");
+	int rc = change_link(ifname, "set MAC", set_addr, a);
+	nl_addr_put(a);
+	return rc;
+}
+
+static void set_mtu(struct rtnl_link *change, const void *arg)
+{
+	rtnl_link_set_mtu(change, *(const unsigned *)arg);
 }
 
 int netlink_link_set_mtu(const char *ifname, unsigned mtu)
 {
-	struct op op;
-	if (begin(&op, ifname) < 0)
-		return -1;
-	struct rtnl_link *change = rtnl_link_alloc();
-	if (!change)
-		return done(&op, vmm_fail("%s: out of memory", ifname));
-	rtnl_link_set_mtu(change, mtu);
 	char what[32];
 	snprintf(what, sizeof(what), "set MTU %u", mtu);
-	int rc = apply_change(&op, change, ifname, what);
-	rtnl_link_put(change);
-	return done(&op, rc);
+	return change_link(ifname, what, set_mtu, &mtu);
 }
 
 int netlink_link_set_master(const char *ifname, const char *master)
