@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "migstream.h"
 
 /* The host bridge: an Intel ID, so that Linux's pci_sanity_check accepts the
  * bus even if it looked at the vendor only; class "host bridge" (0x0600) is
@@ -457,4 +458,77 @@ void pci_bus_remove(struct pci_bus *b, struct pci_device *d)
 	d->slot = -1;
 	d->bus = NULL;
 	pthread_mutex_unlock(&b->lock);
+}
+
+/* --- local migration ------------------------------------------------------------ */
+
+static void bus_lock(struct pci_device *d)
+{
+	if (d->bus)
+		pthread_mutex_lock(&d->bus->lock);
+}
+
+static void bus_unlock(struct pci_device *d)
+{
+	if (d->bus)
+		pthread_mutex_unlock(&d->bus->lock);
+}
+
+void pci_config_save(struct pci_device *d, struct mig_buf *b)
+{
+	uint8_t config[PCI_CONFIG_SIZE];
+	bus_lock(d);
+	memcpy(config, d->config, sizeof(config));
+	bus_unlock(d);
+	mig_put_u8(b, (uint8_t)d->slot);
+	mig_put_bytes(b, config, sizeof(config));
+}
+
+static uint32_t class_of(const uint8_t *config)
+{
+	return (uint32_t)config[PCI_CLASS_PROG] | (uint32_t)config[PCI_CLASS_PROG + 1] << 8 |
+	       (uint32_t)config[PCI_CLASS_PROG + 2] << 16;
+}
+
+/* Bus lock held. Whether `config` describes the function d is. */
+static int check_identity(const struct pci_device *d, unsigned slot, const uint8_t *config)
+{
+	const uint8_t *here = d->config;
+	if (get16(config + PCI_VENDOR_ID) != get16(here + PCI_VENDOR_ID) ||
+	    get16(config + PCI_DEVICE_ID) != get16(here + PCI_DEVICE_ID))
+		return vmm_fail("pci 00:%02x.0: device %04x:%04x in the stream, %04x:%04x here", d->slot,
+				get16(config + PCI_VENDOR_ID), get16(config + PCI_DEVICE_ID),
+				get16(here + PCI_VENDOR_ID), get16(here + PCI_DEVICE_ID));
+	if (class_of(config) != class_of(here))
+		return vmm_fail("pci 00:%02x.0: class %06x in the stream, %06x here", d->slot, class_of(config),
+				class_of(here));
+	if (slot != (unsigned)d->slot)
+		return vmm_fail("pci 00:%02x.0: the stream's function is at 00:%02x.0", d->slot, slot);
+	for (unsigned o = 0; o < PCI_CONFIG_SIZE; o++) {
+		uint8_t ro = (uint8_t)~d->wmask[o];
+		if ((config[o] & ro) != (here[o] & ro))
+			return vmm_fail("pci 00:%02x.0: read-only config byte 0x%02x is 0x%02x in the stream, "
+					"0x%02x here (a different function layout)",
+					d->slot, o, config[o] & ro, here[o] & ro);
+	}
+	return 0;
+}
+
+int pci_config_decode(struct pci_device *d, struct mig_cursor *c, struct pci_saved_config *out)
+{
+	out->slot = mig_get_u8(c);
+	mig_get_bytes(c, out->config, sizeof(out->config));
+	if (c->short_read)
+		return mig_cursor_finish(c);
+	bus_lock(d);
+	int rc = check_identity(d, out->slot, out->config);
+	bus_unlock(d);
+	return rc;
+}
+
+void pci_config_apply(struct pci_device *d, const struct pci_saved_config *s)
+{
+	bus_lock(d);
+	config_write(d, 0, s->config, PCI_CONFIG_SIZE);
+	bus_unlock(d);
 }

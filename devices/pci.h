@@ -151,4 +151,37 @@ uint64_t pci_bar_address(struct pci_device *d, unsigned bar);
 /* Where a BAR decodes now, or PCI_BAR_UNMAPPED. Takes the bus lock. */
 uint64_t pci_bar_decoded(struct pci_device *d, unsigned bar);
 
+/* --- local migration ---------------------------------------------------------
+ * A function's state is its configuration space: the bytes the guest can
+ * write (command, BARs, interrupt line, capability bits opened with
+ * pci_device_set_wmask such as MSI-X message control). The stream holds the
+ * slot and all 256 bytes; the read-only ones only serve to check that the
+ * target built the same function. */
+
+struct mig_buf;
+struct mig_cursor;
+
+/* The decoded, checked state of one function. */
+struct pci_saved_config {
+	uint8_t slot;
+	uint8_t config[PCI_CONFIG_SIZE];
+};
+
+/* Appends u8 slot, then the 256 config bytes. Takes the bus lock (not from
+ * a hook); changes nothing. */
+void pci_config_save(struct pci_device *d, struct mig_buf *b);
+
+/* Reads what pci_config_save wrote into *out and checks it against d:
+ * same slot, same vendor:device and class ("pci 00:03.0: device 1af4:1041
+ * in the stream, 1af4:1042 here"), every read-only bit equal. Changes
+ * nothing on d; -1 with a message naming the field, or the cursor's
+ * "truncated" message if the payload ran out. */
+int pci_config_decode(struct pci_device *d, struct mig_cursor *c, struct pci_saved_config *out);
+
+/* Writes the writable bits of a checked state as a guest's config write
+ * would: BARs moved or (un)decoded by the command register reach the
+ * device's bar_moved hook, then config_written covers the whole space.
+ * Takes the bus lock (the hooks then take the device's lock). */
+void pci_config_apply(struct pci_device *d, const struct pci_saved_config *s);
+
 #endif

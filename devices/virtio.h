@@ -117,4 +117,65 @@ int virtio_kick_fd(struct virtio_device *vd, unsigned q);
 int virtio_call_fd(struct virtio_device *vd, unsigned q);
 void virtio_take_kicks(struct virtio_device *vd, unsigned q, bool taken);
 
+/* Whether a device with this status byte should be running: DRIVER_OK
+ * set, NEEDS_RESET and FAILED clear. */
+bool virtio_status_live(uint8_t status);
+
+/* Main thread, device active: kicks every enabled queue once, as if the
+ * driver had notified it. A queue whose kicks the device took (vhost) gets
+ * a write on its kick eventfd; the others get ops->queue_notify. For kicks
+ * that may have been lost (after activation, after migration). */
+void virtio_kick_all(struct virtio_device *vd);
+
+/* --- local migration ---------------------------------------------------------
+ * What is saved: the negotiation (offered and accepted features, status,
+ * config generation) and, per queue, the driver's registers (size, enable,
+ * MSI-X vector, ring addresses) and the device's indices (last_avail,
+ * used_idx, the EVENT_IDX signalling state). No host pointers: a loaded
+ * queue is stopped; virtio_activate() maps it again and goes on from the
+ * restored indices. Device-specific state (config space, backend) is the
+ * device's own section. */
+
+struct mig_buf;
+struct mig_cursor;
+
+struct virtio_saved_queue {
+	uint16_t size;
+	bool enabled;
+	uint16_t msix_vector; /* the transport's: it checks the range */
+	uint64_t desc_gpa, avail_gpa, used_gpa;
+	uint16_t last_avail, used_idx, signalled_used;
+	bool signalled_used_valid, event_idx;
+};
+
+struct virtio_saved {
+	uint64_t host_features, driver_features;
+	uint8_t status;
+	uint32_t config_generation;
+	unsigned nqueues;
+	struct virtio_saved_queue vqs[VIRTIO_MAX_QUEUES];
+};
+
+/* Main thread, vCPUs stopped, no reset or activation under way (the
+ * transport checks that). Appends the state; changes nothing. */
+void virtio_save(const struct virtio_device *vd, struct mig_buf *b);
+
+/* Reads what virtio_save wrote into *out and checks it against vd: same
+ * device ID and queue count; host features a subset of what vd offers;
+ * driver features a subset of those; each queue size a power of 2 up to
+ * queue_max_size; flags 0 or 1; no more than `size` chains in flight
+ * (last_avail - used_idx); for a live status, each enabled queue's rings
+ * aligned and inside vd->mem (checked, never read). vd must not be active.
+ * Changes nothing; -1 with a message naming the field ("net0: queue 1:
+ * size 100 is not a power of 2 ..."), or the cursor's "truncated" one. */
+int virtio_decode(const struct virtio_device *vd, struct mig_cursor *c, struct virtio_saved *out);
+
+/* Applies a decoded state: vd takes the stream's host features (a subset
+ * of its own), driver features, status, config generation and queues (all
+ * stopped). Nothing is started and guest memory is not touched. */
+void virtio_apply(struct virtio_device *vd, const struct virtio_saved *s);
+
+/* virtio_decode then virtio_apply: nothing applied on failure. */
+int virtio_load(struct virtio_device *vd, struct mig_cursor *c);
+
 #endif

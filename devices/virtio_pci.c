@@ -10,6 +10,7 @@
 
 #include "err.h"
 #include "loop.h"
+#include "migstream.h"
 
 #define MAX_VECTORS (VIRTIO_MAX_QUEUES + 1)
 
@@ -70,6 +71,7 @@ struct virtio_pci {
 	bool activate_pending;
 	uint64_t notify_pending;   /* queues notified through MMIO, for the loop */
 	bool msix_enabled, msix_masked;
+	bool loaded;               /* virtio_pci_load applied; resume not yet done */
 	uint64_t notify_base;      /* where the ioeventfds are assigned, or PCI_BAR_UNMAPPED */
 	struct vp_vector vec[MAX_VECTORS];
 };
@@ -249,6 +251,18 @@ static void set_kick_watch(struct virtio_pci *vp, unsigned q, bool on)
 		vp_warn(vp, "kick watcher");
 }
 
+/* Main thread, device active: every enabled queue kicked once. Queues the
+ * device took are kicked through their eventfd, which it now polls: stop
+ * watching those first, so the loop does not wake for them. */
+static void kick_all_queues(struct virtio_pci *vp)
+{
+	struct virtio_device *vd = vp->vd;
+	for (unsigned q = 0; q < vd->nqueues; q++)
+		if (vd->kicks_taken[q])
+			set_kick_watch(vp, q, false);
+	virtio_kick_all(vd);
+}
+
 static void on_wake(void *opaque)
 {
 	struct virtio_pci *vp = opaque;
@@ -274,19 +288,9 @@ static void on_wake(void *opaque)
 		if (virtio_activate(vd))
 			return; /* it logged, set NEEDS_RESET and told the driver */
 		/* A kick the driver sent before DRIVER_OK was dropped: give every
-		 * queue one now (a spurious kick is harmless). Queues the device
-		 * took are kicked through their eventfd, which it now polls. */
-		for (unsigned q = 0; q < vd->nqueues; q++) {
-			if (!vd->vqs[q].enabled)
-				continue;
-			if (vd->kicks_taken[q]) {
-				set_kick_watch(vp, q, false);
-				if (vp->kicks[q].fd >= 0)
-					eventfd_signal(vp->kicks[q].fd);
-			} else {
-				notify |= 1ull << q;
-			}
-		}
+		 * queue one now (a spurious kick is harmless). */
+		kick_all_queues(vp);
+		return;
 	}
 	if (!vd->active)
 		return;
@@ -907,3 +911,238 @@ void virtio_pci_free(struct virtio_pci *vp)
 	free(vp);
 }
 
+
+/* --- local migration ---------------------------------------------------------------------- */
+
+struct vp_saved_vector {
+	uint32_t addr_lo, addr_hi, data, ctrl;
+	bool pending;
+};
+
+/* A decoded, checked MIG_PCI_FUNCTION payload. */
+struct vp_saved {
+	struct pci_saved_config pci;
+	uint32_t device_feature_select, driver_feature_select;
+	uint64_t driver_features; /* the driver's feature register */
+	uint16_t msix_config, queue_select;
+	uint8_t isr;
+	struct vp_saved_vector vec[MAX_VECTORS];
+	struct virtio_saved virtio;
+};
+
+/* vd->lock held. */
+static void save_registers(struct virtio_pci *vp, struct mig_buf *b)
+{
+	mig_put_u32(b, vp->device_feature_select);
+	mig_put_u32(b, vp->driver_feature_select);
+	mig_put_u64(b, vp->driver_features);
+	mig_put_u16(b, vp->msix_config);
+	mig_put_u16(b, vp->queue_select);
+	mig_put_u8(b, vp->isr);
+	mig_put_u16(b, (uint16_t)vp->nvec);
+	for (unsigned v = 0; v < vp->nvec; v++) {
+		const struct vp_vector *x = &vp->vec[v];
+		mig_put_u32(b, x->addr_lo);
+		mig_put_u32(b, x->addr_hi);
+		mig_put_u32(b, x->data);
+		mig_put_u32(b, x->ctrl);
+		mig_put_u8(b, vector_pending(vp, v)); /* polls the eventfd, consumes nothing */
+	}
+}
+
+int virtio_pci_save(struct virtio_pci *vp, struct mig_buf *b)
+{
+	struct virtio_device *vd = vp->vd;
+	pthread_mutex_lock(&vd->lock);
+	bool resetting = vp->reset_pending, starting = vp->activate_pending;
+	pthread_mutex_unlock(&vd->lock);
+	if (resetting)
+		return vmm_fail("%s: the driver is resetting the device; retry", vd->name);
+	if (starting)
+		return vmm_fail("%s: the driver is starting the device (DRIVER_OK not handled yet); retry", vd->name);
+	pci_config_save(&vp->pci, b);
+	pthread_mutex_lock(&vd->lock);
+	save_registers(vp, b);
+	virtio_save(vd, b);
+	pthread_mutex_unlock(&vd->lock);
+	return mig_buf_ok(b, vd->name);
+}
+
+static int decode_vector(struct virtio_pci *vp, unsigned v, struct mig_cursor *c, struct vp_saved_vector *x)
+{
+	x->addr_lo = mig_get_u32(c);
+	x->addr_hi = mig_get_u32(c);
+	x->data = mig_get_u32(c);
+	x->ctrl = mig_get_u32(c);
+	uint8_t pending = mig_get_u8(c);
+	x->pending = pending == 1;
+	if (c->short_read)
+		return mig_cursor_finish(c);
+	if (x->addr_lo & 3)
+		return vmm_fail("%s: MSI-X entry %u: address 0x%08x is not dword aligned", vp->vd->name, v, x->addr_lo);
+	if (x->ctrl & ~MSIX_ENTRY_CTRL_MASKED)
+		return vmm_fail("%s: MSI-X entry %u: vector control 0x%x has reserved bits set", vp->vd->name, v,
+				x->ctrl);
+	if (pending > 1)
+		return vmm_fail("%s: MSI-X entry %u: pending bit %u is not 0 or 1", vp->vd->name, v, pending);
+	return 0;
+}
+
+static bool vector_in_range(const struct virtio_pci *vp, uint16_t v)
+{
+	return v < vp->nvec || v == VIRTIO_PCI_NO_VECTOR;
+}
+
+static int decode_registers(struct virtio_pci *vp, struct mig_cursor *c, struct vp_saved *s)
+{
+	const char *name = vp->vd->name;
+	s->device_feature_select = mig_get_u32(c);
+	s->driver_feature_select = mig_get_u32(c);
+	s->driver_features = mig_get_u64(c);
+	s->msix_config = mig_get_u16(c);
+	s->queue_select = mig_get_u16(c);
+	s->isr = mig_get_u8(c);
+	uint16_t nvec = mig_get_u16(c);
+	if (c->short_read)
+		return mig_cursor_finish(c);
+	if (nvec != vp->nvec)
+		return vmm_fail("%s: %u MSI-X vectors in the stream, %u here", name, nvec, vp->nvec);
+	if (!vector_in_range(vp, s->msix_config))
+		return vmm_fail("%s: msix_config vector %u is out of range (%u vectors)", name, s->msix_config,
+				vp->nvec);
+	if (s->isr & ~(ISR_QUEUE | ISR_CONFIG))
+		return vmm_fail("%s: ISR 0x%x has undefined bits set", name, s->isr);
+	for (unsigned v = 0; v < nvec; v++)
+		if (decode_vector(vp, v, c, &s->vec[v]))
+			return -1;
+	return 0;
+}
+
+static int check_queue_vectors(struct virtio_pci *vp, const struct virtio_saved *s)
+{
+	for (unsigned q = 0; q < s->nqueues; q++)
+		if (!vector_in_range(vp, s->vqs[q].msix_vector))
+			return vmm_fail("%s: queue %u: MSI-X vector %u is out of range (%u vectors)", vp->vd->name, q,
+					s->vqs[q].msix_vector, vp->nvec);
+	return 0;
+}
+
+/* Everything checked, nothing applied. */
+static int decode_payload(struct virtio_pci *vp, const void *payload, size_t len, struct vp_saved *s)
+{
+	struct virtio_device *vd = vp->vd;
+	pthread_mutex_lock(&vd->lock);
+	bool busy = vp->reset_pending || vp->activate_pending;
+	pthread_mutex_unlock(&vd->lock);
+	if (busy || vd->active)
+		return vmm_fail("%s: the device is in use: state loads into a device never started", vd->name);
+	char what[96];
+	snprintf(what, sizeof(what), "%s: virtio-pci state", vd->name);
+	struct mig_cursor c;
+	mig_cursor_init(&c, payload, len, what);
+	if (pci_config_decode(&vp->pci, &c, &s->pci) || decode_registers(vp, &c, s) ||
+	    virtio_decode(vd, &c, &s->virtio) || check_queue_vectors(vp, &s->virtio))
+		return -1;
+	return mig_cursor_finish(&c);
+}
+
+/* vd->lock held, vector masked. Makes its pending bit what the stream
+ * says: with KVM the eventfd counter is the bit (it fires on unmask). */
+static void set_pending(struct virtio_pci *vp, unsigned v, bool pending)
+{
+	struct vp_vector *x = &vp->vec[v];
+	if (!vp->use_kvm) {
+		x->pending = pending;
+		return;
+	}
+	if (x->fd < 0)
+		return;
+	uint64_t count;
+	eventfd_drain(x->fd, &count);
+	if (pending)
+		eventfd_signal(x->fd);
+}
+
+static void apply_payload(struct virtio_pci *vp, const struct vp_saved *s)
+{
+	struct virtio_device *vd = vp->vd;
+	virtio_apply(vd, &s->virtio);
+	pthread_mutex_lock(&vd->lock);
+	vp->device_feature_select = s->device_feature_select;
+	vp->driver_feature_select = s->driver_feature_select;
+	vp->driver_features = s->driver_features;
+	vp->msix_config = s->msix_config;
+	vp->queue_select = s->queue_select;
+	vp->isr = s->isr;
+	vp->reset_pending = vp->activate_pending = false;
+	vp->notify_pending = 0;
+	for (unsigned v = 0; v < vp->nvec; v++) {
+		struct vp_vector *x = &vp->vec[v];
+		x->addr_lo = s->vec[v].addr_lo;
+		x->addr_hi = s->vec[v].addr_hi;
+		x->data = s->vec[v].data;
+		x->ctrl = s->vec[v].ctrl;
+		x->pending = false;
+	}
+	pthread_mutex_unlock(&vd->lock);
+	/* The whole config space, as guest writes: BAR decoding (ioeventfds
+	 * follow), then config_written sees MSI-X enable and mask-all and
+	 * brings every vector's route and irqfd in line with the table. */
+	pci_config_apply(&vp->pci, &s->pci);
+	pthread_mutex_lock(&vd->lock);
+	for (unsigned v = 0; v < vp->nvec; v++)
+		if (vector_masked(vp, v))
+			set_pending(vp, v, s->vec[v].pending);
+	/* An unmasked vector's pending bit is dropped: resume signals it. */
+	vp->loaded = true;
+	pthread_mutex_unlock(&vd->lock);
+}
+
+int virtio_pci_load(struct virtio_pci *vp, const void *payload, size_t len)
+{
+	struct vp_saved *s = calloc(1, sizeof(*s));
+	if (!s)
+		return vmm_fail("%s: virtio-pci state: out of memory", vp->vd->name);
+	int rc = decode_payload(vp, payload, len, s);
+	if (rc == 0)
+		apply_payload(vp, s);
+	free(s);
+	return rc;
+}
+
+/* Every vector a queue or the configuration uses, once. */
+static void signal_all_vectors(struct virtio_pci *vp)
+{
+	struct virtio_device *vd = vp->vd;
+	bool used[MAX_VECTORS] = { false };
+	pthread_mutex_lock(&vd->lock);
+	if (vp->msix_config < vp->nvec)
+		used[vp->msix_config] = true;
+	for (unsigned q = 0; q < vd->nqueues; q++)
+		if (vd->vqs[q].msix_vector < vp->nvec)
+			used[vd->vqs[q].msix_vector] = true;
+	for (unsigned v = 0; v < vp->nvec; v++)
+		if (used[v])
+			signal_vector(vp, v);
+	pthread_mutex_unlock(&vd->lock);
+}
+
+int virtio_pci_resume_loaded(struct virtio_pci *vp)
+{
+	struct virtio_device *vd = vp->vd;
+	pthread_mutex_lock(&vd->lock);
+	bool loaded = vp->loaded;
+	uint8_t status = vd->status;
+	vp->loaded = false;
+	pthread_mutex_unlock(&vd->lock);
+	if (!loaded)
+		return vmm_fail("%s: virtio-pci: no loaded state to resume", vd->name);
+	int rc = 0;
+	if (virtio_status_live(status)) {
+		rc = virtio_activate(vd); /* on failure: NEEDS_RESET, driver told */
+		if (rc == 0)
+			kick_all_queues(vp);
+	}
+	signal_all_vectors(vp);
+	return rc;
+}

@@ -22,6 +22,7 @@
 #ifndef VMM_VIRTIO_PCI_H
 #define VMM_VIRTIO_PCI_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kvm.h"
@@ -96,5 +97,42 @@ struct pci_device *virtio_pci_device(struct virtio_pci *vp);
 
 /* Without KVM: interrupts delivered on MSI-X vector `vector` so far. */
 uint64_t virtio_pci_interrupts(struct virtio_pci *vp, unsigned vector);
+
+/* --- local migration ---------------------------------------------------------
+ * One MIG_PCI_FUNCTION payload: the function's config space
+ * (pci_config_save), the virtio-pci registers (feature selects, the
+ * driver's feature register, msix_config, queue_select, ISR), every MSI-X
+ * table entry with its pending bit, then the virtio state (virtio_save). */
+
+struct mig_buf;
+
+/* SOURCE, main thread, vCPUs paused, loop callbacks not running, a vhost
+ * backend already stopped (its last_avail written back into the queues).
+ * Appends the payload to b and changes nothing, so the source can resume
+ * if migration fails later. A pending bit is read by polling the vector's
+ * eventfd, never consuming it. Fails if the driver's reset or DRIVER_OK
+ * is still waiting for the loop ("net0: the driver is resetting the
+ * device; retry"), or if b ran out of memory. */
+int virtio_pci_save(struct virtio_pci *vp, struct mig_buf *b);
+
+/* TARGET, after virtio_pci_realize, vCPUs not running, the device never
+ * started. Checks the whole payload first (identity, every count, index,
+ * vector, flag, ring address; no trailing bytes) and changes nothing if any
+ * check fails (-1, a message naming the field). Then applies it: config
+ * space through the guest write path (BAR moves take the ioeventfds along),
+ * the MSI-X table with routes and irqfds following it, pending bits of
+ * masked vectors (their eventfd written), registers, virtio state. Starts
+ * no datapath and does not touch guest memory: if the source resumes the
+ * VM after all, this process just exits. */
+int virtio_pci_load(struct virtio_pci *vp, const void *payload, size_t len);
+
+/* TARGET, main thread, after the source committed, once per successful
+ * load. If the loaded status is live (DRIVER_OK, not NEEDS_RESET or
+ * FAILED), activates the device from the restored indices and kicks every
+ * enabled queue once (kicks lost with the source's ioeventfds); then
+ * signals every vector in use once (a masked one only becomes pending).
+ * -1 if nothing was loaded, or if activation failed: then the device is
+ * marked NEEDS_RESET and the driver told, and the VM can run on. */
+int virtio_pci_resume_loaded(struct virtio_pci *vp);
 
 #endif
