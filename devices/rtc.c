@@ -6,6 +6,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "err.h"
+#include "migstream.h"
+
 enum {
 	RTC_SECONDS = 0x00, RTC_MINUTES = 0x02, RTC_HOURS = 0x04, RTC_WEEKDAY = 0x06,
 	RTC_DAY = 0x07, RTC_MONTH = 0x08, RTC_YEAR = 0x09,
@@ -103,3 +106,36 @@ static void rtc_write(void *opaque, uint64_t offset, const void *data, unsigned 
 }
 
 const struct bus_ops rtc_bus_ops = { .read = rtc_read, .write = rtc_write };
+
+int rtc_save(struct rtc *r, struct mig_buf *b)
+{
+	pthread_mutex_lock(&r->lock);
+	mig_put_u8(b, r->index);
+	mig_put_bytes(b, r->nvram, sizeof(r->nvram));
+	pthread_mutex_unlock(&r->lock);
+	return mig_buf_ok(b, "rtc");
+}
+
+int rtc_load(struct rtc *r, const void *p, size_t len)
+{
+	struct mig_cursor c;
+	mig_cursor_init(&c, p, len, "rtc");
+	uint8_t index = mig_get_u8(&c);
+	uint8_t nvram[sizeof(r->nvram)];
+	mig_get_bytes(&c, nvram, sizeof(nvram));
+	if (mig_cursor_finish(&c))
+		return -1;
+	if (index > 0x7f)
+		return vmm_fail("rtc: index register 0x%02x (0..0x7f)", index);
+	if (nvram[RTC_REG_A] & 0x80)
+		return vmm_fail("rtc: register A 0x%02x has the read-only UIP bit set", nvram[RTC_REG_A]);
+	if (nvram[RTC_REG_C] != 0)
+		return vmm_fail("rtc: register C is 0x%02x (always 0 here)", nvram[RTC_REG_C]);
+	if (nvram[RTC_REG_D] != RTC_REG_D_VRT)
+		return vmm_fail("rtc: register D is 0x%02x (always 0x%02x here)", nvram[RTC_REG_D], RTC_REG_D_VRT);
+	pthread_mutex_lock(&r->lock);
+	r->index = index;
+	memcpy(r->nvram, nvram, sizeof(nvram));
+	pthread_mutex_unlock(&r->lock);
+	return 0;
+}

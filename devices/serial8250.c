@@ -48,6 +48,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "migstream.h"
 
 /* Register offsets (DLAB=0 meaning first). */
 #define REG_RBR_THR_DLL 0
@@ -426,3 +427,88 @@ const struct bus_ops serial8250_bus_ops = {
 	.read = bus_read_op,
 	.write = bus_write_op,
 };
+
+/* --- migration ------------------------------------------------------------ */
+
+int serial8250_save(struct serial8250 *s, struct mig_buf *b)
+{
+	pthread_mutex_lock(&s->lock);
+	const uint8_t regs[] = { s->ier, s->lcr, s->mcr, s->msr, s->scr, s->fcr, s->dll, s->dlm, s->rbr };
+	mig_put_bytes(b, regs, sizeof(regs));
+	mig_put_u8(b, s->thr_ipending);
+	mig_put_u32(b, (uint32_t)s->rx_fifo);
+	mig_put_u32(b, (uint32_t)s->rx_count);
+	size_t first = SERIAL_INPUT_MAX - s->rx_head;
+	if (first > s->rx_count)
+		first = s->rx_count;
+	mig_put_bytes(b, s->rx + s->rx_head, first);
+	mig_put_bytes(b, s->rx, s->rx_count - first);
+	pthread_mutex_unlock(&s->lock);
+	return mig_buf_ok(b, "serial");
+}
+
+/* What a loaded state must satisfy: what the guest could have set
+ * through the registers, and the queue bounds. */
+static int check_loaded(const uint8_t *r, uint8_t thr, uint32_t fifo, uint32_t count)
+{
+	uint8_t ier = r[0], mcr = r[2], msr = r[3], fcr = r[5];
+	if (ier & ~IER_MASK)
+		return vmm_fail("serial: IER 0x%02x has bits a 16550A does not keep (0x%02x)", ier, IER_MASK);
+	if (mcr & ~MCR_MASK)
+		return vmm_fail("serial: MCR 0x%02x has bits a 16550A does not keep (0x%02x)", mcr, MCR_MASK);
+	if (fcr & ~FCR_KEEP || (fcr && !(fcr & FCR_ENABLE)))
+		return vmm_fail("serial: FCR state 0x%02x is not one a write could leave", fcr);
+	struct serial8250 lines = { .mcr = mcr };
+	if ((msr & ~MSR_DELTA) != modem_lines(&lines))
+		return vmm_fail("serial: MSR 0x%02x does not match the modem lines of MCR 0x%02x", msr, mcr);
+	if (thr > 1)
+		return vmm_fail("serial: THRE pending flag is %u (0 or 1)", thr);
+	if (count > SERIAL_INPUT_MAX)
+		return vmm_fail("serial: %u bytes queued for the guest (at most %u)", count, SERIAL_INPUT_MAX);
+	if (fifo > HW_FIFO_SIZE || fifo > count)
+		return vmm_fail("serial: %u bytes in the FIFO (at most %u, and at most the %u queued)", fifo,
+				HW_FIFO_SIZE, count);
+	return 0;
+}
+
+int serial8250_load(struct serial8250 *s, const void *p, size_t len)
+{
+	struct mig_cursor c;
+	mig_cursor_init(&c, p, len, "serial");
+	uint8_t regs[9];
+	mig_get_bytes(&c, regs, sizeof(regs));
+	uint8_t thr = mig_get_u8(&c);
+	uint32_t fifo = mig_get_u32(&c);
+	uint32_t count = mig_get_u32(&c);
+	if (c.short_read)
+		return mig_cursor_finish(&c);
+	if (check_loaded(regs, thr, fifo, count))
+		return -1;
+	const uint8_t *bytes = mig_get_view(&c, count);
+	if (mig_cursor_finish(&c))
+		return -1;
+
+	pthread_mutex_lock(&s->lock);
+	s->ier = regs[0];
+	s->lcr = regs[1];
+	s->mcr = regs[2];
+	s->msr = regs[3];
+	s->scr = regs[4];
+	s->fcr = regs[5];
+	s->dll = regs[6];
+	s->dlm = regs[7];
+	s->rbr = regs[8];
+	s->thr_ipending = thr;
+	s->rx_head = 0;
+	s->rx_count = count;
+	s->rx_fifo = fifo;
+	if (count)
+		memcpy(s->rx, bytes, count);
+	/* report the level even if unchanged: the interrupt controller was
+	 * restored on its own and must agree with the line */
+	s->irq_level = pending_source(s) != IIR_NO_INT && (s->mcr & (MCR_OUT2 | MCR_LOOP)) == MCR_OUT2;
+	if (s->host.irq)
+		s->host.irq(s->host.opaque, s->irq_level);
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}

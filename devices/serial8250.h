@@ -40,4 +40,21 @@ size_t serial8250_input(struct serial8250 *s, const uint8_t *buf, size_t len);
 
 extern const struct bus_ops serial8250_bus_ops;
 
+/* Migration (MIG_SERIAL). The payload, little-endian:
+ *   u8 ier, lcr, mcr, msr, scr, fcr, dll, dlm, rbr
+ *   u8 thr_ipending (0 or 1)
+ *   u32 fifo    bytes of the queue the guest sees as its 16-byte FIFO (<= 16)
+ *   u32 count   bytes queued for the guest (fifo <= count <= SERIAL_INPUT_MAX)
+ *   count bytes, oldest first
+ * IIR is not stored: it is computed from the rest. serial8250_save takes a
+ * consistent snapshot under the lock (vCPUs may still run).
+ * serial8250_load checks everything before it changes anything (register
+ * bits that cannot be set, MSR lines not matching MCR, counts out of
+ * bounds, trailing bytes: -1 with a message, the device untouched), then
+ * replaces the state and calls host->irq with the line's level, whatever
+ * was reported before, so the interrupt controller agrees with it. */
+struct mig_buf;
+int serial8250_save(struct serial8250 *s, struct mig_buf *b);
+int serial8250_load(struct serial8250 *s, const void *p, size_t len);
+
 #endif

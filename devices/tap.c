@@ -8,16 +8,17 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "err.h"
 
 #define TUN_PATH "/dev/net/tun"
+#define TUN_MAJOR 10 /* misc */
+#define TUN_MINOR 200
 #define TAP_FLAGS (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
 
-/* Every TUN_F_* bit we know, in the order we give them up when probing:
- * UFO first (newer kernels may refuse it), then ECN, then the TSOs. */
-#define TAP_ALL_OFFLOADS (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_UFO)
 
 static int check_name(const char *ifname)
 {
@@ -117,24 +118,94 @@ fail:
 	return -1;
 }
 
-/* TUNGETIFF of one fd; on older kernels a detached queue answers EBADFD,
- * so attach it first (it stays attached: the device decides which queues
- * it uses). Newer kernels answer with IFF_DETACH_QUEUE set. */
-static int get_iff(int fd, struct ifreq *ifr)
+/* What one queue fd is, found with read-only calls. */
+struct queue_info {
+	bool identified;     /* TUNGETIFF answered: name, flags, vnet_hdr known */
+	bool attached;
+	char name[IFNAMSIZ];
+	short flags;
+	int vnet_hdr;
+};
+
+/* "a pipe", "character device 1:3", ...: for messages. */
+static const char *fd_kind(const struct stat *st, char *buf, size_t len)
 {
-	memset(ifr, 0, sizeof(*ifr));
-	if (ioctl(fd, TUNGETIFF, ifr) == 0)
-		return 0;
-	if (errno != EBADFD)
-		return -1;
-	struct ifreq q;
-	memset(&q, 0, sizeof(q));
-	q.ifr_flags = IFF_ATTACH_QUEUE;
-	if (ioctl(fd, TUNSETQUEUE, &q) < 0) {
-		errno = EBADFD;
-		return -1;
+	if (S_ISFIFO(st->st_mode))
+		return "a pipe";
+	if (S_ISSOCK(st->st_mode))
+		return "a socket";
+	if (S_ISREG(st->st_mode))
+		return "a regular file";
+	if (S_ISDIR(st->st_mode))
+		return "a directory";
+	if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode)) {
+		snprintf(buf, len, "%s device %u:%u", S_ISCHR(st->st_mode) ? "character" : "block",
+			 major(st->st_rdev), minor(st->st_rdev));
+		return buf;
 	}
-	return ioctl(fd, TUNGETIFF, ifr);
+	return "not a device";
+}
+
+/* fstat first, so that no TUN ioctl ever reaches another driver. A
+ * detached queue answers TUNGETIFF with IFF_DETACH_QUEUE on recent
+ * kernels and with EBADFD on older ones (as does a /dev/net/tun fd that
+ * never joined a TAP): the latter is reported unidentified, detached. */
+static int query_queue(int fd, struct queue_info *qi)
+{
+	memset(qi, 0, sizeof(*qi));
+	qi->vnet_hdr = -1;
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return vmm_fail_errno("fd %d", fd);
+	if (!S_ISCHR(st.st_mode) || major(st.st_rdev) != TUN_MAJOR || minor(st.st_rdev) != TUN_MINOR) {
+		char kind[64];
+		return vmm_fail("fd %d is not a TAP queue: it is %s, not " TUN_PATH " (10:200)", fd,
+				fd_kind(&st, kind, sizeof(kind)));
+	}
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof(ifr));
+	if (ioctl(fd, TUNGETIFF, &ifr) < 0) {
+		if (errno == EBADFD)
+			return 0; /* detached (or never attached), kernel says no more */
+		return vmm_fail_errno("fd %d: TUNGETIFF", fd);
+	}
+	qi->identified = true;
+	qi->flags = ifr.ifr_flags;
+	qi->attached = !(ifr.ifr_flags & IFF_DETACH_QUEUE);
+	snprintf(qi->name, sizeof(qi->name), "%.*s", IFNAMSIZ - 1, ifr.ifr_name);
+	if (ioctl(fd, TUNGETVNETHDRSZ, &qi->vnet_hdr) < 0)
+		return vmm_fail_errno("TAP %s: fd %d: TUNGETVNETHDRSZ", qi->name, fd);
+	return 0;
+}
+
+/* The checks of an identified queue that do not depend on the others. */
+static int check_identified(int fd, const struct queue_info *qi, unsigned n)
+{
+	if ((qi->flags & (IFF_TUN | IFF_TAP)) != IFF_TAP)
+		return vmm_fail("TAP: fd %d is a TUN device (%s), not a TAP", fd, qi->name);
+	if ((qi->flags & TAP_FLAGS) != TAP_FLAGS)
+		return vmm_fail("TAP %s: fd %d lacks %s%s", qi->name, fd, qi->flags & IFF_NO_PI ? "" : "IFF_NO_PI ",
+				qi->flags & IFF_VNET_HDR ? "" : "IFF_VNET_HDR");
+	if (n > 1 && !(qi->flags & IFF_MULTI_QUEUE))
+		return vmm_fail("TAP %s: %u fds but the TAP is not multi_queue", qi->name, n);
+	if (qi->vnet_hdr != TAP_VNET_HDR_LEN)
+		return vmm_fail("TAP %s: vnet header is %d bytes, %d needed (not changed on an adopted TAP)",
+				qi->name, qi->vnet_hdr, TAP_VNET_HDR_LEN);
+	return 0;
+}
+
+/* Making it non-blocking is safe for whoever shares the open file; the
+ * reverse would not be. FD_CLOEXEC is this fd's own. */
+static int make_nonblocking(int fd, const char *name)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0)
+		return vmm_fail_errno("TAP %s: fd %d: F_GETFL", name, fd);
+	if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return vmm_fail_errno("TAP %s: fd %d: setting O_NONBLOCK", name, fd);
+	if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+		return vmm_fail_errno("TAP %s: fd %d: F_SETFD", name, fd);
+	return 0;
 }
 
 int tap_adopt(struct tap *t, const int *fds, unsigned n)
@@ -144,55 +215,70 @@ int tap_adopt(struct tap *t, const int *fds, unsigned n)
 		t->fds[i] = -1;
 	if (n < 1 || n > TAP_MAX_QUEUES)
 		return vmm_fail("TAP: %u fds to adopt (1..%d)", n, TAP_MAX_QUEUES);
+	struct queue_info qi[TAP_MAX_QUEUES];
+	int named = -1; /* the first identified queue: it names the TAP */
 	for (unsigned i = 0; i < n; i++) {
 		int fd = fds[i];
-		struct ifreq ifr;
 		if (fd < 0)
 			return vmm_fail("TAP: fd %u of %u is %d", i + 1, n, fd);
-		if (get_iff(fd, &ifr) < 0) {
-			if (errno == ENOTTY || errno == EINVAL || errno == EBADF)
-				return vmm_fail_errno("TAP: fd %d is not a TAP queue (TUNGETIFF)", fd);
-			return vmm_fail_errno("TAP: fd %d: TUNGETIFF", fd);
-		}
-		char name[IFNAMSIZ];
-		snprintf(name, sizeof(name), "%.*s", IFNAMSIZ - 1, ifr.ifr_name);
-		if ((ifr.ifr_flags & (IFF_TUN | IFF_TAP)) != IFF_TAP)
-			return vmm_fail("TAP: fd %d is a TUN device (%s), not a TAP", fd, name);
-		if ((ifr.ifr_flags & TAP_FLAGS) != TAP_FLAGS)
-			return vmm_fail("TAP %s: fd %d lacks %s%s", name, fd,
-					ifr.ifr_flags & IFF_NO_PI ? "" : "IFF_NO_PI ",
-					ifr.ifr_flags & IFF_VNET_HDR ? "" : "IFF_VNET_HDR");
-		if (n > 1 && !(ifr.ifr_flags & IFF_MULTI_QUEUE))
-			return vmm_fail("TAP %s: %u fds but the TAP is not multi_queue", name, n);
-		if (i == 0)
-			snprintf(t->ifname, sizeof(t->ifname), "%s", name);
-		else if (strcmp(name, t->ifname))
-			return vmm_fail("TAP: fd %d belongs to %s, fd %d to %s: all queues must be of one TAP",
-					fds[0], t->ifname, fd, name);
 		for (unsigned j = 0; j < i; j++)
 			if (fds[j] == fd)
-				return vmm_fail("TAP %s: fd %d given twice", name, fd);
-		int hdr = 0;
-		if (ioctl(fd, TUNGETVNETHDRSZ, &hdr) < 0)
-			return vmm_fail_errno("TAP %s: fd %d: TUNGETVNETHDRSZ", name, fd);
-		if (hdr != TAP_VNET_HDR_LEN)
-			return vmm_fail("TAP %s: vnet header is %d bytes, %d needed (not changed on an adopted TAP)",
-					name, hdr, TAP_VNET_HDR_LEN);
-		int fl = fcntl(fd, F_GETFL);
-		if (fl < 0)
-			return vmm_fail_errno("TAP %s: fd %d: F_GETFL", name, fd);
-		/* Making it non-blocking is safe for whoever shares the open file;
-		 * the reverse would not be. */
-		if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-			return vmm_fail_errno("TAP %s: fd %d: setting O_NONBLOCK", name, fd);
-		if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
-			return vmm_fail_errno("TAP %s: fd %d: F_SETFD", name, fd);
+				return vmm_fail("TAP: fd %d given twice", fd);
+		if (query_queue(fd, &qi[i]))
+			return vmm_fail_context("TAP: queue %u", i);
+		if (!qi[i].identified)
+			continue;
+		if (check_identified(fd, &qi[i], n))
+			return -1;
+		if (named < 0)
+			named = (int)i;
+		else if (strcmp(qi[i].name, qi[named].name))
+			return vmm_fail("TAP: fd %d belongs to %s, fd %d to %s: all queues must be of one TAP",
+					fds[named], qi[named].name, fd, qi[i].name);
 	}
+	if (named < 0)
+		return vmm_fail("TAP: none of the %u fds is an attached queue: cannot tell which TAP they are", n);
 	for (unsigned i = 0; i < n; i++)
+		if (make_nonblocking(fds[i], qi[named].name))
+			return -1;
+	snprintf(t->ifname, sizeof(t->ifname), "%s", qi[named].name);
+	for (unsigned i = 0; i < n; i++) {
 		t->fds[i] = fds[i];
+		t->detached[i] = !qi[i].attached;
+		t->unverified[i] = !qi[i].identified;
+	}
 	t->nqueues = n;
 	t->adopted = true;
 	return 0;
+}
+
+int tap_get_state(const struct tap *t, struct tap_state *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->vnet_hdr_len = -1;
+	for (unsigned q = 0; q < t->nqueues; q++) {
+		struct queue_info qi;
+		if (query_queue(t->fds[q], &qi))
+			return vmm_fail_context("TAP %s: queue %u", t->ifname, q);
+		st->attached[q] = qi.attached;
+		if (qi.identified && st->vnet_hdr_len < 0)
+			st->vnet_hdr_len = qi.vnet_hdr;
+	}
+	return 0;
+}
+
+int tap_check_queue(const struct tap *t, unsigned q)
+{
+	if (q >= t->nqueues)
+		return vmm_fail("TAP %s: no queue %u (%u queues)", t->ifname, q, t->nqueues);
+	struct queue_info qi;
+	if (query_queue(t->fds[q], &qi))
+		return vmm_fail_context("TAP %s: queue %u", t->ifname, q);
+	if (!qi.identified)
+		return 0; /* a detached queue the kernel will not name */
+	if (strcmp(qi.name, t->ifname))
+		return vmm_fail("TAP %s: queue %u: fd %d is a queue of %s", t->ifname, q, t->fds[q], qi.name);
+	return check_identified(t->fds[q], &qi, t->nqueues);
 }
 
 void tap_close(struct tap *t)
@@ -205,6 +291,15 @@ void tap_close(struct tap *t)
 static int set_offload(int fd, unsigned flags)
 {
 	return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags);
+}
+
+/* An attached queue, for the ioctls that act on the whole TAP. */
+static int ctl_fd(const struct tap *t)
+{
+	for (unsigned q = 0; q < t->nqueues; q++)
+		if (!t->detached[q])
+			return t->fds[q];
+	return t->fds[0];
 }
 
 /* Tries the whole set, then smaller ones; TSO, ECN and UFO need CSUM, so
@@ -225,7 +320,7 @@ int tap_probe_offloads(struct tap *t, unsigned *supported)
 		return vmm_fail("TAP: not open");
 	unsigned found = 0;
 	for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
-		if (set_offload(t->fds[0], tries[i]) == 0) {
+		if (set_offload(ctl_fd(t), tries[i]) == 0) {
 			found = tries[i];
 			break;
 		}
@@ -234,9 +329,9 @@ int tap_probe_offloads(struct tap *t, unsigned *supported)
 	}
 	/* UFO alone may be what a kernel refuses while taking ECN. */
 	if (found == (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) &&
-	    set_offload(t->fds[0], found | TUN_F_UFO) == 0)
+	    set_offload(ctl_fd(t), found | TUN_F_UFO) == 0)
 		found |= TUN_F_UFO;
-	if (set_offload(t->fds[0], t->offloads) < 0)
+	if (set_offload(ctl_fd(t), t->offloads) < 0)
 		return vmm_fail_errno("TAP %s: restoring offloads 0x%x", t->ifname, t->offloads);
 	*supported = found;
 	return 0;
@@ -246,10 +341,34 @@ int tap_set_offloads(struct tap *t, unsigned tun_flags)
 {
 	if (t->nqueues == 0)
 		return vmm_fail("TAP: not open");
-	if (set_offload(t->fds[0], tun_flags) < 0)
+	if (set_offload(ctl_fd(t), tun_flags) < 0)
 		return vmm_fail_errno("TAP %s: TUNSETOFFLOAD 0x%x", t->ifname, tun_flags);
 	t->offloads = tun_flags;
 	return 0;
+}
+
+/* After attaching a queue the kernel would not name at adoption: it must
+ * have joined our TAP, or it goes back to detached. */
+static int verify_attached(struct tap *t, unsigned q)
+{
+	struct queue_info qi;
+	int rc = query_queue(t->fds[q], &qi);
+	if (rc == 0 && qi.identified && strcmp(qi.name, t->ifname) == 0) {
+		t->unverified[q] = false;
+		return 0;
+	}
+	char found[512];
+	if (rc)
+		snprintf(found, sizeof(found), "%s", vmm_error());
+	else
+		snprintf(found, sizeof(found), "it joined %s", qi.identified ? qi.name : "a TAP that has no name");
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof(ifr));
+	ifr.ifr_flags = IFF_DETACH_QUEUE;
+	if (ioctl(t->fds[q], TUNSETQUEUE, &ifr) < 0)
+		fprintf(stderr, "vmm: TAP %s: queue %u: detaching it again: %s\n", t->ifname, q, strerror(errno));
+	return vmm_fail("TAP %s: queue %u (fd %d), adopted detached, is not a queue of %s: %s", t->ifname, q,
+			t->fds[q], t->ifname, found);
 }
 
 /* Idempotent: attaching an attached queue (or detaching a detached one)
@@ -262,8 +381,12 @@ int tap_set_queue_enabled(struct tap *t, unsigned q, bool enabled)
 	struct ifreq ifr;
 	memset(&ifr, 0, sizeof(ifr));
 	ifr.ifr_flags = enabled ? IFF_ATTACH_QUEUE : IFF_DETACH_QUEUE;
-	if (ioctl(t->fds[q], TUNSETQUEUE, &ifr) == 0)
+	if (ioctl(t->fds[q], TUNSETQUEUE, &ifr) == 0) {
+		if (enabled && t->unverified[q] && verify_attached(t, q))
+			return -1;
+		t->detached[q] = !enabled;
 		return 0;
+	}
 	int e = errno;
 	if (e == EINVAL) {
 		struct ifreq cur;
@@ -272,14 +395,20 @@ int tap_set_queue_enabled(struct tap *t, unsigned q, bool enabled)
 		/* kernels flag a detached queue with IFF_DETACH_QUEUE; older
 		 * ones refuse TUNGETIFF on it with EBADFD */
 		bool attached = rc == 0 ? !(cur.ifr_flags & IFF_DETACH_QUEUE) : errno != EBADFD;
-		if (attached == enabled)
+		if (attached == enabled) {
+			if (enabled && t->unverified[q] && verify_attached(t, q))
+				return -1;
+			t->detached[q] = !enabled;
 			return 0;
+		}
 		if (enabled == false && !(cur.ifr_flags & IFF_MULTI_QUEUE))
 			return vmm_fail("TAP %s: queue %u: cannot detach a queue of a TAP without multi_queue",
 					t->ifname, q);
 	}
 	errno = e;
-	return vmm_fail_errno("TAP %s: queue %u: TUNSETQUEUE %s", t->ifname, q, enabled ? "attach" : "detach");
+	return vmm_fail_errno("TAP %s: queue %u: TUNSETQUEUE %s%s", t->ifname, q, enabled ? "attach" : "detach",
+			      enabled && t->unverified[q] ? " (adopted as detached, but the kernel did not say of which "
+							    "TAP: not a queue of one?)" : "");
 }
 
 static int set_persist(const char *ifname, short flags, int on)

@@ -8,10 +8,14 @@
 #define VMM_TAP_H
 
 #include <stdbool.h>
+#include <linux/if_tun.h>
 #include <net/if.h>
 
 #define TAP_MAX_QUEUES 16
 #define TAP_VNET_HDR_LEN 12
+
+/* Every TUN_F_* offload this code knows. */
+#define TAP_ALL_OFFLOADS (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_UFO)
 
 struct tap {
 	char ifname[IFNAMSIZ];
@@ -19,6 +23,12 @@ struct tap {
 	int fds[TAP_MAX_QUEUES];
 	bool adopted;      /* fds were handed in, not opened here */
 	unsigned offloads; /* TUN_F_* last set with tap_set_offloads */
+	/* Queue q is detached (TUNSETQUEUE), as found at adoption or set with
+	 * tap_set_queue_enabled. */
+	bool detached[TAP_MAX_QUEUES];
+	/* Detached queue adopted on a kernel that does not say which TAP a
+	 * detached queue belongs to: checked when it is first attached. */
+	bool unverified[TAP_MAX_QUEUES];
 };
 
 /* Opens nqueues queues of the TAP `ifname`, creating it if it is absent,
@@ -27,13 +37,18 @@ struct tap {
  * errno text, with a hint when it exists without IFF_MULTI_QUEUE (EINVAL)
  * or another process holds its queue (EBUSY). */
 int tap_open(struct tap *t, const char *ifname, unsigned nqueues);
-/* Takes over fds (queues of one TAP; e.g. received with SCM_RIGHTS): checks
- * with TUNGETIFF that each is a TAP with IFF_NO_PI | IFF_VNET_HDR (and
- * IFF_MULTI_QUEUE if n > 1), all of the same interface, no fd twice, and
- * with TUNGETVNETHDRSZ that the header is 12 bytes (never changed here).
- * A blocking fd is made non-blocking (never the reverse); a detached queue
- * may be attached on kernels that refuse TUNGETIFF on it. On success the
- * fds belong to t (closed by tap_close); on failure they are left alone. */
+/* Takes over fds (queues of one TAP; e.g. received with SCM_RIGHTS),
+ * changing nothing the TAP's other holders could see: checks with fstat
+ * that each is /dev/net/tun (character device 10:200), with TUNGETIFF that
+ * it is a TAP with IFF_NO_PI | IFF_VNET_HDR (and IFF_MULTI_QUEUE if n > 1),
+ * all of the same interface, no fd twice, and with TUNGETVNETHDRSZ that
+ * the header is 12 bytes (never changed here). A detached queue is adopted
+ * as it is, never attached, and recorded in t->detached; kernels before
+ * 6.x answer TUNGETIFF on it with EBADFD, so there it is taken on fstat
+ * alone (t->unverified) and its TAP is checked when it is first attached.
+ * At least one queue must be attached, to name the TAP. A blocking fd is
+ * made non-blocking (never the reverse). On success the fds belong to t
+ * (closed by tap_close); on failure they are left alone. */
 int tap_adopt(struct tap *t, const int *fds, unsigned n);
 void tap_close(struct tap *t);
 
@@ -47,8 +62,23 @@ int tap_probe_offloads(struct tap *t, unsigned *supported);
 int tap_set_offloads(struct tap *t, unsigned tun_flags);
 
 /* Attach or detach queue q (TUNSETQUEUE), so that the kernel steers
- * packets only to queues the guest uses. Idempotent. */
+ * packets only to queues the guest uses. Idempotent. Attaching an
+ * unverified queue checks that it joined t->ifname (else it is detached
+ * again and -1 returned). */
 int tap_set_queue_enabled(struct tap *t, unsigned q, bool enabled);
+
+/* What the kernel says about the open TAP now (read-only ioctls), for a
+ * migration's description of it: header length and which queues are
+ * attached. */
+struct tap_state {
+	int vnet_hdr_len;
+	bool attached[TAP_MAX_QUEUES];
+};
+int tap_get_state(const struct tap *t, struct tap_state *st);
+/* Checks that queue q's fd is still a queue of t->ifname (read-only): -1
+ * with a message saying what the fd is instead. A queue the kernel does
+ * not identify (see tap_adopt) passes if it is detached. */
+int tap_check_queue(const struct tap *t, unsigned q);
 
 /* For management (vmm.net): a persistent TAP that outlives this process
  * (fails if an interface of that name exists), or removing one (fails if

@@ -14,7 +14,15 @@
  *   the loop the same way (a writable TAP fires at once).
  * - a driver error (vq_pop -1) marks the device NEEDS_RESET and stops its
  *   datapath: no more guest memory is touched until the driver resets it.
- * The control queue is always handled here, also with vhost. */
+ * The control queue is always handled here, also with vhost.
+ *
+ * Migration (virtio_net.h): quiesce holds the datapath (watches off, kicks
+ * ignored, vhost vrings stopped with their indices saved in the
+ * virtqueues); save writes what the generic virtio state lacks: active
+ * pairs, TAP offloads, stats, and the frames in the bounce buffers. load
+ * keeps it for the next activation (restore_pairs, rx_pending), which
+ * applies it. An incoming device does not touch its adopted TAP before
+ * that activation: the source may still be using it. */
 #include "virtio_net.h"
 
 #include <errno.h>
@@ -27,6 +35,7 @@
 
 #include "err.h"
 #include "loop.h"
+#include "migstream.h"
 #include "tap.h"
 #include "vhost_net.h"
 
@@ -89,6 +98,7 @@ struct net_pair {
 	struct vhost_net vhost;
 	bool vhost_open;
 	bool vhost_running;
+	bool quiesce_stopped; /* vhost stopped by virtio_net_quiesce */
 };
 
 struct virtio_net {
@@ -99,6 +109,10 @@ struct virtio_net {
 	unsigned active_pairs;
 	bool vhost;
 	bool running;      /* datapath started (activate) and not broken */
+	bool quiesced;     /* virtio_net_quiesce: datapath held for migration */
+	bool incoming;     /* adopted a migration's TAP: untouched until activation */
+	bool offloads_assumed; /* tap_offloads not probed (incoming): probe at activation unless loaded */
+	unsigned restore_pairs; /* active pairs loaded by virtio_net_load, for the next activation */
 	unsigned tap_offloads; /* TUN_F_* the TAP accepted at probe */
 	struct tap tap;
 	struct uv_loop_s *loop;
@@ -151,7 +165,7 @@ static void pair_update_watch(struct net_pair *p)
 	if (!p->watch)
 		return;
 	int ev = 0;
-	if (n->running && p->enabled) {
+	if (n->running && p->enabled && !n->quiesced) {
 		if (!p->rx_waiting && n->vd.vqs[rxq(p->index)].started)
 			ev |= LOOP_READABLE;
 		if (p->tx_backlog)
@@ -187,7 +201,7 @@ static void pair_tx(struct net_pair *p)
 {
 	struct virtio_net *n = p->n;
 	struct virtqueue *vq = &n->vd.vqs[txq(p->index)];
-	if (!n->running || !p->enabled || !vq->started)
+	if (!n->running || n->quiesced || !p->enabled || !vq->started)
 		return;
 	struct vq_chain c = { .iov = p->tx_iov, .cap = TX_IOV_CAP };
 	unsigned budget = TX_BUDGET;
@@ -328,7 +342,7 @@ static void pair_rx(struct net_pair *p)
 {
 	struct virtio_net *n = p->n;
 	struct virtqueue *vq = &n->vd.vqs[rxq(p->index)];
-	if (!n->running || !p->enabled || !vq->started || p->rx_waiting)
+	if (!n->running || n->quiesced || !p->enabled || !vq->started || p->rx_waiting)
 		return;
 	bool delivered = false;
 	for (unsigned budget = RX_BUDGET; budget > 0; budget--) {
@@ -378,7 +392,7 @@ static void pair_rx(struct net_pair *p)
 static void pair_rx_kick(struct net_pair *p)
 {
 	struct virtio_net *n = p->n;
-	if (!n->running || !p->enabled)
+	if (!n->running || n->quiesced || !p->enabled)
 		return;
 	if (p->rx_waiting) {
 		p->rx_waiting = false;
@@ -412,22 +426,32 @@ static void vring_save(struct virtqueue *vq, uint16_t last_avail)
 	vq->signalled_used_valid = false;
 }
 
-static void vhost_pair_stop(struct virtio_net *n, struct net_pair *p)
+/* Stops both vrings and saves where they stopped. -1 (message set, both
+ * tried) if a vring could not be stopped: its indices are unknown. */
+static int vhost_pair_stop(struct virtio_net *n, struct net_pair *p)
 {
+	int rc = 0;
 	if (!p->vhost_running)
-		return;
+		return 0;
 	for (unsigned idx = 0; idx < 2; idx++) {
 		unsigned q = idx == 0 ? rxq(p->index) : txq(p->index);
 		uint16_t last = n->vd.vqs[q].last_avail;
 		if (!p->vhost.running[idx])
 			; /* never started (a start failed half-way) */
 		else if (vhost_net_stop(&p->vhost, idx, &last))
-			fprintf(stderr, "vmm: %s: pair %u: %s\n", n->name, p->index, vmm_error());
+			rc = vmm_fail_context("%s: pair %u", n->name, p->index);
 		else
 			vring_save(&n->vd.vqs[q], last);
 		virtio_take_kicks(&n->vd, q, false);
 	}
 	p->vhost_running = false;
+	return rc;
+}
+
+static void vhost_pair_stop_logged(struct virtio_net *n, struct net_pair *p)
+{
+	if (vhost_pair_stop(n, p))
+		fprintf(stderr, "vmm: %s\n", vmm_error());
 }
 
 static int vhost_pair_start(struct virtio_net *n, struct net_pair *p)
@@ -452,6 +476,8 @@ static int vhost_pair_start(struct virtio_net *n, struct net_pair *p)
 			return vmm_fail("vhost: queue %u has no interrupt eventfd (no MSI-X vector?)", q);
 		virtio_take_kicks(&n->vd, q, true);
 		p->vhost_running = true;
+		if (p->vhost.running[idx])
+			continue; /* survived a stop that failed half-way */
 		if (vhost_net_start(&p->vhost, idx, &r, p->tap_fd))
 			return vmm_fail_context("pair %u", p->index);
 	}
@@ -467,7 +493,7 @@ static int pair_enable(struct virtio_net *n, struct net_pair *p, bool on)
 	if (!on) {
 		p->enabled = false;
 		if (n->vhost)
-			vhost_pair_stop(n, p);
+			vhost_pair_stop_logged(n, p);
 		else
 			pair_update_watch(p);
 		if (n->tap.nqueues > 1 && tap_set_queue_enabled(&n->tap, p->index, false))
@@ -479,7 +505,7 @@ static int pair_enable(struct virtio_net *n, struct net_pair *p, bool on)
 	p->enabled = true;
 	if (n->vhost) {
 		if (vhost_pair_start(n, p)) {
-			vhost_pair_stop(n, p);
+			vhost_pair_stop_logged(n, p);
 			p->enabled = false;
 			return -1;
 		}
@@ -509,7 +535,7 @@ static int set_active_pairs(struct virtio_net *n, unsigned k)
 static void ctrl_process(struct virtio_net *n)
 {
 	struct virtqueue *vq = &n->vd.vqs[ctrlq(n)];
-	if (!n->running || !vq->started)
+	if (!n->running || n->quiesced || !vq->started)
 		return;
 	struct iovec iov[CTRL_IOV_CAP];
 	struct vq_chain c = { .iov = iov, .cap = CTRL_IOV_CAP };
@@ -593,7 +619,8 @@ static void net_stop(struct virtio_net *n)
 	for (unsigned i = 0; i < n->pairs; i++) {
 		struct net_pair *p = &n->pair[i];
 		if (n->vhost)
-			vhost_pair_stop(n, p);
+			vhost_pair_stop_logged(n, p);
+		p->quiesce_stopped = false;
 		if (p->watch)
 			loop_fd_set(p->watch, 0);
 		if (p->rx_pending)
@@ -605,6 +632,17 @@ static void net_stop(struct virtio_net *n)
 	}
 }
 
+/* The pairs to start with: 1 at power-on; after a migration, as many as
+ * the driver had set (only with MQ: without it the driver uses pair 0). */
+static unsigned initial_pairs(struct virtio_net *n)
+{
+	unsigned k = n->restore_pairs;
+	n->restore_pairs = 0;
+	if (k < 1 || k > n->pairs || !virtio_has_feature(&n->vd, NET_F_MQ))
+		k = 1;
+	return k;
+}
+
 static int net_activate(struct virtio_device *vd)
 {
 	struct virtio_net *n = vd->opaque;
@@ -612,6 +650,12 @@ static int net_activate(struct virtio_device *vd)
 		return vmm_fail("the driver did not accept VIRTIO_F_VERSION_1");
 	if (!vd->mem)
 		return vmm_fail("no guest memory");
+	if (n->offloads_assumed) {
+		/* an incoming TAP that no state was loaded for: ours now */
+		if (tap_probe_offloads(&n->tap, &n->tap_offloads))
+			return -1;
+		n->offloads_assumed = false;
+	}
 	if (tap_set_offloads(&n->tap, guest_offloads(vd) & n->tap_offloads))
 		return -1;
 	if (!n->vhost && n->loop) {
@@ -629,16 +673,22 @@ static int net_activate(struct virtio_device *vd)
 			if (vhost_net_setup(&n->pair[i].vhost, f, vd->mem))
 				return vmm_fail_context("pair %u", i);
 	}
+	unsigned k = initial_pairs(n);
 	n->running = true;
+	n->quiesced = false;
 	n->active_pairs = 0;
-	if (set_active_pairs(n, 1)) {
+	if (set_active_pairs(n, k)) {
 		net_stop(n);
 		return -1;
 	}
-	/* pairs beyond the first stay detached until VQ_PAIRS_SET */
-	for (unsigned i = 1; i < n->pairs; i++)
-		if (n->tap.nqueues > 1)
-			tap_set_queue_enabled(&n->tap, i, false);
+	/* the other pairs stay detached until VQ_PAIRS_SET */
+	for (unsigned i = k; i < n->pairs; i++)
+		if (n->tap.nqueues > 1 && tap_set_queue_enabled(&n->tap, i, false))
+			fprintf(stderr, "vmm: %s: %s\n", n->name, vmm_error());
+	/* frames a migration's source had read go before anything newer */
+	for (unsigned i = 0; i < k && !n->vhost; i++)
+		if (n->pair[i].rx_pending)
+			pair_rx(&n->pair[i]);
 	return 0;
 }
 
@@ -650,8 +700,8 @@ static void net_reset(struct virtio_device *vd)
 static void net_queue_notify(struct virtio_device *vd, unsigned q)
 {
 	struct virtio_net *n = vd->opaque;
-	if (!n->running || q > ctrlq(n))
-		return;
+	if (!n->running || n->quiesced || q > ctrlq(n))
+		return; /* while quiesced: unquiesce (or the target) looks at every queue */
 	if (q == ctrlq(n))
 		ctrl_process(n);
 	else if (n->vhost)
@@ -737,7 +787,13 @@ struct virtio_net *virtio_net_new(const struct virtio_net_options *cfg, const st
 		free(n);
 		return NULL;
 	}
-	if (tap_probe_offloads(&n->tap, &n->tap_offloads)) {
+	if (cfg->incoming && cfg->tap_fds) {
+		/* the source still uses this TAP: probing would change its
+		 * offloads under it; offer all, the loaded state narrows */
+		n->incoming = true;
+		n->offloads_assumed = true;
+		n->tap_offloads = TAP_ALL_OFFLOADS;
+	} else if (tap_probe_offloads(&n->tap, &n->tap_offloads)) {
 		vmm_fail_context("%s", name);
 		goto fail;
 	}
@@ -825,4 +881,264 @@ void virtio_net_get_stats(const struct virtio_net *n, struct virtio_net_stats *s
 {
 	*s = n->st;
 	s->active_pairs = n->running || n->vd.active ? n->active_pairs : 0;
+}
+
+bool virtio_net_uses_vhost(const struct virtio_net *n)
+{
+	return n->vhost;
+}
+
+unsigned virtio_net_tap_fds(struct virtio_net *n, int *fds, unsigned max)
+{
+	for (unsigned q = 0; q < n->tap.nqueues && q < max; q++)
+		fds[q] = n->tap.fds[q];
+	return n->tap.nqueues;
+}
+
+/* ---- migration ---- */
+
+int virtio_net_quiesce(struct virtio_net *n)
+{
+	if (n->quiesced)
+		return 0;
+	n->quiesced = true;
+	stop_all_watches(n);
+	for (unsigned i = 0; i < n->pairs && n->vhost; i++) {
+		struct net_pair *p = &n->pair[i];
+		if (!p->vhost_running)
+			continue;
+		if (vhost_pair_stop(n, p) == 0) {
+			p->quiesce_stopped = true;
+			continue;
+		}
+		/* where this pair's vrings stopped is unknown: it cannot
+		 * migrate nor safely go on; the others go on as before */
+		char why[1024];
+		snprintf(why, sizeof(why), "quiesce: %s", vmm_error());
+		virtio_net_unquiesce(n);
+		device_broken(n, why);
+		return vmm_fail("%s", why);
+	}
+	return 0;
+}
+
+static void kick_eventfd(int fd)
+{
+	uint64_t one = 1;
+	/* EAGAIN: the counter is full, a kick is pending anyway */
+	while (fd >= 0 && write(fd, &one, sizeof(one)) < 0 && errno == EINTR)
+		;
+}
+
+int virtio_net_unquiesce(struct virtio_net *n)
+{
+	if (!n->quiesced)
+		return 0;
+	n->quiesced = false;
+	for (unsigned i = 0; i < n->pairs && n->vhost; i++) {
+		struct net_pair *p = &n->pair[i];
+		if (!p->quiesce_stopped)
+			continue;
+		p->quiesce_stopped = false;
+		if (vhost_pair_start(n, p)) {
+			char why[1024];
+			snprintf(why, sizeof(why), "restarting vhost-net after a failed migration: %s", vmm_error());
+			vhost_pair_stop_logged(n, p);
+			device_broken(n, why);
+			return vmm_fail("%s: %s", n->name, why);
+		}
+		/* a spurious kick is harmless, a lost one stalls the ring */
+		kick_eventfd(virtio_kick_fd(&n->vd, rxq(i)));
+		kick_eventfd(virtio_kick_fd(&n->vd, txq(i)));
+	}
+	if (!n->running)
+		return 0;
+	/* kicks ignored while quiesced: look at every queue once */
+	for (unsigned i = 0; i < n->pairs && !n->vhost; i++) {
+		struct net_pair *p = &n->pair[i];
+		if (!p->enabled)
+			continue;
+		pair_update_watch(p);
+		pair_tx(p);
+		pair_rx_kick(p);
+	}
+	ctrl_process(n);
+	return 0;
+}
+
+#define PAIR_RX_PENDING 1u
+
+int virtio_net_save(struct virtio_net *n, struct mig_buf *b)
+{
+	if (!n->quiesced)
+		return vmm_fail("%s: saved before virtio_net_quiesce", n->name);
+	/* a broken device (NEEDS_RESET) keeps nothing for its next driver */
+	bool live = n->vd.active && n->running;
+	mig_put_u32(b, n->pairs);
+	mig_put_u32(b, live ? n->active_pairs : 0);
+	mig_put_u32(b, n->tap_offloads);
+	mig_put_u32(b, n->tap.offloads);
+	const struct virtio_net_stats *st = &n->st;
+	const uint64_t stats[] = { st->rx_packets, st->rx_bytes, st->rx_dropped,
+				   st->tx_packets, st->tx_bytes, st->tx_errors };
+	for (size_t i = 0; i < sizeof(stats) / sizeof(stats[0]); i++)
+		mig_put_u64(b, stats[i]);
+	for (unsigned i = 0; i < n->pairs; i++) {
+		const struct net_pair *p = &n->pair[i];
+		bool pending = live && p->rx_pending && p->rxbuf;
+		mig_put_u8(b, pending ? PAIR_RX_PENDING : 0);
+		mig_put_u32(b, pending ? (uint32_t)p->rx_len : 0);
+		if (pending)
+			mig_put_bytes(b, p->rxbuf, p->rx_len);
+	}
+	return mig_buf_ok(b, n->name);
+}
+
+/* What virtio_net_load reads, checked before any of it is applied. */
+struct net_loaded {
+	uint32_t active_pairs, supported, offloads;
+	uint64_t stats[6];
+	const uint8_t *frame[VIRTIO_NET_MAX_PAIRS]; /* into the payload, NULL if none */
+	uint32_t frame_len[VIRTIO_NET_MAX_PAIRS];
+};
+
+static int load_pair(struct virtio_net *n, unsigned i, struct mig_cursor *c, struct net_loaded *l)
+{
+	uint8_t flags = mig_get_u8(c);
+	uint32_t len = mig_get_u32(c);
+	if (c->short_read)
+		return mig_cursor_finish(c);
+	if (flags & ~PAIR_RX_PENDING)
+		return vmm_fail("%s: pair %u: unknown flags 0x%x", n->name, i, flags);
+	if (!(flags & PAIR_RX_PENDING)) {
+		if (len != 0)
+			return vmm_fail("%s: pair %u: frame length %u without a pending frame", n->name, i, len);
+		return 0;
+	}
+	if (n->vhost)
+		return vmm_fail("%s: pair %u: a pending rx frame, but this device uses vhost-net", n->name, i);
+	if (len < NET_HDR_LEN || len >= RX_BUF_LEN)
+		return vmm_fail("%s: pair %u: pending rx frame of %u bytes (%d..%d)", n->name, i, len, NET_HDR_LEN,
+				RX_BUF_LEN - 1);
+	l->frame[i] = mig_get_view(c, len);
+	l->frame_len[i] = len;
+	if (!l->frame[i])
+		return mig_cursor_finish(c);
+	return 0;
+}
+
+static int load_check(struct virtio_net *n, const void *payload, size_t len, struct net_loaded *l)
+{
+	struct mig_cursor c;
+	mig_cursor_init(&c, payload, len, n->name);
+	uint32_t pairs = mig_get_u32(&c);
+	l->active_pairs = mig_get_u32(&c);
+	l->supported = mig_get_u32(&c);
+	l->offloads = mig_get_u32(&c);
+	for (unsigned i = 0; i < 6; i++)
+		l->stats[i] = mig_get_u64(&c);
+	if (c.short_read)
+		return mig_cursor_finish(&c);
+	if (pairs != n->pairs)
+		return vmm_fail("%s: the state has %u queue pairs, this device %u", n->name, pairs, n->pairs);
+	if (l->active_pairs > n->pairs)
+		return vmm_fail("%s: %u active queue pairs (at most %u)", n->name, l->active_pairs, n->pairs);
+	if (l->supported & ~TAP_ALL_OFFLOADS)
+		return vmm_fail("%s: TAP offloads 0x%x: unknown bits 0x%x", n->name, l->supported,
+				l->supported & ~TAP_ALL_OFFLOADS);
+	if (l->offloads & ~l->supported)
+		return vmm_fail("%s: TAP offloads set 0x%x, but only 0x%x supported", n->name, l->offloads,
+				l->supported);
+	for (unsigned i = 0; i < n->pairs; i++)
+		if (load_pair(n, i, &c, l))
+			return -1;
+	return mig_cursor_finish(&c);
+}
+
+int virtio_net_load(struct virtio_net *n, const void *p, size_t len)
+{
+	if (n->vd.active || n->running)
+		return vmm_fail("%s: cannot load state into an active device", n->name);
+	struct net_loaded l;
+	memset(&l, 0, sizeof(l));
+	if (load_check(n, p, len, &l))
+		return -1;
+	n->restore_pairs = l.active_pairs;
+	if (n->incoming) {
+		/* the source's TAP: what it supports and has set */
+		n->tap_offloads = l.supported;
+		n->tap.offloads = l.offloads;
+		n->offloads_assumed = false;
+	}
+	n->st.rx_packets = l.stats[0];
+	n->st.rx_bytes = l.stats[1];
+	n->st.rx_dropped = l.stats[2];
+	n->st.tx_packets = l.stats[3];
+	n->st.tx_bytes = l.stats[4];
+	n->st.tx_errors = l.stats[5];
+	for (unsigned i = 0; i < n->pairs; i++) {
+		struct net_pair *pr = &n->pair[i];
+		pr->rx_pending = l.frame[i] != NULL;
+		pr->rx_len = l.frame_len[i];
+		if (pr->rx_pending)
+			memcpy(pr->rxbuf, l.frame[i], l.frame_len[i]);
+	}
+	return 0;
+}
+
+int virtio_net_backend_save(struct virtio_net *n, struct mig_buf *b)
+{
+	struct tap_state st;
+	if (tap_get_state(&n->tap, &st))
+		return vmm_fail_context("%s", n->name);
+	char name[IFNAMSIZ];
+	memset(name, 0, sizeof(name));
+	snprintf(name, sizeof(name), "%s", n->tap.ifname);
+	mig_put_u32(b, n->tap.nqueues);
+	mig_put_bytes(b, name, sizeof(name));
+	mig_put_u32(b, (uint32_t)st.vnet_hdr_len);
+	for (unsigned q = 0; q < n->tap.nqueues; q++)
+		mig_put_u8(b, st.attached[q]);
+	return mig_buf_ok(b, n->name);
+}
+
+int virtio_net_backend_check(struct virtio_net *n, const void *p, size_t len)
+{
+	char what[64];
+	snprintf(what, sizeof(what), "%s: backend", n->name);
+	struct mig_cursor c;
+	mig_cursor_init(&c, p, len, what);
+	uint32_t nq = mig_get_u32(&c);
+	char name[IFNAMSIZ + 1];
+	mig_get_bytes(&c, name, IFNAMSIZ);
+	name[IFNAMSIZ] = 0;
+	uint32_t hdr = mig_get_u32(&c);
+	if (c.short_read)
+		return mig_cursor_finish(&c);
+	if (nq != n->tap.nqueues)
+		return vmm_fail("%s: the source's TAP %.*s has %u queues, %u fds were adopted", what, IFNAMSIZ,
+				name, nq, n->tap.nqueues);
+	if (strnlen(name, IFNAMSIZ) == IFNAMSIZ || name[0] == 0)
+		return vmm_fail("%s: TAP name is empty or not NUL-terminated", what);
+	if (strcmp(name, n->tap.ifname))
+		return vmm_fail("%s: the fds received are queues of TAP %s, the source describes TAP %s", what,
+				n->tap.ifname, name);
+	if (hdr != TAP_VNET_HDR_LEN)
+		return vmm_fail("%s: TAP %s: vnet header of %u bytes described, %d needed", what, name, hdr,
+				TAP_VNET_HDR_LEN);
+	uint8_t attached[TAP_MAX_QUEUES];
+	mig_get_bytes(&c, attached, nq);
+	if (mig_cursor_finish(&c))
+		return -1;
+	for (unsigned q = 0; q < nq; q++) {
+		if (attached[q] > 1)
+			return vmm_fail("%s: queue %u: attached flag %u (0 or 1)", what, q, attached[q]);
+		if (tap_check_queue(&n->tap, q))
+			return vmm_fail_context("%s", what);
+		if (attached[q] != !n->tap.detached[q])
+			return vmm_fail("%s: TAP %s: queue %u (fd %d) is %s, the source describes it %s", what,
+					name, q, n->tap.fds[q], n->tap.detached[q] ? "detached" : "attached",
+					attached[q] ? "attached" : "detached");
+	}
+	return 0;
 }

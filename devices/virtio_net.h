@@ -27,10 +27,18 @@ struct virtio_net_options {
 	unsigned queue_pairs;     /* 1..VIRTIO_NET_MAX_PAIRS */
 	uint16_t queue_size;      /* 0 = 256 */
 	bool vhost;
+	/* Migration target with tap_fds received from the source, which still
+	 * uses them: the TAP is not touched (no offload probe, no queue attach
+	 * or detach, no header change) until the first activation. The device
+	 * offers every offload feature it could; the migrated host features
+	 * and virtio_net_load say what is really in use. Ignored without
+	 * tap_fds (a new TAP is opened by name as usual). */
+	bool incoming;
 };
 
 struct virtio_net;
 struct uv_loop_s;
+struct mig_buf;
 
 /* Opens (or adopts) the backend at once, so a bad configuration fails when
  * the VM is composed. `mem` must be filled by the time the driver sets
@@ -64,5 +72,81 @@ struct virtio_net_stats {
 	unsigned active_pairs;                     /* set by the driver (MQ); 0 when not active */
 };
 void virtio_net_get_stats(const struct virtio_net *n, struct virtio_net_stats *s);
+
+bool virtio_net_uses_vhost(const struct virtio_net *n);
+
+/* ---- Local migration ----
+ *
+ * Source, main thread, loop not running:
+ *   virtio_net_quiesce; virtio_net_save; (backend transfer)
+ *   virtio_net_backend_save + virtio_net_tap_fds; then either the commit
+ *   (the process exits) or virtio_net_unquiesce.
+ * Target: virtio_net_new(.tap_fds = received, .incoming = true) before the
+ *   freeze; virtio_net_backend_check; virtio_net_load; after the commit the
+ *   transport's resume calls virtio_activate (ops->activate), which uses
+ *   the loaded state, then kicks every queue.
+ *
+ * Generic virtio state (status, features, queue addresses and indices) is
+ * not here: virtio.c saves it from struct virtio_device. */
+
+/* Stops the datapath so that the virtqueue indices in struct virtio_device
+ * are final: with vhost each started vring is stopped (VHOST_GET_VRING_BASE
+ * -> last_avail, the guest's used->idx -> used_idx); the userspace
+ * datapath stops watching the TAP and ignores kicks. Nothing is dropped:
+ * a read frame stays in its bounce buffer, packets queue in the kernel.
+ * Idempotent. -1 if a vring could not be stopped: the migration must
+ * fail; the device is then not quiesced (the vrings stopped so far run
+ * again) but marked as needing reset, since the failed vring's index is
+ * unknown. */
+int virtio_net_quiesce(struct virtio_net *n);
+/* After a failed migration: restarts exactly what quiesce stopped (vhost
+ * vrings from the indices quiesce read) and looks at every queue once
+ * (kicks that came while quiesced were ignored). No-op if not quiesced.
+ * -1 if a vring could not be restarted: the device is then marked as
+ * needing reset. */
+int virtio_net_unquiesce(struct virtio_net *n);
+
+/* MIG_NET payload (little-endian), written after quiesce:
+ *   u32 queue_pairs     as configured; must equal the target's
+ *   u32 active_pairs    0 if the device is not active (or broken), else
+ *                       1..queue_pairs as the driver set them (MQ)
+ *   u32 tap_supported   TUN_F_* offloads the TAP accepts (probed)
+ *   u32 tap_offloads    TUN_F_* set on the TAP now
+ *   u64 rx_packets, rx_bytes, rx_dropped, tx_packets, tx_bytes, tx_errors
+ *   queue_pairs times:
+ *     u8  flags         bit 0: a frame read from the TAP is not delivered
+ *                       yet (userspace datapath; never from a broken device)
+ *     u32 len           its length (12-byte header included), 0 without one
+ *     len bytes
+ * -1 if not quiesced. */
+int virtio_net_save(struct virtio_net *n, struct mig_buf *b);
+/* Checks the whole payload before changing anything (lengths, queue_pairs
+ * equal, active_pairs <= queue_pairs, offload bits, a pending frame of
+ * 12..66571 bytes, the bounce buffer, and only for the userspace
+ * datapath), then keeps it in the struct only: no ioctl, no guest memory
+ * access. -1 with a message on any error, or if the device is active.
+ * The next activation then attaches `active_pairs` TAP queues (detaching
+ * the others), starts vhost vrings from the restored indices, and
+ * delivers the pending frames before reading the TAP. With a transferred
+ * TAP (incoming) the offloads are taken as the source's. */
+int virtio_net_load(struct virtio_net *n, const void *p, size_t len);
+
+/* MIG_BACKEND payload: the TAP as the kernel shows it (read-only queries):
+ *   u32 nqueues, u8 ifname[16] (NUL-padded), u32 vnet_hdr_len,
+ *   nqueues x u8 attached (0 or 1)
+ * Sent with the fds of virtio_net_tap_fds, in queue order. */
+int virtio_net_backend_save(struct virtio_net *n, struct mig_buf *b);
+/* Target: checks the received description against the adopted fds: the
+ * same queue count, every fd still a queue of the described TAP (one of
+ * another TAP fails naming both), header length 12, each queue attached or
+ * detached as described (compared with what was found at adoption; a
+ * queue pair change by the guest between the source's description and our
+ * adoption fails here too, harmlessly). An fd that is no TAP queue at all
+ * (a pipe, /dev/null) already failed virtio_net_new, naming what it is. */
+int virtio_net_backend_check(struct virtio_net *n, const void *p, size_t len);
+/* Fills fds[0..min(count, max)) with the TAP queue fds (still ours: the
+ * caller passes them, never closes them) and returns count, the number
+ * of queues; count > max means fds was too small. */
+unsigned virtio_net_tap_fds(struct virtio_net *n, int *fds, unsigned max);
 
 #endif
