@@ -1,8 +1,10 @@
 #include "memory.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "err.h"
@@ -29,6 +31,23 @@ static int check_size(uint64_t size)
 	return 0;
 }
 
+/* Maps the whole of fd (size bytes) shared and lays it out; m takes fd. */
+static int map_fd(struct guest_mem *m, int fd, uint64_t size)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+	if (p == MAP_FAILED)
+		return vmm_fail_errno("mmap %llu bytes of guest memory", (unsigned long long)size);
+	/* Advisory, both: transparent huge pages for shmem (effective where
+	 * /sys/kernel/mm/transparent_hugepage/shmem_enabled allows "advise";
+	 * fewer EPT/NPT misses), and KSM where it is on. */
+	madvise(p, size, MADV_HUGEPAGE);
+	madvise(p, size, MADV_MERGEABLE);
+	m->fd = fd;
+	m->host = p;
+	layout(m, size);
+	return 0;
+}
+
 int guest_mem_create(struct guest_mem *m, uint64_t size, const char *name)
 {
 	memset(m, 0, sizeof(*m));
@@ -43,21 +62,29 @@ int guest_mem_create(struct guest_mem *m, uint64_t size, const char *name)
 		close(fd);
 		return -1;
 	}
-	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
-	if (p == MAP_FAILED) {
-		vmm_fail_errno("mmap %llu bytes of guest memory", (unsigned long long)size);
+	if (map_fd(m, fd, size)) {
 		close(fd);
 		return -1;
 	}
-	/* Advisory, both: transparent huge pages for shmem (effective where
-	 * /sys/kernel/mm/transparent_hugepage/shmem_enabled allows "advise";
-	 * fewer EPT/NPT misses), and KSM where it is on. */
-	madvise(p, size, MADV_HUGEPAGE);
-	madvise(p, size, MADV_MERGEABLE);
-	m->fd = fd;
-	m->host = p;
-	layout(m, size);
 	return 0;
+}
+
+int guest_mem_adopt(struct guest_mem *m, int fd, uint64_t size)
+{
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+	if (check_size(size))
+		return -1;
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return vmm_fail_errno("guest memory fd %d: fstat", fd);
+	/* Only memfds (and shmem files) answer F_GET_SEALS. */
+	if (!S_ISREG(st.st_mode) || fcntl(fd, F_GET_SEALS) < 0)
+		return vmm_fail("guest memory fd %d: not a memfd", fd);
+	if ((uint64_t)st.st_size != size)
+		return vmm_fail("guest memory fd %d: %llu bytes, the description says %llu", fd,
+				(unsigned long long)st.st_size, (unsigned long long)size);
+	return map_fd(m, fd, size);
 }
 
 int guest_mem_wrap(struct guest_mem *m, void *buf, uint64_t size)

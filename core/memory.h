@@ -31,6 +31,11 @@ struct guest_mem {
  * memfd named `name`. */
 int guest_mem_create(struct guest_mem *m, uint64_t size, const char *name);
 
+/* Takes over guest RAM received from another process (local migration):
+ * fd must be a memfd of exactly `size` bytes. On success m owns fd; on
+ * failure fd is left to the caller. */
+int guest_mem_adopt(struct guest_mem *m, int fd, uint64_t size);
+
 /* Lays out `size` bytes over an anonymous buffer the caller owns (no memfd):
  * lets tests play the guest without a VM. */
 int guest_mem_wrap(struct guest_mem *m, void *buf, uint64_t size);

@@ -24,47 +24,11 @@
 #include "virtio_net.h"
 #include "virtio_pci.h"
 #include "x86_boot.h"
+#include "vm_priv.h"
 
 #define VM_MIN_MEM       (32ull << 20)
 #define VM_MAX_FILE_SIZE (1ull << 30) /* kernel or initrd */
 
-struct vm {
-	char *name;
-	uint64_t mem_size;
-	unsigned ncpus;
-	char *cmdline;
-
-	/* Boot payload, held from vm_new until it is loaded at vm_start. */
-	uint8_t *kernel_image;
-	size_t kernel_size;
-	struct bzimage bzimage;
-	uint8_t *initrd;
-	size_t initrd_size;
-
-	struct kvm kvm;
-	struct guest_mem mem;
-	struct bus pio, mmio;
-	struct vcpu_group vcpus;
-	struct serial8250 *serial;
-	struct rtc *rtc;
-	struct i8042 i8042;
-	struct console console;
-	int event_fd;
-
-	struct uv_loop_s *loop;
-	struct pci_bus *pci;
-	unsigned nnets;
-	struct {
-		struct virtio_net *dev;
-		struct virtio_pci *pci;
-	} nets[VM_MAX_NETS];
-
-	enum vm_state state;
-	pthread_mutex_t lock;         /* guards stop_reason and stop_pending */
-	char stop_reason[256];
-	bool stop_pending;            /* a vCPU asked for the VM to stop */
-	_Atomic uint64_t boot_mark_ns; /* 0 until the guest wrote the marker */
-};
 
 const char *vm_state_name(enum vm_state s)
 {
@@ -128,7 +92,7 @@ static int check_config(const struct vm_config *cfg)
 				(unsigned long long)cfg->mem_size, VM_MIN_MEM >> 20);
 	if (cfg->ncpus < 1 || cfg->ncpus > X86_MAX_VCPUS)
 		return vmm_fail("vcpus %u: must be from 1 to %d", cfg->ncpus, X86_MAX_VCPUS);
-	if (!cfg->kernel_path)
+	if (!cfg->kernel_path && !cfg->incoming)
 		return vmm_fail("kernel: missing");
 	return 0;
 }
@@ -255,6 +219,7 @@ struct vm *vm_new(const struct vm_config *cfg)
 	vm->mem_size = cfg->mem_size;
 	vm->ncpus = cfg->ncpus;
 	vm->loop = cfg->loop;
+	vm->incoming = cfg->incoming;
 	vm->state = VM_CREATED;
 	if (!vm->name || !vm->cmdline) {
 		vmm_fail("out of memory");
@@ -265,8 +230,8 @@ struct vm *vm_new(const struct vm_config *cfg)
 		vmm_fail_errno("eventfd");
 		goto fail;
 	}
-	if (console_init(&vm->console, cfg->console_fd, vm->event_fd) || load_payload(vm, cfg) ||
-	    add_devices(vm))
+	if (console_init(&vm->console, cfg->console_fd, vm->event_fd) ||
+	    (!cfg->incoming && load_payload(vm, cfg)) || add_devices(vm))
 		goto fail;
 	struct vcpu_host host = { vcpu_fatal, vm };
 	if (vcpu_group_init(&vm->vcpus, vm->ncpus, &vm->pio, &vm->mmio, &host))
@@ -348,7 +313,7 @@ static int create_vcpus(struct vm *vm, const struct x86_boot_info *boot)
 		cpuid_setup_vcpu(cpuid, i, vm->ncpus);
 		if (ioctl(v->fd, KVM_SET_CPUID2, cpuid) < 0)
 			rc = vmm_fail_errno("vCPU %u: KVM_SET_CPUID2", i);
-		else
+		else if (boot) /* an incoming VM gets its whole state from the stream */
 			rc = setup_fpu(v) || setup_lapic(v) || (i == 0 && setup_bsp_registers(v, boot)) ? -1 : 0;
 	}
 	free(cpuid);
@@ -383,6 +348,8 @@ static int realize_devices(struct vm *vm)
 
 int vm_start(struct vm *vm)
 {
+	if (vm->incoming)
+		return vmm_fail("%s: an incoming VM is started by its migration", vm->name);
 	if (vm->state != VM_CREATED)
 		return vmm_fail("%s: cannot start: the VM is %s", vm->name, vm_state_name(vm->state));
 	struct x86_boot_info boot;
@@ -394,6 +361,31 @@ int vm_start(struct vm *vm)
 		snprintf(vm->stop_reason, sizeof(vm->stop_reason), "%s", vmm_error());
 		return -1;
 	}
+	vm->state = VM_RUNNING;
+	return 0;
+}
+
+int vm_prepare_incoming(struct vm *vm, int mem_fd)
+{
+	if (!vm->incoming || vm->state != VM_CREATED || vm->kvm.vm_fd >= 0)
+		return vmm_fail("%s: not an incoming VM waiting for its memory", vm->name);
+	if (kvm_create(&vm->kvm) || guest_mem_adopt(&vm->mem, mem_fd, vm->mem_size))
+		return vmm_fail_context("%s: prepare", vm->name);
+	if (kvm_map_memory(&vm->kvm, &vm->mem) || realize_devices(vm) || create_vcpus(vm, NULL))
+		return vmm_fail_context("%s: prepare", vm->name);
+	return 0;
+}
+
+/* The first resume of a VM that came by migration: its devices start their
+ * datapaths from the loaded state, then its vCPUs start. */
+static int start_loaded(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->nnets; i++)
+		if (virtio_pci_resume_loaded(vm->nets[i].pci))
+			return vmm_fail_context("%s: %s", vm->name, virtio_net_device(vm->nets[i].dev)->name);
+	if (vcpu_group_start(&vm->vcpus))
+		return vmm_fail_context("%s: start", vm->name);
+	vm->incoming_loaded = false;
 	vm->state = VM_RUNNING;
 	return 0;
 }
@@ -414,13 +406,15 @@ int vm_resume(struct vm *vm)
 {
 	if (vm->state != VM_PAUSED)
 		return vmm_fail("%s: cannot resume: the VM is %s", vm->name, vm_state_name(vm->state));
+	if (vm->incoming_loaded)
+		return start_loaded(vm);
 	if (vcpu_group_resume(&vm->vcpus))
 		return -1;
 	vm->state = VM_RUNNING;
 	return 0;
 }
 
-static void stop_with(struct vm *vm, const char *reason)
+void vm_stop_with(struct vm *vm, const char *reason)
 {
 	pthread_mutex_lock(&vm->lock);
 	if (!vm->stop_reason[0])
@@ -436,7 +430,7 @@ int vm_stop(struct vm *vm)
 {
 	if (vm->state == VM_STOPPED)
 		return 0;
-	stop_with(vm, "stopped by the host");
+	vm_stop_with(vm, "stopped by the host");
 	return 0;
 }
 
@@ -466,7 +460,18 @@ void vm_poll(struct vm *vm)
 	bool pending = vm->stop_pending;
 	pthread_mutex_unlock(&vm->lock);
 	if (pending && vm->state != VM_STOPPED)
-		stop_with(vm, "");
+		vm_stop_with(vm, "");
+}
+
+static void describe_net(struct machine_net *d, const struct virtio_net_options *cfg, const char *ifname)
+{
+	memset(d, 0, sizeof(*d));
+	snprintf(d->name, sizeof(d->name), "%s", cfg->name ? cfg->name : "net");
+	snprintf(d->ifname, sizeof(d->ifname), "%s", ifname ? ifname : "");
+	memcpy(d->mac, cfg->mac, sizeof(d->mac));
+	d->queue_pairs = cfg->queue_pairs;
+	d->queue_size = cfg->queue_size ? cfg->queue_size : 256;
+	d->vhost = cfg->vhost;
 }
 
 int vm_add_net(struct vm *vm, const struct virtio_net_options *cfg)
@@ -487,9 +492,10 @@ int vm_add_net(struct vm *vm, const struct virtio_net_options *cfg)
 		virtio_net_free(dev);
 		return -1;
 	}
-	vm->nets[vm->nnets].dev = dev;
-	vm->nets[vm->nnets].pci = pci;
-	vm->nnets++;
+	struct vm_net *net = &vm->nets[vm->nnets++];
+	net->dev = dev;
+	net->pci = pci;
+	describe_net(&net->desc, cfg, virtio_net_ifname(dev));
 	return 0;
 }
 

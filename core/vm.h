@@ -10,6 +10,7 @@
 #ifndef VMM_VM_H
 #define VMM_VM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,6 +34,7 @@ struct vm_config {
 	const char *cmdline;     /* NULL for "" */
 	int console_fd;          /* sink for guest output, -1 for capture only; not owned */
 	struct uv_loop_s *loop;  /* runs the devices' datapaths; NULL: no such devices */
+	bool incoming;           /* built by a local migration (vm_migrate.h): no kernel */
 };
 
 struct vm;
@@ -46,7 +48,14 @@ void vm_free(struct vm *vm); /* stops the VM first if it runs */
 int vm_start(struct vm *vm);
 /* Parks every vCPU outside KVM_RUN; returns when all are parked. */
 int vm_pause(struct vm *vm);
+/* Also starts an incoming VM once its migration committed (it is "paused"
+ * then): its devices resume their datapaths, then the vCPUs run. */
 int vm_resume(struct vm *vm);
+/* Local migration, target side (vm_migrate.c drives it): creates the KVM
+ * VM over the guest RAM memfd received from the source (the VM takes fd on
+ * success), realizes the devices and creates the vCPUs without running
+ * them. */
+int vm_prepare_incoming(struct vm *vm, int mem_fd);
 /* Stops and joins the vCPU threads. The VM cannot be started again. */
 int vm_stop(struct vm *vm);
 

@@ -231,6 +231,39 @@ int lvmm_result(lua_State *L, int rc)
 	return 1;
 }
 
+/* ---- for lvmm_migrate.c ---- */
+
+struct vm *lvmm_check_vm(lua_State *L, int idx)
+{
+	struct lvm *u = luaL_checkudata(L, idx, VM_MT);
+	if (!u->vm)
+		luaL_error(L, "vmm.vm: the VM is closed");
+	return u->vm;
+}
+
+static int watch_vm(struct lvm *u);
+
+struct lvm *lvmm_push_vm(lua_State *L, const char *console, int *console_fd)
+{
+	struct lvm *u = lua_newuserdatauv(L, sizeof(*u), 1);
+	*u = (struct lvm){ .vm = NULL, .poll = NULL, .console_fd = -1, .start_ns = 0 };
+	luaL_setmetatable(L, VM_MT);
+	lua_createtable(L, 0, 1);
+	if (console) {
+		lua_pushstring(L, console);
+		lua_setfield(L, -2, "console");
+	}
+	lua_setiuservalue(L, -2, 1);
+	*console_fd = open_console(L, u, console);
+	return u;
+}
+
+int lvmm_adopt_vm(struct lvm *u, struct vm *vm)
+{
+	u->vm = vm;
+	return watch_vm(u);
+}
+
 /* ---- VM userdata: control ---- */
 
 static void on_vm_event(uv_poll_t *p, int status, int events)
@@ -566,5 +599,6 @@ static int open_core(lua_State *L)
 	lvmm_net_register(L);
 	lvmm_process_register(L);
 	lvmm_fs_register(L);
+	lvmm_migrate_register(L);
 	return 1;
 }

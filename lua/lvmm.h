@@ -33,4 +33,19 @@ void lvmm_process_register(lua_State *L);
 /* Adds core.list_dir to the table on the top. */
 void lvmm_fs_register(lua_State *L);
 
+/* For the migration binding (lvmm_migrate.c). */
+struct vm;
+struct lvm;
+/* The VM of the "vmm.vm" userdata at idx; raises if closed. */
+struct vm *lvmm_check_vm(lua_State *L, int idx);
+/* Pushes an empty "vmm.vm" userdata whose console is `console` ("stdout"
+ * when NULL, "none" or a file; opened now, raising on failure); sets
+ * *console_fd for the vm_config. Then lvmm_adopt_vm gives it its VM and
+ * watches the VM's events (-1 with a core message if that fails). */
+struct lvm *lvmm_push_vm(lua_State *L, const char *console, int *console_fd);
+int lvmm_adopt_vm(struct lvm *u, struct vm *vm);
+
+/* Adds the migration functions (core.mig_*) to the table on the top. */
+void lvmm_migrate_register(lua_State *L);
+
 #endif

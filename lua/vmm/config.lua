@@ -159,8 +159,8 @@ end
 -- ---- vm:add_net{...} ------------------------------------------------------
 
 M.MAX_QUEUE_PAIRS = 8
-local NET_FIELDS = { "ifname", "mac", "queues", "vhost", "queue_size", "name" }
-local NET_DEFAULTS = { queues = 1, vhost = false, queue_size = 256 }
+local NET_FIELDS = { "ifname", "mac", "queues", "vhost", "queue_size", "name", "backend_transfer" }
+local NET_DEFAULTS = { queues = 1, vhost = false, queue_size = 256, backend_transfer = true }
 
 local function net_fail(field, fmt, ...)
   return nil, "vm:add_net: " .. field .. ": " .. string.format(fmt, ...)
@@ -200,6 +200,15 @@ local NET_CHECKS = {
   end,
   vhost = function(v)
     if type(v) ~= "boolean" then return net_fail("vhost", "expected true or false, got %s", show(v)) end
+    return v
+  end,
+  -- whether a migration may hand this device's TAP (and so its network
+  -- configuration) to the new process; vm:migrate{backend_transfer} is the
+  -- global switch
+  backend_transfer = function(v)
+    if type(v) ~= "boolean" then
+      return net_fail("backend_transfer", "expected true or false, got %s", show(v))
+    end
     return v
   end,
   queue_size = function(v)

@@ -4,6 +4,7 @@
 local core = require "vmm.core"
 local config = require "vmm.config"
 local task = require "vmm.task"
+local migrate = require "vmm.migrate"
 
 local M = {}
 local methods = core.vm_methods
@@ -127,7 +128,7 @@ function methods:sh(cmd, timeout)
 end
 
 -- vm:add_net{ifname, mac?, queues? = 1, vhost? = false, queue_size? = 256,
--- name? = "net<N>"}: a virtio-net device on the PCI bus, before vm:start().
+-- name? = "net<N>", backend_transfer? = true}: a virtio-net device on the PCI bus, before vm:start().
 -- The TAP `ifname` is opened now (created if absent); with vhost = true,
 -- /dev/vhost-net too. Raises naming the field or the failing backend.
 function methods:add_net(settings)
@@ -137,6 +138,7 @@ function methods:add_net(settings)
   if not cfg then error(err, 2) end
   local ok, why = self:_add_net(cfg)
   if not ok then error("vm:add_net: " .. why, 2) end
+  migrate.set_device_opt_in(self, index + 1, cfg.backend_transfer)
   return self
 end
 

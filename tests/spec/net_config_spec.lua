@@ -55,8 +55,13 @@ describe("vm:add_net settings", function()
     assert.matches("got 2048", net_error({ ifname = "t", queue_size = 2048 }), 1, true)
   end)
 
+  it("refuses a backend_transfer that is not a boolean", function()
+    assert.matches('backend_transfer: expected true or false, got "no"',
+      net_error({ ifname = "t", backend_transfer = "no" }), 1, true)
+  end)
+
   it("refuses unknown fields, listing the known ones", function()
-    assert.matches('vm:add_net: unknown field "vhots" (known: ifname, mac, queues, vhost, queue_size, name)',
+    assert.matches('vm:add_net: unknown field "vhots" (known: ifname, mac, queues, vhost, queue_size, name, backend_transfer)',
       net_error({ ifname = "t", vhots = true }), 1, true)
   end)
 end)

@@ -1,0 +1,85 @@
+/* Local migration: moving a running VM to a new VMM process on the same
+ * host over a connected UNIX stream socket (core/migstream.h is the wire
+ * format). Guest RAM travels as its memfd; a network device's TAP queues
+ * travel as fds when its backend is transferred.
+ *
+ *   target                                  source
+ *   HELLO (pid, accepts backends?)   --->
+ *                                    <---   DESCRIPTION (FDT, machine.h)
+ *   PLAN (which backends it takes)   --->
+ *                                    <---   MEMORY (memfd), BACKEND x k (TAP fds)
+ *   builds the VM: KVM, vCPUs,
+ *   devices (opens new TAPs)
+ *   PREPARED                         --->
+ *                                           freeze: vCPUs paused, vhost stopped
+ *                                    <---   FREEZE, VCPU x n, MACHINE, SERIAL,
+ *                                           RTC, PCI_FUNCTION + NET per device, END
+ *   loads it all (no guest memory
+ *   written, no TAP touched)
+ *   READY                            --->
+ *                                    <---   COMMIT; the source stops the VM
+ *   vm_resume(): datapaths, vCPUs
+ *
+ * Until COMMIT the source owns the VM: any failure (a refused or corrupt
+ * section, a timeout, the target gone) makes it send ERROR if it can, undo
+ * the freeze and resume with its backends as they were; the target then
+ * frees what it built and reports one error. The source never reads a TAP
+ * while it waits: its main thread, which runs the datapath, is in here. */
+#ifndef VMM_VM_MIGRATE_H
+#define VMM_VM_MIGRATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "machine.h"
+#include "vm.h"
+
+#define MIGRATE_DEFAULT_TIMEOUT_MS 30000
+
+/* Source policy. A device's backend goes over only if backend_transfer,
+ * its net_transfer[i], and the target's HELLO all allow it, and the
+ * target's PLAN takes it. */
+struct migrate_options {
+	bool backend_transfer;
+	bool net_transfer[VM_MAX_NETS];
+	int timeout_ms;         /* bound on each wait for the peer; 0: default */
+};
+
+/* What happened, for both sides. Times are CLOCK_MONOTONIC ns (the same
+ * clock in both processes). */
+struct migrate_report {
+	pid_t peer_pid;
+	uint64_t freeze_ns;     /* the source's vCPUs stopped */
+	uint64_t loaded_ns;     /* READY sent (target) / received (source) */
+	uint64_t commit_ns;     /* COMMIT sent (source) / received (target) */
+	unsigned nnets;
+	bool transferred[VM_MAX_NETS];
+};
+
+/* Source: sends `vm` over fd, the target speaking first. 0: the target
+ * has the VM, which is stopped here ("migrated to process N") with its
+ * devices gone. -1: the VM runs on here as before. fd stays the caller's. */
+int migrate_send(struct vm *vm, int fd, const struct migrate_options *o, struct migrate_report *r);
+
+/* Target. */
+struct migrate_target;
+struct migrate_target *migrate_target_new(int fd, int timeout_ms); /* fd stays the caller's */
+void migrate_target_free(struct migrate_target *t);
+/* HELLO, then the source's DESCRIPTION: what the VM is and which
+ * backends are offered (d->nets[i].transfer). */
+int migrate_offer(struct migrate_target *t, bool backend_transfer, struct machine_desc *d);
+
+struct migrate_plan {
+	bool take_backend[VM_MAX_NETS];  /* only where offered */
+	char ifname[VM_MAX_NETS][16];    /* otherwise: the TAP to open here */
+};
+
+/* Runs the rest of the protocol. The VM comes back committed and "paused":
+ * vm_resume() starts it. `local` gives this process's console_fd and loop
+ * (the rest comes from the description). NULL with a message on failure,
+ * after telling the source (which then resumes). */
+struct vm *migrate_receive(struct migrate_target *t, const struct migrate_plan *p,
+			   const struct vm_config *local, struct migrate_report *r);
+
+#endif

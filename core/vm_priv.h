@@ -1,0 +1,65 @@
+/* The inside of struct vm, shared by vm.c (composing, running) and
+ * vm_migrate.c (saving and loading it for local migration). Nothing else
+ * includes this. */
+#ifndef VMM_VM_PRIV_H
+#define VMM_VM_PRIV_H
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "bus.h"
+#include "x86_boot.h"
+#include "console.h"
+#include "i8042.h"
+#include "kvm.h"
+#include "machine.h"
+#include "memory.h"
+#include "vcpu.h"
+#include "vm.h"
+
+struct vm {
+	char *name;
+	uint64_t mem_size;
+	unsigned ncpus;
+	char *cmdline;
+
+	/* Boot payload, held from vm_new until it is loaded at vm_start. */
+	uint8_t *kernel_image;
+	size_t kernel_size;
+	struct bzimage bzimage;
+	uint8_t *initrd;
+	size_t initrd_size;
+
+	struct kvm kvm;
+	struct guest_mem mem;
+	struct bus pio, mmio;
+	struct vcpu_group vcpus;
+	struct serial8250 *serial;
+	struct rtc *rtc;
+	struct i8042 i8042;
+	struct console console;
+	int event_fd;
+
+	struct uv_loop_s *loop;
+	struct pci_bus *pci;
+	unsigned nnets;
+	struct vm_net {
+		struct virtio_net *dev;
+		struct virtio_pci *pci;
+		struct machine_net desc; /* how it was configured: the migration describes it */
+	} nets[VM_MAX_NETS];
+
+	bool incoming;                /* built by a migration, not booted */
+	bool incoming_loaded;         /* loaded and committed, vCPUs never ran here */
+
+	enum vm_state state;
+	pthread_mutex_t lock;         /* guards stop_reason and stop_pending */
+	char stop_reason[256];
+	bool stop_pending;            /* a vCPU asked for the VM to stop */
+	_Atomic uint64_t boot_mark_ns; /* 0 until the guest wrote the marker */
+};
+
+/* vm.c, for vm_migrate.c. */
+void vm_stop_with(struct vm *vm, const char *reason);
+
+#endif

@@ -1,0 +1,431 @@
+/* core.mig_*: the local-migration mechanism for lua/vmm/migrate.lua.
+ *
+ *   core.mig_listen(path) -> listener     a control socket (mode 0600)
+ *   listener:accept() -> conn | nil[, why] never blocks; peer uid checked
+ *   core.mig_connect(path) -> conn | nil, err
+ *   conn:send_vm(vm, opts) -> report | nil, err          (source)
+ *   conn:offer(accept_backends) -> desc | nil, err       (target)
+ *   conn:receive(plan, console) -> vm, report | nil, err (target)
+ *
+ * Policy (which backends go over, which TAP replaces one that does not,
+ * the network switch-over) is the caller's. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+
+#include "err.h"
+#include "lvmm.h"
+#include "vm.h"
+#include "vm_migrate.h"
+
+#define LISTENER_MT "vmm.mig_listener"
+#define CONN_MT "vmm.mig_conn"
+
+struct listener {
+	int fd;
+	uv_poll_t *poll; /* wakes the loop when a connection waits */
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+};
+
+struct conn {
+	int fd;
+	struct migrate_target *target; /* after offer() */
+};
+
+static int fail_result(lua_State *L)
+{
+	lua_pushnil(L);
+	lua_pushstring(L, vmm_error());
+	return 2;
+}
+
+static int socket_address(const char *path, struct sockaddr_un *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->sun_family = AF_UNIX;
+	if (!*path || strlen(path) >= sizeof(a->sun_path))
+		return vmm_fail("socket path \"%s\": must be 1..%zu bytes", path, sizeof(a->sun_path) - 1);
+	memcpy(a->sun_path, path, strlen(path));
+	return 0;
+}
+
+static int connect_to(const char *path)
+{
+	struct sockaddr_un a;
+	if (socket_address(path, &a))
+		return -1;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return vmm_fail_errno("socket");
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		vmm_fail_errno("connect to %s", path);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* ---- conn ---- */
+
+static struct conn *push_conn(lua_State *L, int fd)
+{
+	struct conn *c = lua_newuserdatauv(L, sizeof(*c), 0);
+	*c = (struct conn){ .fd = fd, .target = NULL };
+	luaL_setmetatable(L, CONN_MT);
+	return c;
+}
+
+static struct conn *check_conn(lua_State *L)
+{
+	struct conn *c = luaL_checkudata(L, 1, CONN_MT);
+	if (c->fd < 0)
+		luaL_error(L, "migration connection: closed");
+	return c;
+}
+
+static int l_conn_close(lua_State *L)
+{
+	struct conn *c = luaL_checkudata(L, 1, CONN_MT);
+	migrate_target_free(c->target);
+	c->target = NULL;
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	return 0;
+}
+
+static int timeout_ms(lua_State *L, int idx, const char *key)
+{
+	lua_getfield(L, idx, key);
+	lua_Number t = lua_isnil(L, -1) ? 0 : luaL_checknumber(L, -1);
+	lua_pop(L, 1);
+	if (!(t >= 0) || t > 86400)
+		luaL_error(L, "migration: field %s: a timeout in seconds (0..86400), got %f", key, (double)t);
+	return (int)(t * 1000);
+}
+
+static void set_seconds(lua_State *L, const char *key, uint64_t ns)
+{
+	lua_pushnumber(L, (lua_Number)ns / 1e9);
+	lua_setfield(L, -2, key);
+}
+
+/* {peer_pid, freeze, loaded, commit (seconds, core.now()'s clock),
+ *  transferred = {bool per device}} */
+static void push_report(lua_State *L, const struct migrate_report *r)
+{
+	lua_createtable(L, 0, 5);
+	lua_pushinteger(L, r->peer_pid);
+	lua_setfield(L, -2, "peer_pid");
+	set_seconds(L, "freeze", r->freeze_ns);
+	set_seconds(L, "loaded", r->loaded_ns);
+	set_seconds(L, "commit", r->commit_ns);
+	lua_createtable(L, (int)r->nnets, 0);
+	for (unsigned i = 0; i < r->nnets; i++) {
+		lua_pushboolean(L, r->transferred[i]);
+		lua_rawseti(L, -2, i + 1);
+	}
+	lua_setfield(L, -2, "transferred");
+}
+
+/* conn:send_vm(vm, {backend_transfer, nets = {bool...}, timeout}) */
+static int l_send_vm(lua_State *L)
+{
+	struct conn *c = check_conn(L);
+	struct vm *vm = lvmm_check_vm(L, 2);
+	luaL_checktype(L, 3, LUA_TTABLE);
+	struct migrate_options o = { .timeout_ms = timeout_ms(L, 3, "timeout") };
+	lua_getfield(L, 3, "backend_transfer");
+	o.backend_transfer = lua_toboolean(L, -1);
+	lua_getfield(L, 3, "nets");
+	for (unsigned i = 0; i < VM_MAX_NETS; i++) {
+		o.net_transfer[i] = true;
+		if (lua_istable(L, -1)) {
+			lua_rawgeti(L, -1, i + 1);
+			o.net_transfer[i] = lua_isnil(L, -1) || lua_toboolean(L, -1);
+			lua_pop(L, 1);
+		}
+	}
+	lua_pop(L, 2);
+	struct migrate_report r;
+	if (migrate_send(vm, c->fd, &o, &r))
+		return fail_result(L);
+	push_report(L, &r);
+	return 1;
+}
+
+static void set_string(lua_State *L, const char *key, const char *v)
+{
+	lua_pushstring(L, v);
+	lua_setfield(L, -2, key);
+}
+
+static void push_net(lua_State *L, const struct machine_net *n)
+{
+	lua_createtable(L, 0, 7);
+	set_string(L, "name", n->name);
+	set_string(L, "ifname", n->ifname);
+	char mac[18];
+	snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", n->mac[0], n->mac[1], n->mac[2], n->mac[3],
+		 n->mac[4], n->mac[5]);
+	set_string(L, "mac", mac);
+	lua_pushinteger(L, n->queue_pairs);
+	lua_setfield(L, -2, "queues");
+	lua_pushinteger(L, n->queue_size);
+	lua_setfield(L, -2, "queue_size");
+	lua_pushboolean(L, n->vhost);
+	lua_setfield(L, -2, "vhost");
+	lua_pushboolean(L, n->transfer);
+	lua_setfield(L, -2, "transfer_offered");
+}
+
+/* conn:offer(accept_backends, timeout_s) -> {name, memory, vcpus, nets} */
+static int l_offer(lua_State *L)
+{
+	struct conn *c = check_conn(L);
+	bool accept = lua_toboolean(L, 2);
+	lua_Number t = luaL_optnumber(L, 3, 0);
+	if (c->target)
+		return luaL_error(L, "migration connection: offer() was already called");
+	c->target = migrate_target_new(c->fd, (int)(t * 1000));
+	struct machine_desc d;
+	if (!c->target || migrate_offer(c->target, accept, &d))
+		return fail_result(L);
+	lua_createtable(L, 0, 4);
+	set_string(L, "name", d.name);
+	lua_pushinteger(L, (lua_Integer)d.mem_size);
+	lua_setfield(L, -2, "memory");
+	lua_pushinteger(L, d.ncpus);
+	lua_setfield(L, -2, "vcpus");
+	lua_createtable(L, (int)d.nnets, 0);
+	for (unsigned i = 0; i < d.nnets; i++) {
+		push_net(L, &d.nets[i]);
+		lua_rawseti(L, -2, i + 1);
+	}
+	lua_setfield(L, -2, "nets");
+	return 1;
+}
+
+/* plan: { {transfer = true} | {ifname = "tap1"}, ... } in device order */
+static void read_plan(lua_State *L, int idx, struct migrate_plan *p)
+{
+	memset(p, 0, sizeof(*p));
+	for (unsigned i = 0; i < VM_MAX_NETS; i++) {
+		if (lua_rawgeti(L, idx, i + 1) != LUA_TTABLE) {
+			lua_pop(L, 1);
+			break;
+		}
+		lua_getfield(L, -1, "transfer");
+		p->take_backend[i] = lua_toboolean(L, -1);
+		lua_getfield(L, -2, "ifname");
+		const char *ifname = lua_tostring(L, -1);
+		if (!p->take_backend[i] && (!ifname || strlen(ifname) >= sizeof(p->ifname[i])))
+			luaL_error(L, "migration plan: device %d: field ifname: a TAP name of 1..15 bytes", (int)i + 1);
+		if (ifname)
+			snprintf(p->ifname[i], sizeof(p->ifname[i]), "%s", ifname);
+		lua_pop(L, 3);
+	}
+}
+
+/* conn:receive(plan, console) -> vm, report */
+static int l_receive(lua_State *L)
+{
+	struct conn *c = check_conn(L);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	const char *console = luaL_optstring(L, 3, NULL);
+	if (!c->target)
+		return luaL_error(L, "migration connection: call offer() first");
+	struct migrate_plan p;
+	read_plan(L, 2, &p);
+	int console_fd;
+	struct lvm *u = lvmm_push_vm(L, console, &console_fd);
+	struct vm_config local = { .console_fd = console_fd, .loop = lvmm_loop() };
+	struct migrate_report r;
+	struct vm *vm = migrate_receive(c->target, &p, &local, &r);
+	if (!vm || lvmm_adopt_vm(u, vm))
+		return fail_result(L);
+	push_report(L, &r);
+	return 2;
+}
+
+static int l_conn_fd(lua_State *L)
+{
+	lua_pushinteger(L, check_conn(L)->fd);
+	return 1;
+}
+
+static int l_connect(lua_State *L)
+{
+	int fd = connect_to(luaL_checkstring(L, 1));
+	if (fd < 0)
+		return fail_result(L);
+	push_conn(L, fd);
+	return 1;
+}
+
+/* ---- listener ---- */
+
+static void on_listener_ready(uv_poll_t *p, int status, int events)
+{
+	(void)status;
+	(void)events;
+	uv_poll_stop(p); /* the loop woke up; accept() polls again */
+}
+
+static void poll_closed(uv_handle_t *h)
+{
+	free(h);
+}
+
+static int l_listener_close(lua_State *L)
+{
+	struct listener *l = luaL_checkudata(L, 1, LISTENER_MT);
+	if (l->poll) {
+		uv_close((uv_handle_t *)l->poll, poll_closed);
+		l->poll = NULL;
+	}
+	if (l->fd >= 0) {
+		/* Unlink first: a successor that finds the path free may bind a
+		 * new socket there at once, which must not be removed by us. */
+		unlink(l->path);
+		close(l->fd);
+	}
+	l->fd = -1;
+	return 0;
+}
+
+/* A socket file at path that nobody listens on is left over: remove it. */
+static int clear_stale(const char *path)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : vmm_fail_errno("control socket %s", path);
+	if (!S_ISSOCK(st.st_mode))
+		return vmm_fail("control socket %s: exists and is not a socket", path);
+	int fd = connect_to(path);
+	if (fd >= 0) {
+		close(fd);
+		return vmm_fail("control socket %s: a running VMM listens on it", path);
+	}
+	if (unlink(path) < 0 && errno != ENOENT)
+		return vmm_fail_errno("control socket %s: remove the stale socket", path);
+	return 0;
+}
+
+static int listen_on(const char *path)
+{
+	struct sockaddr_un a;
+	if (socket_address(path, &a) || clear_stale(path))
+		return -1;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return vmm_fail_errno("socket");
+	mode_t old = umask(0177); /* the socket file is born 0600 */
+	int rc = bind(fd, (struct sockaddr *)&a, sizeof(a));
+	umask(old);
+	if (rc < 0 || listen(fd, 4) < 0) {
+		vmm_fail_errno("control socket %s", path);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int l_listen(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	struct listener *l = lua_newuserdatauv(L, sizeof(*l), 0);
+	*l = (struct listener){ .fd = -1, .poll = NULL };
+	luaL_setmetatable(L, LISTENER_MT);
+	snprintf(l->path, sizeof(l->path), "%s", path);
+	l->fd = listen_on(path);
+	if (l->fd < 0)
+		return fail_result(L);
+	l->poll = malloc(sizeof(*l->poll));
+	if (!l->poll || uv_poll_init(lvmm_loop(), l->poll, l->fd)) {
+		free(l->poll);
+		l->poll = NULL;
+	}
+	if (l->poll)
+		uv_poll_start(l->poll, UV_READABLE, on_listener_ready);
+	return 1;
+}
+
+/* listener:accept() -> conn, or nil when nobody waits, or nil and why a
+ * connection was refused (another user). */
+static int l_accept(lua_State *L)
+{
+	struct listener *l = luaL_checkudata(L, 1, LISTENER_MT);
+	if (l->fd < 0)
+		return luaL_error(L, "control socket: closed");
+	if (l->poll)
+		uv_poll_start(l->poll, UV_READABLE, on_listener_ready);
+	int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
+			return 0;
+		vmm_fail_errno("control socket %s: accept", l->path);
+		return fail_result(L);
+	}
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+		vmm_fail_errno("control socket %s: SO_PEERCRED", l->path);
+		close(fd);
+		return fail_result(L);
+	}
+	if (cred.uid != geteuid() && cred.uid != 0) {
+		vmm_fail("control socket %s: refused process %d of uid %u (only uid %u or root)", l->path,
+			 (int)cred.pid, (unsigned)cred.uid, (unsigned)geteuid());
+		close(fd);
+		return fail_result(L);
+	}
+	push_conn(L, fd);
+	lua_pushinteger(L, cred.pid);
+	return 2;
+}
+
+static int l_listener_path(lua_State *L)
+{
+	lua_pushstring(L, ((struct listener *)luaL_checkudata(L, 1, LISTENER_MT))->path);
+	return 1;
+}
+
+static const luaL_Reg conn_methods[] = {
+	{ "send_vm", l_send_vm }, { "offer", l_offer }, { "receive", l_receive },
+	{ "close", l_conn_close }, { "fd", l_conn_fd }, { NULL, NULL },
+};
+
+static const luaL_Reg listener_methods[] = {
+	{ "accept", l_accept }, { "close", l_listener_close }, { "path", l_listener_path }, { NULL, NULL },
+};
+
+static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc)
+{
+	luaL_newmetatable(L, name);
+	lua_newtable(L);
+	luaL_setfuncs(L, methods, 0);
+	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, gc);
+	lua_setfield(L, -2, "__gc");
+	lua_pushcfunction(L, gc);
+	lua_setfield(L, -2, "__close");
+	lua_pop(L, 1);
+}
+
+void lvmm_migrate_register(lua_State *L)
+{
+	new_class(L, CONN_MT, conn_methods, l_conn_close);
+	new_class(L, LISTENER_MT, listener_methods, l_listener_close);
+	lua_pushcfunction(L, l_listen);
+	lua_setfield(L, -2, "mig_listen");
+	lua_pushcfunction(L, l_connect);
+	lua_setfield(L, -2, "mig_connect");
+}

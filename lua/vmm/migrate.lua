@@ -1,0 +1,262 @@
+-- Local migration: the policy around core.mig_* (lvmm_migrate.c). A running
+-- VM moves to another VMM process on this host over a UNIX socket; its RAM
+-- goes as a memfd and, where both sides allow it, each network device's
+-- TAP goes too (no new TAP, no network change, a shorter freeze).
+--
+-- Source, either pushing to a target that listens:
+--   local report = assert(vm:migrate{ to = "/run/vm2.sock", backend_transfer = true })
+-- or serving a control socket that a new process takes the VM from:
+--   vm:serve("/run/web.sock")
+-- Target:
+--   local vm, report = assert(vmm.receive{ from = "/run/web.sock" })
+--   print(report.freeze_ms, report.transferred.net0)
+--
+-- A failed migration leaves the VM running where it was, backends intact.
+local core = require "vmm.core"
+local task = require "vmm.task"
+local net = require "vmm.net"
+
+local M = {}
+local methods = core.vm_methods
+
+M.DEFAULT_TIMEOUT = 30
+
+-- Per-VM policy set at composition (vm:add_net{backend_transfer = ...}).
+local opt_in = setmetatable({}, { __mode = "k" })
+
+function M.set_device_opt_in(vm, index, allowed)
+  opt_in[vm] = opt_in[vm] or {}
+  opt_in[vm][index] = allowed
+end
+
+local function check_table(fn, t, fields)
+  if type(t) ~= "table" then error(fn .. ": expected a table of settings, got " .. type(t), 3) end
+  for k in pairs(t) do
+    if not fields[k] then error(string.format("%s: unknown field %s", fn, tostring(k)), 3) end
+  end
+end
+
+local function check_field(fn, t, key, kind, default)
+  local v = t[key]
+  if v == nil then return default end
+  if type(v) ~= kind then
+    error(string.format("%s: field %s: expected a %s, got %s", fn, key, kind, type(v)), 3)
+  end
+  return v
+end
+
+local function check_timeout(fn, t)
+  local v = check_field(fn, t, "timeout", "number", M.DEFAULT_TIMEOUT)
+  if v ~= v or v <= 0 or v > 86400 then
+    error(string.format("%s: field timeout: expected seconds in (0, 86400], got %s", fn, tostring(v)), 3)
+  end
+  return v
+end
+
+-- The TAP a target opens when a backend does not come over: "tap0" gives
+-- "tap0-b" and "tap0-b" gives "tap0", so repeated migrations alternate.
+function M.replacement_ifname(ifname)
+  return ifname:match("^(.+)%-b$") or (ifname:sub(1, 13) .. "-b")
+end
+
+-- ---- source ---------------------------------------------------------------
+
+local MIGRATE_FIELDS = { to = true, backend_transfer = true, nets = true, timeout = true }
+
+-- vm:migrate{to, backend_transfer = true, nets = {net0 = false}, timeout = 30}
+-- -> report | nil, err. `to` is the socket path of a target waiting in
+-- vmm.receive{listen = ...}, or a connection from vm:serve's socket. nets
+-- overrides the per-device opt-in of vm:add_net{backend_transfer}.
+-- report: {peer_pid, transferred = {net0 = true, ...}, freeze (core.now()
+-- clock), commit}. Afterwards this VM is stopped ("migrated to process N").
+function methods:migrate(opts)
+  check_table("vm:migrate", opts, MIGRATE_FIELDS)
+  local transfer = check_field("vm:migrate", opts, "backend_transfer", "boolean", true)
+  local overrides = check_field("vm:migrate", opts, "nets", "table", {})
+  local timeout = check_timeout("vm:migrate", opts)
+  local conn, err = opts.to, nil
+  if type(conn) == "string" then
+    conn, err = core.mig_connect(conn)
+    if not conn then return nil, "vm:migrate: " .. err end
+  elseif getmetatable(conn) == nil or not conn.send_vm then
+    error("vm:migrate: field to: expected a socket path or a control connection, got " .. type(conn), 2)
+  end
+  local names, allowed = {}, {}
+  for i, n in ipairs(self:nets()) do
+    names[i] = n.name
+    local o = overrides[n.name]
+    if o == nil then o = (opt_in[self] or {})[i] end
+    allowed[i] = o ~= false
+  end
+  local report
+  report, err = conn:send_vm(self, { backend_transfer = transfer, nets = allowed, timeout = timeout })
+  if type(opts.to) == "string" then conn:close() end
+  if not report then return nil, err end
+  local by_name = {}
+  for i, name in ipairs(names) do by_name[name] = report.transferred[i] end
+  report.transferred = by_name
+  return report
+end
+
+-- vm:serve(path, {backend_transfer = true, timeout = 30, on_migrated}) ->
+-- server | nil, err: a control socket (mode 0600, only this uid or root
+-- may connect) through which a new process takes the VM (vmm.receive{from
+-- = path}, scripts/migrate.lua). Runs as a task; a failed attempt is
+-- logged and the next one is served; after a migration the socket goes
+-- and on_migrated(report) is called. server:close() stops serving.
+function methods:serve(path, opts)
+  opts = opts or {}
+  check_table("vm:serve", opts, { backend_transfer = true, timeout = true, on_migrated = true })
+  if type(path) ~= "string" then error("vm:serve: expected a socket path, got " .. type(path), 2) end
+  local transfer = check_field("vm:serve", opts, "backend_transfer", "boolean", true)
+  local timeout = check_timeout("vm:serve", opts)
+  local listener, err = core.mig_listen(path)
+  if not listener then return nil, "vm:serve: " .. err end
+  local vm, closed = self, false
+  local server = {}
+  function server.path() return path end
+  function server.close() closed = true; listener:close() end
+  server.task = task.spawn(function()
+    while not closed do
+      local conn, extra
+      task.wait(function()
+        if closed or vm:state() == "stopped" or vm:state() == "closed" then return true end
+        conn, extra = listener:accept()
+        return conn ~= nil or extra ~= nil
+      end)
+      if conn then
+        local report, why = vm:migrate{ to = conn, backend_transfer = transfer, timeout = timeout }
+        conn:close()
+        if report then
+          server.close()
+          if opts.on_migrated then opts.on_migrated(report) end
+          return
+        end
+        io.stderr:write("vmm: ", vm:info().name, ": ", why, "\n")
+      elseif extra then
+        io.stderr:write("vmm: ", extra, "\n")
+      else
+        break
+      end
+    end
+    server.close()
+  end)
+  return server
+end
+
+-- ---- target ---------------------------------------------------------------
+
+local RECEIVE_FIELDS = { from = true, listen = true, backend_transfer = true, device = true,
+                         console = true, timeout = true, switch_network = true }
+
+local function accept_one(path, timeout)
+  local listener, err = core.mig_listen(path)
+  if not listener then return nil, err end
+  local conn, extra
+  local ok = task.wait(function()
+    conn, extra = listener:accept()
+    return conn ~= nil
+  end, timeout)
+  listener:close()
+  if not ok then
+    return nil, string.format("no source connected to %s within %g s%s", path, timeout,
+                              extra and (" (" .. extra .. ")") or "")
+  end
+  return conn
+end
+
+-- What happens to device `n` of the description: the policy hook, else
+-- take the backend when offered, else a new TAP named by replacement_ifname.
+local function decide(n, hook)
+  local choice = hook and hook(n) or {}
+  if type(choice) ~= "table" then
+    error("vmm.receive: device hook: expected a table {transfer = bool, ifname = name}, got " .. type(choice), 0)
+  end
+  if n.transfer_offered and choice.transfer ~= false then return { transfer = true } end
+  return { ifname = choice.ifname or M.replacement_ifname(n.ifname) }
+end
+
+-- The network switch-over for a device whose TAP did not come over: the
+-- old TAP's addresses and MAC (read before the freeze) go to the new one,
+-- old link down, new link up. Returns a list of problems (empty if none).
+local function switch_over(s)
+  local problems = {}
+  local function try(ok, err) if not ok and err then problems[#problems + 1] = err end end
+  if net.exists(s.old) then net.set_up(s.old, false) end
+  for _, a in ipairs(s.addresses or {}) do
+    if not a:match("^fe80:") then
+      if net.exists(s.old) then net.del_address(s.old, a) end
+      try(net.add_address(s.new, a))
+    end
+  end
+  if s.mac then try(net.set_mac(s.new, s.mac)) end
+  try(net.set_up(s.new, true))
+  return problems
+end
+
+-- vmm.receive{from = path | listen = path, backend_transfer = true,
+-- device = function(net) -> {transfer = bool, ifname = name}, console,
+-- timeout = 30, switch_network = true} -> vm, report | nil, err.
+-- `from`: the control socket of the VM's process (vm:serve); `listen`:
+-- wait there for a vm:migrate{to = ...}. device(net) sees {name, ifname,
+-- mac, queues, vhost, queue_size, transfer_offered} and may decline the
+-- backend or name the new TAP. The VM comes back running.
+-- report: {peer_pid, freeze_ms, transferred = {net0 = true},
+-- new_taps = {net1 = "tap1-b"}, switch_problems = {...}}.
+function M.receive(opts)
+  check_table("vmm.receive", opts, RECEIVE_FIELDS)
+  local from = check_field("vmm.receive", opts, "from", "string")
+  local listen = check_field("vmm.receive", opts, "listen", "string")
+  if (from == nil) == (listen == nil) then
+    error("vmm.receive: give exactly one of from (a control socket) or listen (a path to wait on)", 2)
+  end
+  local accept = check_field("vmm.receive", opts, "backend_transfer", "boolean", true)
+  local hook = check_field("vmm.receive", opts, "device", "function")
+  local console = check_field("vmm.receive", opts, "console", "string")
+  local switch = check_field("vmm.receive", opts, "switch_network", "boolean", true)
+  local timeout = check_timeout("vmm.receive", opts)
+
+  local conn, err
+  if from then conn, err = core.mig_connect(from) else conn, err = accept_one(listen, timeout) end
+  if not conn then return nil, "vmm.receive: " .. err end
+  local desc
+  desc, err = conn:offer(accept, timeout)
+  if not desc then conn:close() return nil, "vmm.receive: " .. err end
+
+  local plan, switches, new_taps = {}, {}, {}
+  for i, n in ipairs(desc.nets) do
+    local ok, choice = pcall(decide, n, hook)
+    if not ok then conn:close() error(choice, 2) end
+    plan[i] = choice
+    if choice.ifname then
+      new_taps[n.name] = choice.ifname
+      local link = net.link(n.ifname)
+      switches[#switches + 1] = { old = n.ifname, new = choice.ifname,
+                                  addresses = net.addresses(n.ifname), mac = link and link.mac }
+    end
+  end
+  local vm, report = conn:receive(plan, console)
+  conn:close()
+  if not vm then return nil, "vmm.receive: " .. report end
+  local problems = {}
+  if switch then
+    for _, s in ipairs(switches) do
+      for _, p in ipairs(switch_over(s)) do problems[#problems + 1] = p end
+    end
+  end
+  local ok
+  ok, err = vm:resume()
+  local resumed = core.now()
+  if not ok then vm:close() return nil, "vmm.receive: " .. err end
+  local by_name = {}
+  for i, n in ipairs(desc.nets) do by_name[n.name] = report.transferred[i] end
+  report.transferred = by_name
+  report.new_taps = new_taps
+  report.switch_problems = problems
+  report.resumed = resumed
+  report.freeze_ms = (resumed - report.freeze) * 1000
+  report.name = desc.name
+  return vm, report
+end
+
+return M
