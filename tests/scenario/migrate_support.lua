@@ -1,0 +1,308 @@
+-- Helpers shared by the local-migration scenario specs (migrate_spec.lua,
+-- migrate_failure_spec.lua). A plain module, not a spec:
+--
+--   local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+--   local S = dofile(here .. "migrate_support.lua")
+--
+-- Helpers that cannot do their job raise an error naming what went wrong
+-- (busted reports it as a failure of the test that called them); the ones
+-- that return data leave the judging to the spec's asserts.
+local vmm = require "vmm"
+
+local S = {}
+
+S.kernel = os.getenv("VMM_KERNEL") or vmm.default_kernel()
+S.initrd = os.getenv("VMM_INITRD") or "build/images/guest.cpio.gz"
+S.BOOT_TIMEOUT = tonumber(os.getenv("VMM_BOOT_TIMEOUT") or "240")
+S.VMM = os.getenv("VMM_BIN") or "build/vmm"
+S.TARGET_SCRIPT = "scripts/migrate.lua"
+S.PROXY = "build/migproxy"
+S.PING_INTERVAL = 0.01 -- seconds between the probes of start_ping
+
+-- ---- small utilities -------------------------------------------------------
+
+function S.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- This process's PID (what a migration peer reports as peer_pid).
+function S.my_pid()
+  return math.tointeger(tonumber(S.read_file("/proc/self/stat"):match("^(%d+)")))
+end
+
+-- A fresh path in /tmp for a socket or a log ("/tmp/lua_XXXXXX.TAG"): far
+-- below the 107 bytes a UNIX socket path may have. Nothing exists there.
+function S.tmp_path(tag)
+  local base = os.tmpname()
+  os.remove(base)
+  local path = base .. "." .. tag
+  os.remove(path)
+  return path
+end
+
+-- Kills a background command (SIGKILL) unless it already ended.
+function S.kill(cmd)
+  if cmd and not cmd:done() then
+    cmd:kill(9)
+    cmd:wait(10)
+  end
+end
+
+-- Lines of text that start with prefix.
+function S.lines_starting(text, prefix)
+  local found = {}
+  for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+    if line:sub(1, #prefix) == prefix then found[#found + 1] = line end
+  end
+  return found
+end
+
+-- true once a UNIX socket exists at path (test -S), within timeout seconds.
+function S.wait_socket(path, timeout)
+  local deadline = vmm.now() + timeout
+  repeat
+    local _, status = vmm.command({ "test", "-S", path }, { timeout = 5 })
+    if status == 0 then return true end
+    vmm.sleep(0.05)
+  until vmm.now() >= deadline
+  return false
+end
+
+-- ---- the guest ---------------------------------------------------------------
+
+-- S.boot{name, ifname, subnet = "10.0.4", queues, vhost, mac} -> vm,
+-- host_ip, guest_ip: a running, booted guest (2 vCPUs, 256M) with one
+-- virtio-net device on TAP ifname, the host at SUBNET.1/24 on the TAP and
+-- the guest at SUBNET.15/24 (luavmm.ip= on the kernel command line).
+function S.boot(c)
+  local host_ip, guest_ip = c.subnet .. ".1", c.subnet .. ".15"
+  local vm = vmm.vm {
+    name = c.name, memory = "256M", vcpus = 2,
+    kernel = S.kernel, initrd = S.initrd, console = "none",
+    cmdline = vmm.DEFAULT_CMDLINE .. " luavmm.ip=" .. guest_ip .. "/24",
+  }
+  vm:add_net { ifname = c.ifname, queues = c.queues, vhost = c.vhost, mac = c.mac }
+  assert(vmm.net.add_address(c.ifname, host_ip .. "/24"))
+  assert(vmm.net.set_up(c.ifname, true))
+  assert(vm:start())
+  assert(vm:wait_boot(S.BOOT_TIMEOUT))
+  return vm, host_ip, guest_ip
+end
+
+-- Runs cmd in the guest; raises unless it exits 0. -> its output.
+function S.sh(vm, cmd, timeout)
+  local out, status = vm:sh(cmd, timeout or 30)
+  if status ~= 0 then
+    error(string.format("guest command %q: %s", cmd, out and ("exit status " .. tostring(status) .. ": " .. out)
+      or tostring(status)), 2)
+  end
+  return out
+end
+
+-- Three pings from the host (0.2 s apart) -> true, or nil and ping's output.
+function S.ping(ip)
+  local out, status = vmm.command({ "ping", "-c", "3", "-i", "0.2", "-W", "5", ip }, { timeout = 30 })
+  if status == 0 and out:find("3 received", 1, true) then return true end
+  return nil, string.format("ping -c 3 %s: status %s: %s", ip, tostring(status), tostring(out))
+end
+
+-- ---- the counter and its TCP connection -----------------------------------------
+
+-- Starts, in the guest, a counter that writes 1, 2, 3, ... ten times a
+-- second to /tmp/count and to a TCP connection to host_ip:port, where a
+-- host listener writes what arrives to a file. The counting shell's PID is
+-- in /tmp/counter.pid, nc's in /tmp/nc.pid. Waits until 3 numbers arrived.
+-- -> {listener = command, file = path, pid = counter PID, nc_pid = PID}
+function S.start_counter(vm, host_ip, port)
+  local file = S.tmp_path("stream")
+  local listener = assert(vmm.background({ "busybox", "nc", "-l", "-p", tostring(port) },
+    { stdout = file, hold_stdin = true }))
+  vmm.sleep(0.5) -- nc is listening
+  S.sh(vm, "rm -f /tmp/count /tmp/counter.pid /tmp/nc.pid; " ..
+    "sh -c 'echo $$ > /tmp/counter.pid; i=0; " ..
+    "while :; do i=$((i+1)); echo $i > /tmp/count; echo $i; sleep 0.1; done' " ..
+    "| nc " .. host_ip .. " " .. port .. " & echo $! > /tmp/nc.pid")
+  local ok = vmm.wait_until(function() return (S.stream_count(file) or 0) >= 3 end, 30)
+  if not ok then
+    error("the guest's counter did not reach the host listener on port " .. port ..
+      " within 30 s (received: " .. string.format("%q", S.read_file(file)) .. ")", 2)
+  end
+  local pid = S.sh(vm, "cat /tmp/counter.pid")
+  local nc_pid = S.sh(vm, "cat /tmp/nc.pid")
+  return { listener = listener, file = file, pid = pid, nc_pid = nc_pid, port = port }
+end
+
+-- The guest's current count (/tmp/count), retried while the file is being
+-- rewritten.
+function S.read_count(vm)
+  for _ = 1, 10 do
+    local out = vm:sh("cat /tmp/count", 30)
+    local n = out and tonumber(out)
+    if n then return math.tointeger(n) end
+    vmm.sleep(0.05)
+  end
+  error("cannot read the guest's /tmp/count", 2)
+end
+
+-- The numbers the listener received: K if the complete lines are exactly
+-- 1, 2, ..., K; else nil and where the sequence broke.
+function S.stream_count(path)
+  local text = S.read_file(path)
+  local k = 0
+  for line in text:gmatch("([^\n]*)\n") do
+    k = k + 1
+    if tonumber(line) ~= k then
+      return nil, string.format("line %d of the TCP stream is %q, expected %d (a gap or garbage)", k, line, k)
+    end
+  end
+  return k
+end
+
+-- Checks that the counter process and its nc still run in the guest with
+-- the PIDs noted by start_counter -> true, or nil and why.
+function S.counter_alive(vm, counter)
+  local out = vm:sh(string.format("[ -d /proc/%s ] && [ -d /proc/%s ] && cat /tmp/counter.pid",
+    counter.pid, counter.nc_pid), 30)
+  if out ~= counter.pid then
+    return nil, string.format("counter PID %s / nc PID %s not both alive (got %q)", counter.pid,
+      counter.nc_pid, tostring(out))
+  end
+  return true
+end
+
+-- ---- the fast ping -----------------------------------------------------------
+
+-- Pings ip every 10 ms from the host, replies logged with timestamps.
+-- -> {cmd, file}
+function S.start_ping(ip)
+  local file = S.tmp_path("ping")
+  local cmd = assert(vmm.background({ "ping", "-D", "-i", tostring(S.PING_INTERVAL), ip }, { stdout = file }))
+  return { cmd = cmd, file = file }
+end
+
+-- The replies in a ping log: set of answered icmp_seq, the highest one,
+-- and their number. Only "N bytes from" lines are replies ("From X
+-- icmp_seq=N Destination Host Unreachable" is not).
+function S.ping_replies(path)
+  local replied, max, n = {}, 0, 0
+  for line in S.read_file(path):gmatch("[^\n]+") do
+    local seq = line:find("bytes from", 1, true) and line:match("icmp_seq=(%d+)")
+    if seq then
+      seq = math.tointeger(tonumber(seq))
+      if not replied[seq] then n = n + 1 end
+      replied[seq] = true
+      if seq > max then max = seq end
+    end
+  end
+  return replied, max, n
+end
+
+-- Stops the fast ping (SIGINT, as Ctrl-C) and waits for it to end.
+function S.stop_ping(p)
+  if not p.cmd:done() then
+    p.cmd:kill(2)
+    if not p.cmd:wait(10) then S.kill(p.cmd) end
+  end
+end
+
+-- The unanswered seqs in 1..max as runs: {{first, last}, ...} in order.
+function S.missing_runs(replied, max)
+  local runs, cur = {}, nil
+  for seq = 1, max do
+    if not replied[seq] then
+      if cur and cur[2] == seq - 1 then cur[2] = seq
+      else cur = { seq, seq } runs[#runs + 1] = cur end
+    end
+  end
+  return runs
+end
+
+function S.format_runs(runs)
+  local parts = {}
+  for _, r in ipairs(runs) do
+    parts[#parts + 1] = r[1] == r[2] and tostring(r[1]) or string.format("%d-%d", r[1], r[2])
+  end
+  return #parts > 0 and table.concat(parts, ", ") or "none"
+end
+
+-- ---- the other process (the target) -------------------------------------------------
+
+-- Starts scripts/migrate.lua in a new vmm process, taking the VM from the
+-- control socket sock (with --no-transfer when transfer is false). Its
+-- stdout and stderr are both captured: cmd:output().
+function S.run_target(sock, transfer)
+  local argv = { S.VMM, "script", S.TARGET_SCRIPT, sock }
+  if transfer == false then argv[#argv + 1] = "--no-transfer" end
+  argv[#argv + 1] = "--console"
+  argv[#argv + 1] = "none"
+  return assert(vmm.background(argv))
+end
+
+-- Waits until a background command printed something matching pattern
+-- -> the first capture (or match), or nil and what it printed.
+function S.wait_output(cmd, pattern, timeout)
+  local found = vmm.wait_until(function()
+    local m = cmd:output():match(pattern)
+    if m then return m end
+    return cmd:done() and cmd:output():match(pattern)
+  end, timeout)
+  if found then return found end
+  return nil, string.format("no %q in the output within %g s%s: %s", pattern, timeout,
+    cmd:done() and " (it exited)" or "", cmd:output())
+end
+
+-- Waits until a file holds something matching pattern -> capture or nil.
+function S.wait_file(path, pattern, timeout)
+  return vmm.wait_until(function() return S.read_file(path):match(pattern) end, timeout)
+end
+
+-- The freeze scripts/migrate.lua reported ("... freeze 12.3 ms, ..."), in ms.
+function S.target_freeze_ms(output)
+  local ms = output:match("freeze ([%d%.]+) ms")
+  return ms and tonumber(ms)
+end
+
+-- vmm.receive{from = sock}, retried for up to 5 s while nothing listens
+-- there yet (the other process re-serves the socket after it took the VM).
+-- -> vm, report | nil, err
+function S.receive(sock, transfer)
+  local deadline = vmm.now() + 5
+  while true do
+    local vm, report = vmm.receive { from = sock, backend_transfer = transfer, console = "none" }
+    if vm then return vm, report end
+    if not report:find("connect to", 1, true) or vmm.now() >= deadline then return nil, report end
+    vmm.sleep(0.2)
+  end
+end
+
+-- ---- the man-in-the-middle proxy (tests/tools/migproxy.c) ------------------------------
+
+-- Starts build/migproxy LISTEN UPSTREAM OPTIONS... with its stdout and
+-- stderr in a log file; returns once it listens. -> {cmd, log, listen}
+function S.start_proxy(upstream, options)
+  local f = io.open(S.PROXY, "rb")
+  if not f then error(S.PROXY .. " is missing: build tests/tools/migproxy.c", 2) end
+  f:close()
+  local listen, log = S.tmp_path("proxy"), S.tmp_path("proxylog")
+  local argv = { "sh", "-c", 'log=$1; shift; exec "$@" >"$log" 2>&1', "sh", log, S.PROXY, listen, upstream }
+  for _, o in ipairs(options) do argv[#argv + 1] = o end
+  local cmd = assert(vmm.background(argv))
+  if not S.wait_socket(listen, 10) then
+    S.kill(cmd)
+    error("migproxy did not listen on " .. listen .. " within 10 s: " .. S.read_file(log), 2)
+  end
+  return { cmd = cmd, log = log, listen = listen }
+end
+
+function S.stop_proxy(p)
+  if not p then return end
+  S.kill(p.cmd)
+  os.remove(p.listen)
+  os.remove(p.log)
+end
+
+return S
