@@ -23,7 +23,7 @@ assert(vmm.net.set_up("vmmig0", true))
 assert(vm:start())
 assert(vm:wait_boot(180))
 -- A process in the guest that counts, to show it is never restarted.
-vm:sh("(i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done) &")
+vm:sh("(i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done) & sleep 0.3")
 say("guest up (%s); counter at %s", vm:sh("uname -r"), vm:sh("cat /tmp/count"))
 
 -- 1. This process serves the VM; a new process takes it (the VMM upgrade).

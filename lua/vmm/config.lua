@@ -68,8 +68,9 @@ function M.parse_size(v)
 end
 
 local function check_name(v)
-  if type(v) ~= "string" or not v:match("^[%w_.-]+$") or #v > 64 then
-    return fail("name", "expected 1 to 64 letters, digits, '_', '.' or '-', got %s", show(v))
+  -- 63: what a migration's machine description carries (core/machine.h)
+  if type(v) ~= "string" or not v:match("^[%w_.-]+$") or #v > 63 then
+    return fail("name", "expected 1 to 63 letters, digits, '_', '.' or '-', got %s", show(v))
   end
   return v
 end
@@ -219,8 +220,8 @@ local NET_CHECKS = {
     return n
   end,
   name = function(v)
-    if type(v) ~= "string" or not v:match("^[%w_.-]+$") or #v > 32 then
-      return net_fail("name", "expected 1 to 32 letters, digits, '_', '.' or '-', got %s", show(v))
+    if type(v) ~= "string" or not v:match("^[%w_.-]+$") or #v > 15 then
+      return net_fail("name", "expected 1 to 15 letters, digits, '_', '.' or '-', got %s", show(v))
     end
     return v
   end,

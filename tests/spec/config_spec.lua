@@ -120,7 +120,7 @@ describe("vmm.vm settings", function()
 
   describe("name", function()
     it("refuses characters outside [A-Za-z0-9_.-]", function()
-      assert.matches('vmm.vm: name: expected 1 to 64 letters, digits', vm_error(settings { name = "my vm!" }), 1, true)
+      assert.matches('vmm.vm: name: expected 1 to 63 letters, digits', vm_error(settings { name = "my vm!" }), 1, true)
     end)
 
     it("refuses more than 64 characters and the empty name", function()

@@ -55,6 +55,10 @@ describe("vm:add_net settings", function()
     assert.matches("got 2048", net_error({ ifname = "t", queue_size = 2048 }), 1, true)
   end)
 
+  it("refuses device names longer than a migration's description carries (15)", function()
+    assert.matches("name: expected 1 to 15 letters", net_error({ ifname = "t", name = "sixteen-chars-xx" }), 1, true)
+  end)
+
   it("refuses a backend_transfer that is not a boolean", function()
     assert.matches('backend_transfer: expected true or false, got "no"',
       net_error({ ifname = "t", backend_transfer = "no" }), 1, true)
