@@ -42,32 +42,32 @@ static int send_buf(struct mig_conn *c, uint32_t type, uint32_t id, struct mig_b
 
 /* ---- source ------------------------------------------------------------- */
 
-struct source {
+struct migrate_source {
 	struct vm *vm;
 	struct mig_conn c;
-	const struct migrate_options *o;
-	struct migrate_report *r;
+	struct migrate_options o;
+	struct migrate_report r;
 	uint32_t hello_flags;
 	struct machine_desc d;
 	bool frozen, was_running;
 	unsigned quiesced; /* nets quiesced so far */
 };
 
-static int receive_hello(struct source *s)
+static int receive_hello(struct migrate_source *s)
 {
 	struct mig_section sec;
 	if (mig_expect(&s->c, MIG_HELLO, &sec))
 		return -1;
 	struct mig_cursor cur;
 	mig_cursor_init(&cur, sec.payload, sec.len, "hello");
-	s->r->peer_pid = (pid_t)mig_get_u32(&cur);
+	s->r.peer_pid = (pid_t)mig_get_u32(&cur);
 	s->hello_flags = mig_get_u32(&cur);
 	int rc = mig_cursor_finish(&cur);
 	mig_section_free(&sec);
 	return rc;
 }
 
-static int send_description(struct source *s)
+static int send_description(struct migrate_source *s)
 {
 	struct vm *vm = s->vm;
 	struct machine_desc *d = &s->d;
@@ -76,10 +76,10 @@ static int send_description(struct source *s)
 	d->mem_size = vm->mem_size;
 	d->ncpus = vm->ncpus;
 	d->nnets = vm->nnets;
-	bool transfer = s->o->backend_transfer && (s->hello_flags & MIG_HELLO_BACKEND_TRANSFER);
+	bool transfer = s->o.backend_transfer && (s->hello_flags & MIG_HELLO_BACKEND_TRANSFER);
 	for (unsigned i = 0; i < vm->nnets; i++) {
 		d->nets[i] = vm->nets[i].desc;
-		d->nets[i].transfer = transfer && s->o->net_transfer[i];
+		d->nets[i].transfer = transfer && s->o.net_transfer[i];
 	}
 	void *blob;
 	size_t len;
@@ -90,7 +90,7 @@ static int send_description(struct source *s)
 	return rc;
 }
 
-static int receive_plan(struct source *s)
+static int receive_plan(struct migrate_source *s)
 {
 	struct mig_section sec;
 	if (mig_expect(&s->c, MIG_PLAN, &sec))
@@ -105,16 +105,16 @@ static int receive_plan(struct source *s)
 		uint8_t take = mig_get_u8(&cur);
 		if (take > 1 || (take && !s->d.nets[i].transfer))
 			rc = vmm_fail("plan: %s: takes a backend that was not offered (%u)", s->d.nets[i].name, take);
-		s->r->transferred[i] = take == 1;
+		s->r.transferred[i] = take == 1;
 	}
 	if (rc == 0)
 		rc = mig_cursor_finish(&cur);
 	mig_section_free(&sec);
-	s->r->nnets = s->d.nnets;
+	s->r.nnets = s->d.nnets;
 	return rc;
 }
 
-static int send_memory_and_backends(struct source *s)
+static int send_memory_and_backends(struct migrate_source *s)
 {
 	struct mig_buf b;
 	mig_buf_init(&b);
@@ -122,7 +122,7 @@ static int send_memory_and_backends(struct source *s)
 	if (send_buf(&s->c, MIG_MEMORY, 0, &b, &s->vm->mem.fd, 1))
 		return -1;
 	for (unsigned i = 0; i < s->vm->nnets; i++) {
-		if (!s->r->transferred[i])
+		if (!s->r.transferred[i])
 			continue;
 		struct virtio_net *n = s->vm->nets[i].dev;
 		int fds[MIG_MAX_FDS];
@@ -148,14 +148,14 @@ static int expect_empty(struct mig_conn *c, uint32_t type)
 	return rc;
 }
 
-static int freeze(struct source *s)
+static int freeze(struct migrate_source *s)
 {
 	struct vm *vm = s->vm;
 	s->was_running = vm->state == VM_RUNNING;
 	if (s->was_running && vm_pause(vm))
 		return -1;
 	s->frozen = true;
-	s->r->freeze_ns = now_ns();
+	s->r.freeze_ns = now_ns();
 	for (; s->quiesced < vm->nnets; s->quiesced++)
 		if (virtio_net_quiesce(vm->nets[s->quiesced].dev))
 			return -1;
@@ -163,7 +163,7 @@ static int freeze(struct source *s)
 }
 
 /* Undoes freeze(); the VM runs as before. */
-static void thaw(struct source *s)
+static void thaw(struct migrate_source *s)
 {
 	struct vm *vm = s->vm;
 	while (s->quiesced > 0)
@@ -176,7 +176,7 @@ static void thaw(struct source *s)
 
 typedef int (*save_fn)(void *obj, struct mig_buf *b);
 
-static int send_saved(struct source *s, uint32_t type, uint32_t id, int rc, struct mig_buf *b)
+static int send_saved(struct migrate_source *s, uint32_t type, uint32_t id, int rc, struct mig_buf *b)
 {
 	if (rc) {
 		mig_buf_free(b);
@@ -185,12 +185,12 @@ static int send_saved(struct source *s, uint32_t type, uint32_t id, int rc, stru
 	return send_buf(&s->c, type, id, b, NULL, 0);
 }
 
-static int send_state(struct source *s)
+static int send_state(struct migrate_source *s)
 {
 	struct vm *vm = s->vm;
 	struct mig_buf b;
 	mig_buf_init(&b);
-	mig_put_u64(&b, s->r->freeze_ns);
+	mig_put_u64(&b, s->r.freeze_ns);
 	if (send_buf(&s->c, MIG_FREEZE, 0, &b, NULL, 0))
 		return -1;
 	for (unsigned i = 0; i < vm->ncpus; i++) {
@@ -222,11 +222,11 @@ static int send_state(struct source *s)
 /* After COMMIT: the VM belongs to the target. The vCPUs stop for good and
  * the devices go at once, so nothing here reads a TAP or writes guest
  * memory again; closing our copies of the TAP fds leaves the target's. */
-static void give_up(struct source *s)
+static void give_up(struct migrate_source *s)
 {
 	struct vm *vm = s->vm;
 	char why[64];
-	snprintf(why, sizeof(why), "migrated to process %d", (int)s->r->peer_pid);
+	snprintf(why, sizeof(why), "migrated to process %d", (int)s->r.peer_pid);
 	vm_stop_with(vm, why);
 	for (unsigned i = 0; i < vm->nnets; i++) {
 		virtio_pci_free(vm->nets[i].pci);
@@ -235,31 +235,81 @@ static void give_up(struct source *s)
 	vm->nnets = 0;
 }
 
-int migrate_send(struct vm *vm, int fd, const struct migrate_options *o, struct migrate_report *r)
+static int check_migratable(struct vm *vm)
 {
-	memset(r, 0, sizeof(*r));
 	if (vm->state != VM_RUNNING && vm->state != VM_PAUSED)
 		return vmm_fail("%s: cannot migrate: the VM is %s", vm->name, vm_state_name(vm->state));
 	if (vm->incoming_loaded)
 		return vmm_fail("%s: cannot migrate: the VM has not run here yet", vm->name);
-	struct source s = { .vm = vm, .c = { fd, timeout_of(o->timeout_ms), "target" }, .o = o, .r = r };
-	int rc = receive_hello(&s) || send_description(&s) || receive_plan(&s) ||
-		 send_memory_and_backends(&s) || expect_empty(&s.c, MIG_PREPARED) || freeze(&s) ||
-		 send_state(&s) || expect_empty(&s.c, MIG_READY) ? -1 : 0;
-	if (rc == 0) {
-		r->loaded_ns = now_ns();
-		rc = mig_send(&s.c, MIG_COMMIT, 0, NULL, 0, NULL, 0);
-	}
-	if (rc) {
-		char msg[512];
-		snprintf(msg, sizeof(msg), "%s", vmm_error());
-		mig_send_error(&s.c, msg);
-		thaw(&s);
-		return vmm_fail("%s: migration failed, the VM runs on here: %s", vm->name, msg);
-	}
-	r->commit_ns = now_ns();
-	give_up(&s);
 	return 0;
+}
+
+/* Tells the target why, undoes the freeze; the VM runs on. Frees s. */
+static int fail_source(struct migrate_source *s)
+{
+	char msg[512];
+	snprintf(msg, sizeof(msg), "%s", vmm_error());
+	mig_send_error(&s->c, msg);
+	thaw(s);
+	vmm_fail("%s: migration failed, the VM runs on here: %s", s->vm->name, msg);
+	free(s);
+	return -1;
+}
+
+struct migrate_source *migrate_source_begin(struct vm *vm, int fd, const struct migrate_options *o)
+{
+	if (check_migratable(vm))
+		return NULL;
+	struct migrate_source *s = calloc(1, sizeof(*s));
+	if (!s) {
+		vmm_fail("out of memory");
+		return NULL;
+	}
+	*s = (struct migrate_source){ .vm = vm, .c = { fd, timeout_of(o->timeout_ms), "target" }, .o = *o };
+	if (receive_hello(s) || send_description(s) || receive_plan(s) || send_memory_and_backends(s)) {
+		fail_source(s);
+		return NULL;
+	}
+	return s;
+}
+
+int migrate_source_fd(const struct migrate_source *s)
+{
+	return s->c.fd;
+}
+
+void migrate_source_cancel(struct migrate_source *s, const char *why)
+{
+	if (s) {
+		vmm_fail("%s", why);
+		fail_source(s);
+	}
+}
+
+int migrate_source_finish(struct migrate_source *s, struct migrate_report *r)
+{
+	memset(r, 0, sizeof(*r));
+	if (check_migratable(s->vm) || expect_empty(&s->c, MIG_PREPARED) || freeze(s) || send_state(s) ||
+	    expect_empty(&s->c, MIG_READY))
+		return fail_source(s);
+	s->r.loaded_ns = now_ns();
+	if (mig_send(&s->c, MIG_COMMIT, 0, NULL, 0, NULL, 0))
+		return fail_source(s);
+	s->r.commit_ns = now_ns();
+	give_up(s);
+	*r = s->r;
+	free(s);
+	return 0;
+}
+
+int migrate_send(struct vm *vm, int fd, const struct migrate_options *o, struct migrate_report *r)
+{
+	struct migrate_source *s = migrate_source_begin(vm, fd, o);
+	if (!s) {
+		memset(r, 0, sizeof(*r));
+		return -1;
+	}
+	return migrate_source_finish(s, r);
 }
 
 /* ---- target ------------------------------------------------------------- */

@@ -62,6 +62,20 @@ struct migrate_report {
  * devices gone. -1: the VM runs on here as before. fd stays the caller's. */
 int migrate_send(struct vm *vm, int fd, const struct migrate_options *o, struct migrate_report *r);
 
+/* The same in two steps, so that the caller's loop (the VM's userspace
+ * datapath, its console) keeps running while the target builds its VM:
+ * begin runs HELLO to BACKEND with the VM running (NULL and a message on
+ * failure, the VM untouched); the caller waits until migrate_source_fd()
+ * is readable (PREPARED or an error), then finish freezes and sends the
+ * state. cancel gives up between the two (the target is told why). begin's
+ * options are copied. A VM that stopped in between fails finish cleanly.
+ * The VM must not be freed before finish or cancel. */
+struct migrate_source;
+struct migrate_source *migrate_source_begin(struct vm *vm, int fd, const struct migrate_options *o);
+int migrate_source_fd(const struct migrate_source *s);
+int migrate_source_finish(struct migrate_source *s, struct migrate_report *r); /* frees s */
+void migrate_source_cancel(struct migrate_source *s, const char *why);        /* frees s */
+
 /* Target. */
 struct migrate_target;
 struct migrate_target *migrate_target_new(int fd, int timeout_ms); /* fd stays the caller's */

@@ -241,6 +241,12 @@ struct vm *lvmm_check_vm(lua_State *L, int idx)
 	return u->vm;
 }
 
+struct vm *lvmm_to_vm(lua_State *L, int idx)
+{
+	struct lvm *u = luaL_testudata(L, idx, VM_MT);
+	return u ? u->vm : NULL;
+}
+
 static int watch_vm(struct lvm *u);
 
 struct lvm *lvmm_push_vm(lua_State *L, const char *console, int *console_fd)

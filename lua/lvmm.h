@@ -38,6 +38,8 @@ struct vm;
 struct lvm;
 /* The VM of the "vmm.vm" userdata at idx; raises if closed. */
 struct vm *lvmm_check_vm(lua_State *L, int idx);
+/* The same, or NULL if idx is not a VM or it is closed. */
+struct vm *lvmm_to_vm(lua_State *L, int idx);
 /* Pushes an empty "vmm.vm" userdata whose console is `console` ("stdout"
  * when NULL, "none" or a file; opened now, raising on failure); sets
  * *console_fd for the vm_config. Then lvmm_adopt_vm gives it its VM and

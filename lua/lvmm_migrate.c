@@ -3,13 +3,16 @@
  *   core.mig_listen(path) -> listener     a control socket (mode 0600)
  *   listener:accept() -> conn | nil[, why] never blocks; peer uid checked
  *   core.mig_connect(path) -> conn | nil, err
- *   conn:send_vm(vm, opts) -> report | nil, err          (source)
+ *   conn:send_begin(vm, opts) -> true | nil, err         (source, VM running)
+ *   conn:readable() -> bool                              (wakes the loop when it becomes so)
+ *   conn:send_finish() -> report | nil, err              (source: freeze, state, commit)
  *   conn:offer(accept_backends) -> desc | nil, err       (target)
  *   conn:receive(plan, console) -> vm, report | nil, err (target)
  *
  * Policy (which backends go over, which TAP replaces one that does not,
  * the network switch-over) is the caller's. */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +40,8 @@ struct listener {
 struct conn {
 	int fd;
 	struct migrate_target *target; /* after offer() */
+	struct migrate_source *source; /* between send_begin() and send_finish() */
+	uv_poll_t *poll;               /* wakes the loop when fd becomes readable */
 };
 
 static int fail_result(lua_State *L)
@@ -76,8 +81,8 @@ static int connect_to(const char *path)
 
 static struct conn *push_conn(lua_State *L, int fd)
 {
-	struct conn *c = lua_newuserdatauv(L, sizeof(*c), 0);
-	*c = (struct conn){ .fd = fd, .target = NULL };
+	struct conn *c = lua_newuserdatauv(L, sizeof(*c), 1); /* uservalue: the VM being sent */
+	*c = (struct conn){ .fd = fd, .target = NULL, .source = NULL, .poll = NULL };
 	luaL_setmetatable(L, CONN_MT);
 	return c;
 }
@@ -90,9 +95,20 @@ static struct conn *check_conn(lua_State *L)
 	return c;
 }
 
+static void poll_closed(uv_handle_t *h)
+{
+	free(h);
+}
+
 static int l_conn_close(lua_State *L)
 {
 	struct conn *c = luaL_checkudata(L, 1, CONN_MT);
+	migrate_source_cancel(c->source, "the migration connection was closed");
+	c->source = NULL;
+	if (c->poll) {
+		uv_close((uv_handle_t *)c->poll, poll_closed);
+		c->poll = NULL;
+	}
 	migrate_target_free(c->target);
 	c->target = NULL;
 	if (c->fd >= 0)
@@ -135,12 +151,14 @@ static void push_report(lua_State *L, const struct migrate_report *r)
 	lua_setfield(L, -2, "transferred");
 }
 
-/* conn:send_vm(vm, {backend_transfer, nets = {bool...}, timeout}) */
-static int l_send_vm(lua_State *L)
+/* conn:send_begin(vm, {backend_transfer, nets = {bool...}, timeout}) */
+static int l_send_begin(lua_State *L)
 {
 	struct conn *c = check_conn(L);
 	struct vm *vm = lvmm_check_vm(L, 2);
 	luaL_checktype(L, 3, LUA_TTABLE);
+	if (c->source || c->target)
+		return luaL_error(L, "migration connection: already in use");
 	struct migrate_options o = { .timeout_ms = timeout_ms(L, 3, "timeout") };
 	lua_getfield(L, 3, "backend_transfer");
 	o.backend_transfer = lua_toboolean(L, -1);
@@ -154,10 +172,76 @@ static int l_send_vm(lua_State *L)
 		}
 	}
 	lua_pop(L, 2);
+	c->source = migrate_source_begin(vm, c->fd, &o);
+	if (!c->source)
+		return fail_result(L);
+	lua_pushvalue(L, 2); /* keeps the VM userdata alive until finish */
+	lua_setiuservalue(L, 1, 1);
+	return lvmm_result(L, 0);
+}
+
+/* conn:send_finish() -> report | nil, err */
+static int l_send_finish(lua_State *L)
+{
+	struct conn *c = check_conn(L);
+	if (!c->source)
+		return luaL_error(L, "migration connection: call send_begin() first");
+	struct migrate_source *s = c->source;
+	c->source = NULL;
+	lua_getiuservalue(L, 1, 1);
+	struct vm *vm = lvmm_to_vm(L, -1);
+	lua_pop(L, 1);
+	lua_pushnil(L);
+	lua_setiuservalue(L, 1, 1);
+	if (!vm) {
+		migrate_source_cancel(s, "the VM was closed during its migration");
+		return fail_result(L);
+	}
 	struct migrate_report r;
-	if (migrate_send(vm, c->fd, &o, &r))
+	if (migrate_source_finish(s, &r))
 		return fail_result(L);
 	push_report(L, &r);
+	return 1;
+}
+
+/* conn:send_cancel(why) -> nil, message: gives up between begin and finish */
+static int l_send_cancel(lua_State *L)
+{
+	struct conn *c = check_conn(L);
+	const char *why = luaL_checkstring(L, 2);
+	migrate_source_cancel(c->source, why);
+	c->source = NULL;
+	lua_pushnil(L);
+	lua_setiuservalue(L, 1, 1);
+	return fail_result(L);
+}
+
+static void on_conn_ready(uv_poll_t *p, int status, int events)
+{
+	(void)status;
+	(void)events;
+	uv_poll_stop(p); /* the loop woke up; readable() looks again */
+}
+
+/* conn:readable() -> whether a read would not block; if not, the loop wakes
+ * when it would. */
+static int l_readable(lua_State *L)
+{
+	struct conn *c = check_conn(L);
+	struct pollfd p = { .fd = c->fd, .events = POLLIN };
+	bool ready = poll(&p, 1, 0) == 1;
+	if (!ready) {
+		if (!c->poll) {
+			c->poll = malloc(sizeof(*c->poll));
+			if (c->poll && uv_poll_init(lvmm_loop(), c->poll, c->fd)) {
+				free(c->poll);
+				c->poll = NULL;
+			}
+		}
+		if (c->poll)
+			uv_poll_start(c->poll, UV_READABLE, on_conn_ready);
+	}
+	lua_pushboolean(L, ready);
 	return 1;
 }
 
@@ -279,11 +363,6 @@ static void on_listener_ready(uv_poll_t *p, int status, int events)
 	uv_poll_stop(p); /* the loop woke up; accept() polls again */
 }
 
-static void poll_closed(uv_handle_t *h)
-{
-	free(h);
-}
-
 static int l_listener_close(lua_State *L)
 {
 	struct listener *l = luaL_checkudata(L, 1, LISTENER_MT);
@@ -399,7 +478,8 @@ static int l_listener_path(lua_State *L)
 }
 
 static const luaL_Reg conn_methods[] = {
-	{ "send_vm", l_send_vm }, { "offer", l_offer }, { "receive", l_receive },
+	{ "send_begin", l_send_begin }, { "send_finish", l_send_finish }, { "send_cancel", l_send_cancel }, { "readable", l_readable },
+	{ "offer", l_offer }, { "receive", l_receive },
 	{ "close", l_conn_close }, { "fd", l_conn_fd }, { NULL, NULL },
 };
 

@@ -78,7 +78,7 @@ function methods:migrate(opts)
   if type(conn) == "string" then
     conn, err = core.mig_connect(conn)
     if not conn then return nil, "vm:migrate: " .. err end
-  elseif getmetatable(conn) == nil or not conn.send_vm then
+  elseif getmetatable(conn) == nil or not conn.send_begin then
     error("vm:migrate: field to: expected a socket path or a control connection, got " .. type(conn), 2)
   end
   local names, allowed = {}, {}
@@ -88,8 +88,17 @@ function methods:migrate(opts)
     if o == nil then o = (opt_in[self] or {})[i] end
     allowed[i] = o ~= false
   end
+  -- The target builds its VM while this VM, its datapath and console run
+  -- on: only then does the freeze start (send_finish).
   local report
-  report, err = conn:send_vm(self, { backend_transfer = transfer, nets = allowed, timeout = timeout })
+  report, err = conn:send_begin(self, { backend_transfer = transfer, nets = allowed, timeout = timeout })
+  if report then
+    if task.wait(function() return conn:readable() end, timeout) then
+      report, err = conn:send_finish()
+    else
+      report, err = conn:send_cancel(string.format("the target did not get ready within %g s", timeout))
+    end
+  end
   if type(opts.to) == "string" then conn:close() end
   if not report then return nil, err end
   local by_name = {}
