@@ -1,23 +1,59 @@
 /* Fuzz target of the migration stream loader: the input is a byte stream
  * as the target receives it (without fds). It is walked section by section
- * with mig_parse(), and each section goes to its loader: for now the
- * machine description (machine_from_fdt); device loaders are added in
- * load_section().
+ * with mig_parse(), and each state section goes to its real loader, on
+ * instances that need neither KVM nor a TAP:
+ *   MIG_DESCRIPTION   machine_from_fdt
+ *   MIG_VCPU          vcpu_state_load(-1, id, ...)  } on fd -1: a payload that
+ *   MIG_MACHINE       machine_state_load(kvm with    } passes the checks fails
+ *                     fds -1)                        } at /dev/kvm or its first
+ *                                                    } ioctl (EBADF)
+ *   MIG_SERIAL        serial8250_load on a serial8250_new() UART
+ *   MIG_RTC           rtc_load on an rtc_new() clock
+ *   MIG_PCI_FUNCTION  virtio_pci_load on a virtio-pci function over a dummy
+ *                     virtio device (3 queues), on its own PCI bus, no KVM,
+ *                     guest RAM wrapped from a static buffer (as
+ *                     tests/unit/test_virtio_pci_migrate.c builds one)
+ * Not loaded: MIG_NET (virtio_net_load needs a real TAP; its refusals are
+ * covered by tests/unit/test_net_migrate.c), MIG_MEMORY and MIG_BACKEND
+ * (they carry fds, which a stream from memory cannot have), and the
+ * protocol sections (HELLO, FREEZE, END...), which hold no device state.
+ * A section goes to the instance as the previous sections of the input
+ * left it: unlike the real target, which refuses a repeated section, a
+ * repeat loads over a loaded device. Each input starts from fresh
+ * instances.
  *
- * Beyond "never crash", it checks what the loaders promise: a parsed
- * section has the length and type its header announced, and a description
- * that parses is within bounds and survives machine_to_fdt() and a second
- * parse unchanged. A broken promise abort()s (the fuzzer's crash).
+ * Beyond "never crash", it checks what the loaders promise (a broken
+ * promise abort()s: the fuzzer's crash):
+ *   - a parsed section has the length and type its header announced;
+ *   - a description that parses is within bounds and survives
+ *     machine_to_fdt() and a second parse unchanged;
+ *   - every refusal is -1 with a message; vCPU and machine loads always
+ *     fail (fd -1);
+ *   - a refused device load leaves the device as it was (its saved state
+ *     is the same before and after), and the serial port's irq callback
+ *     is not called;
+ *   - an accepted serial or RTC load saves back exactly the payload it
+ *     loaded; an accepted virtio-pci load, which may normalise what it
+ *     takes (it drops the pending bit of an unmasked vector), saves a
+ *     state that loads back and saves the same again;
+ *   - the serial port reports its line level once per accepted load, and
+ *     virtio_pci_load never writes guest memory.
  *
  * Built with -DLIBFUZZER (clang -fsanitize=fuzzer) this is a libFuzzer
  * target. Otherwise main() below is a standalone driver:
  *   fuzz_migstream [-runs=N] [-seed=S] [-write-seeds=DIR] [FILE...]
- * It mutates a few valid streams built in code (byte flips, truncation,
- * insertion, deletion, header and length-field edits, FDT word edits in
- * description payloads) and, half of the time, recomputes every section's
- * CRC so that mutations reach the payload parsers. FILEs are replayed
- * once each (a crash input). A failing input is written to
- * fuzz_migstream-crash.bin in the current directory. */
+ * It mutates valid streams built in code (descriptions with
+ * machine_to_fdt; UART, RTC and virtio-pci states saved with the real save
+ * functions from instances a driver put in a busy state; vCPU and machine
+ * payloads built piece by piece as kvm_state.h documents them) with byte
+ * flips, truncation, insertion, deletion, header and length-field edits,
+ * FDT word edits in descriptions, little-endian field edits in state
+ * payloads, piece edits in vCPU/machine payloads (tag, length, MSR count,
+ * dropped, repeated or resized pieces), payload resizing and UART queue
+ * edits, and, three times out of four, recomputes every section's CRC so
+ * that mutations reach the payload parsers. FILEs are replayed once each
+ * (a crash input). A failing input is written to fuzz_migstream-crash.bin
+ * in the current directory. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -27,16 +63,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <uv.h>
 
+#include "bus.h"
 #include "err.h"
+#include "kvm_state.h"
 #include "machine.h"
+#include "memory.h"
 #include "migstream.h"
-
-/* --- the target ------------------------------------------------------------- */
-
-static const uint8_t *current;
-static size_t current_len;
-static unsigned long long stat_descriptions, stat_descriptions_ok, stat_sections;
+#include "pci.h"
+#include "rtc.h"
+#include "serial8250.h"
+#include "virtio.h"
+#include "virtio_pci.h"
+#include "virtqueue.h"
 
 #define REQUIRE(cond, ...)                                                                   \
 	do {                                                                                 \
@@ -48,15 +88,334 @@ static unsigned long long stat_descriptions, stat_descriptions_ok, stat_sections
 		}                                                                            \
 	} while (0)
 
+static const uint8_t *current;
+static size_t current_len;
+
+/* Sections parsed and loads refused; per section type, loads reached and
+ * accepted (for vCPU and machine: passed every check, failed at KVM). */
+static unsigned long long stat_sections, stat_refused;
+static unsigned long long stat_reached[MIG_TYPE_MAX + 1], stat_accepted[MIG_TYPE_MAX + 1];
+
+static char last_refusal[512]; /* for the seed check's message */
+
+static void clear_error(void)
+{
+	vmm_fail("%s", "");
+}
+
+static void count_refusal(const char *what)
+{
+	stat_refused++;
+	snprintf(last_refusal, sizeof(last_refusal), "%s: %s", what, vmm_error());
+}
+
+/* --- the instances the loaders load into ------------------------------------- */
+
+#define RAM_SIZE    (1u << 20) /* the smallest guest_mem_wrap takes */
+#define NQUEUES     3
+#define NVECTORS    (NQUEUES + 1)
+#define QUEUE_MAX   256
+#define CONFIG_SIZE 8
+#define F_MAC       5
+#define DEVICE_ID   1
+#define HOST_FEATURES (VIRTIO_BIT(VIRTIO_F_VERSION_1) | VIRTIO_BIT(F_MAC) | VIRTIO_BIT(VIRTIO_F_RING_EVENT_IDX))
+
+struct dummy_device {
+	struct virtio_device vd;
+	uint8_t config[CONFIG_SIZE];
+};
+
+/* A virtio-pci function on its own buses, without KVM. */
+struct function {
+	struct bus pio, mmio;
+	struct pci_bus *pbus;
+	struct dummy_device dev;
+	struct virtio_pci *vp;
+};
+
+static uv_loop_t loop;
+static uint8_t ram[RAM_SIZE]; /* zeros: the seed driver alone writes it, and clears it */
+static struct guest_mem mem;
+static struct serial8250 *serial;
+static struct rtc *rtc;
+static struct function fn;
+static struct kvm no_kvm = { .sys_fd = -1, .vm_fd = -1 };
+static bool world_ready, serial_dirty, rtc_dirty, fn_dirty;
+static unsigned serial_irq_calls;
+
+static void setup_failed(const char *what)
+{
+	fprintf(stderr, "fuzz_migstream: %s: %s\n", what, vmm_error());
+	exit(1);
+}
+
+static void dummy_config_read(struct virtio_device *vd, uint32_t off, void *data, unsigned len)
+{
+	struct dummy_device *d = vd->opaque;
+	memcpy(data, d->config + off, len);
+}
+
+static void dummy_config_write(struct virtio_device *vd, uint32_t off, const void *data, unsigned len)
+{
+	struct dummy_device *d = vd->opaque;
+	memcpy(d->config + off, data, len);
+}
+
+static int dummy_activate(struct virtio_device *vd)
+{
+	(void)vd;
+	return 0;
+}
+
+static void dummy_reset(struct virtio_device *vd)
+{
+	(void)vd;
+}
+
+static void dummy_notify(struct virtio_device *vd, unsigned q)
+{
+	(void)vd;
+	(void)q;
+}
+
+static const struct virtio_device_ops dummy_ops = {
+	dummy_config_read, dummy_config_write, dummy_activate, dummy_reset, dummy_notify,
+};
+
+static void pump(void)
+{
+	for (int i = 0; i < 4; i++)
+		uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+static void function_up(struct function *f)
+{
+	memset(f, 0, sizeof(*f));
+	bus_init(&f->pio, "pio");
+	bus_init(&f->mmio, "mmio");
+	f->pbus = pci_bus_new(&f->pio, &f->mmio);
+	if (!f->pbus)
+		setup_failed("pci_bus_new");
+	virtio_init(&f->dev.vd, "fuzz0", DEVICE_ID, &dummy_ops, &f->dev, NQUEUES, QUEUE_MAX, CONFIG_SIZE);
+	f->dev.vd.host_features = HOST_FEATURES;
+	f->dev.vd.mem = &mem;
+	f->dev.vd.loop = &loop;
+	f->vp = virtio_pci_new(f->pbus, &f->dev.vd, NULL, &loop);
+	if (!f->vp || virtio_pci_realize(f->vp))
+		setup_failed("virtio-pci function");
+}
+
+static void function_down(struct function *f)
+{
+	virtio_pci_free(f->vp);
+	f->vp = NULL;
+	pump();
+	virtio_destroy(&f->dev.vd);
+	pci_bus_free(f->pbus);
+	bus_destroy(&f->pio);
+	bus_destroy(&f->mmio);
+}
+
+static void serial_irq(void *opaque, int level)
+{
+	(void)opaque;
+	(void)level;
+	serial_irq_calls++;
+}
+
+static void serial_output(void *opaque, const uint8_t *buf, size_t len)
+{
+	(void)opaque;
+	(void)buf;
+	(void)len;
+}
+
+static const struct serial8250_host serial_host = { serial_irq, serial_output, NULL };
+
+/* Once per process: the loop, guest RAM and the instances. */
+static void world_up(void)
+{
+	if (world_ready)
+		return;
+	if (uv_loop_init(&loop))
+		setup_failed("uv_loop_init");
+	if (guest_mem_wrap(&mem, ram, RAM_SIZE))
+		setup_failed("guest_mem_wrap");
+	serial = serial8250_new(&serial_host);
+	rtc = rtc_new();
+	if (!serial || !rtc)
+		setup_failed("serial or rtc");
+	function_up(&fn);
+	world_ready = true;
+}
+
+/* After each input: the instances a load changed are made new. */
+static void world_reset(void)
+{
+	if (serial_dirty)
+		serial8250_reset(serial);
+	if (rtc_dirty) {
+		rtc_free(rtc);
+		rtc = rtc_new();
+		if (!rtc)
+			setup_failed("rtc_new");
+	}
+	if (fn_dirty) {
+		function_down(&fn);
+		function_up(&fn);
+	}
+	serial_dirty = rtc_dirty = fn_dirty = false;
+}
+
+static bool ram_untouched(void)
+{
+	return ram[0] == 0 && !memcmp(ram, ram + 1, RAM_SIZE - 1);
+}
+
+/* --- the loaders --------------------------------------------------------------- */
+
+/* A device whose state can be saved and loaded. The load wrappers check
+ * the device-specific promises. */
+struct device_loader {
+	const char *name;
+	int (*load)(const void *p, size_t len);
+	int (*save)(struct mig_buf *b);
+	bool *dirty;
+	bool exact; /* saves back exactly what it loaded */
+};
+
+static int serial_load(const void *p, size_t len)
+{
+	serial_irq_calls = 0;
+	int rc = serial8250_load(serial, p, len);
+	REQUIRE(serial_irq_calls == (rc == 0 ? 1u : 0u), "serial: %u irq calls after a load that returned %d",
+		serial_irq_calls, rc);
+	return rc;
+}
+
+static int serial_save(struct mig_buf *b)
+{
+	return serial8250_save(serial, b);
+}
+
+static int rtc_load_one(const void *p, size_t len)
+{
+	return rtc_load(rtc, p, len);
+}
+
+static int rtc_save_one(struct mig_buf *b)
+{
+	return rtc_save(rtc, b);
+}
+
+static int function_load(const void *p, size_t len)
+{
+	int rc = virtio_pci_load(fn.vp, p, len);
+	REQUIRE(ram_untouched(), "virtio_pci_load (returned %d) wrote guest memory", rc);
+	return rc;
+}
+
+static int function_save(struct mig_buf *b)
+{
+	return virtio_pci_save(fn.vp, b);
+}
+
+static const struct device_loader serial_loader = { "serial", serial_load, serial_save, &serial_dirty, true };
+static const struct device_loader rtc_loader = { "rtc", rtc_load_one, rtc_save_one, &rtc_dirty, true };
+static const struct device_loader function_loader = { "pci function", function_load, function_save, &fn_dirty,
+						      false };
+
+/* The first offset where a and b differ (a length counts); SIZE_MAX if equal. */
+static size_t first_difference(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
+{
+	size_t n = alen < blen ? alen : blen;
+	for (size_t i = 0; i < n; i++)
+		if (a[i] != b[i])
+			return i;
+	return alen == blen ? SIZE_MAX : n;
+}
+
+static void save_state(const struct device_loader *l, struct mig_buf *b, const char *when)
+{
+	mig_buf_init(b);
+	REQUIRE(l->save(b) == 0, "%s: cannot save the device %s a load: %s", l->name, when, vmm_error());
+}
+
+/* What the device saves now is `want` (n bytes); `what` says why. */
+static void require_saved(const struct device_loader *l, const struct mig_buf *saved, const uint8_t *want, size_t n,
+			  const char *what)
+{
+	size_t at = first_difference(saved->data, saved->len, want, n);
+	REQUIRE(at == SIZE_MAX, "%s: %s: differs at byte %zu (saved 0x%02x of %zu bytes, expected 0x%02x of %zu)",
+		l->name, what, at, at < saved->len ? saved->data[at] : 0, saved->len, at < n ? want[at] : 0, n);
+}
+
+/* After an accepted load: what the device saves is what it loaded; or,
+ * for a loader that may normalise what it accepts (virtio-pci drops the
+ * pending bit of an unmasked vector), what it saves loads back and saves
+ * the same again. */
+static void check_accepted(const struct mig_section *s, const struct device_loader *l, const struct mig_buf *after)
+{
+	if (l->exact) {
+		require_saved(l, after, s->payload, s->len, "the state saved after a load is not the one loaded");
+		return;
+	}
+	clear_error();
+	REQUIRE(l->load(after->data, after->len) == 0, "%s: refuses the state it saved after a load: %s", l->name,
+		vmm_error());
+	struct mig_buf again;
+	save_state(l, &again, "after reloading");
+	require_saved(l, &again, after->data, after->len, "reloading the state it saved changed it");
+	mig_buf_free(&again);
+}
+
+static void load_device(const struct mig_section *s, const struct device_loader *l)
+{
+	struct mig_buf before, after;
+	save_state(l, &before, "before");
+	clear_error();
+	int rc = l->load(s->payload, s->len);
+	save_state(l, &after, "after");
+	if (rc) {
+		count_refusal(l->name);
+		REQUIRE(rc == -1, "%s: load returned %d", l->name, rc);
+		REQUIRE(vmm_error()[0], "%s: a refusal without a message", l->name);
+		require_saved(l, &after, before.data, before.len, "a refused load changed the device");
+	} else {
+		stat_accepted[s->type]++;
+		*l->dirty = true;
+		check_accepted(s, l, &after);
+	}
+	mig_buf_free(&before);
+	mig_buf_free(&after);
+}
+
+/* A vCPU or machine payload. Loading it into fd -1 always fails: before
+ * any syscall if a check refuses it, else at /dev/kvm or an ioctl, whose
+ * message names KVM (no check's message does: "open /dev/kvm", "KVM_SET_REGS"). */
+static void load_kvm_state(const struct mig_section *s)
+{
+	clear_error();
+	int rc = s->type == MIG_VCPU ? vcpu_state_load(-1, s->id, s->payload, s->len)
+				     : machine_state_load(&no_kvm, s->payload, s->len);
+	REQUIRE(rc == -1, "%s: load into fd -1 returned %d", mig_type_name(s->type), rc);
+	REQUIRE(vmm_error()[0], "%s: a refusal without a message", mig_type_name(s->type));
+	if (strstr(vmm_error(), "KVM") || strstr(vmm_error(), "/dev/kvm"))
+		stat_accepted[s->type]++;
+	else
+		count_refusal(mig_type_name(s->type));
+}
+
 static void load_description(const struct mig_section *s)
 {
 	struct machine_desc d, again;
-	stat_descriptions++;
+	clear_error();
 	if (machine_from_fdt(s->payload, s->len, &d)) {
+		count_refusal("description");
 		REQUIRE(vmm_error()[0], "a refusal without a message");
 		return;
 	}
-	stat_descriptions_ok++;
+	stat_accepted[MIG_DESCRIPTION]++;
 	REQUIRE(machine_desc_check(&d) == 0, "parsed description out of bounds: %s", vmm_error());
 	REQUIRE(d.nnets <= MACHINE_MAX_NETS, "nnets %u", d.nnets);
 
@@ -74,9 +433,27 @@ static void load_section(const struct mig_section *s)
 {
 	switch (s->type) {
 	case MIG_DESCRIPTION:
+		stat_reached[s->type]++;
 		load_description(s);
 		break;
-	default: /* device loaders go here */
+	case MIG_VCPU:
+	case MIG_MACHINE:
+		stat_reached[s->type]++;
+		load_kvm_state(s);
+		break;
+	case MIG_SERIAL:
+		stat_reached[s->type]++;
+		load_device(s, &serial_loader);
+		break;
+	case MIG_RTC:
+		stat_reached[s->type]++;
+		load_device(s, &rtc_loader);
+		break;
+	case MIG_PCI_FUNCTION:
+		stat_reached[s->type]++;
+		load_device(s, &function_loader);
+		break;
+	default: /* MIG_NET needs a TAP; the others hold no state or carry fds */
 		break;
 	}
 }
@@ -87,10 +464,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	current = data;
 	current_len = size;
+	world_up();
 	size_t off = 0;
 	while (off < size) {
 		struct mig_section s;
 		size_t used;
+		clear_error();
 		if (mig_parse(data + off, size - off, &used, &s)) {
 			REQUIRE(vmm_error()[0], "a refusal without a message");
 			REQUIRE(s.payload == NULL && s.nfds == 0, "a failed parse left a payload or fds");
@@ -106,13 +485,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		mig_section_free(&s);
 		off += used;
 	}
+	world_reset();
 	return 0;
 }
 
 #ifndef LIBFUZZER
 /* --- the standalone driver -------------------------------------------------- */
 
-#define MAX_INPUT (256u << 10)
+#define FUZZ_MAX_INPUT (256u << 10)
+#define MAX_SEEDS 16
 
 struct bytes {
 	uint8_t *p;
@@ -153,6 +534,17 @@ static void append_section(struct bytes *b, uint32_t type, uint32_t id, const vo
 	b->len += MIG_HEADER_SIZE + len;
 }
 
+/* Appends what b holds as one section, and frees b. */
+static void append_buf(struct bytes *out, uint32_t type, uint32_t id, struct mig_buf *b)
+{
+	if (mig_buf_ok(b, mig_type_name(type)))
+		setup_failed("seed payload");
+	append_section(out, type, id, b->data, (uint32_t)b->len);
+	mig_buf_free(b);
+}
+
+/* --- seed payloads: the machine description --- */
+
 static void sample_desc(struct machine_desc *d, unsigned nnets)
 {
 	memset(d, 0, sizeof(*d));
@@ -179,10 +571,8 @@ static void append_description(struct bytes *b, unsigned nnets)
 	void *blob;
 	size_t len;
 	sample_desc(&d, nnets);
-	if (machine_to_fdt(&d, &blob, &len)) {
-		fprintf(stderr, "fuzz_migstream: machine_to_fdt: %s\n", vmm_error());
-		exit(1);
-	}
+	if (machine_to_fdt(&d, &blob, &len))
+		setup_failed("machine_to_fdt");
 	append_section(b, MIG_DESCRIPTION, 0, blob, (uint32_t)len);
 	free(blob);
 }
@@ -195,12 +585,304 @@ static void append_u64_section(struct bytes *b, uint32_t type, uint64_t v)
 	append_section(b, type, 0, le, sizeof(le));
 }
 
+/* --- seed payloads: vCPU and machine, as kvm_state.h lays them out --- */
+
+#define MSR_IA32_SYSENTER_CS  0x174
+#define MSR_IA32_TSC          0x10
+#define MSR_IA32_TSC_DEADLINE 0x6e0      /* restored after the LAPIC */
+#define MSR_KVM_ASYNC_PF_EN   0x4b564d02 /* restored last of the others */
+
+static void put_piece(struct mig_buf *b, uint32_t tag, const void *p, size_t n)
+{
+	mig_put_u32(b, tag);
+	mig_put_u32(b, (uint32_t)n);
+	mig_put_bytes(b, p, n);
+}
+
+static void put_msrs(struct mig_buf *b)
+{
+	static const struct {
+		uint32_t index;
+		uint64_t value;
+	} msrs[] = {
+		{ MSR_IA32_SYSENTER_CS, 0x10 },
+		{ MSR_IA32_TSC_DEADLINE, 0x123456789 },
+		{ MSR_KVM_ASYNC_PF_EN, 0 },
+		{ MSR_IA32_TSC, 1000000 },
+	};
+	uint32_t n = sizeof(msrs) / sizeof(msrs[0]);
+	mig_put_u32(b, KVM_STATE_MSRS);
+	mig_put_u32(b, 4 + 12 * n);
+	mig_put_u32(b, n);
+	for (uint32_t i = 0; i < n; i++) {
+		mig_put_u32(b, msrs[i].index);
+		mig_put_u64(b, msrs[i].value);
+	}
+}
+
+/* vCPU `id` of a VM paused in real mode at the reset vector, every piece
+ * present once, in save order. */
+static void append_vcpu(struct bytes *out, unsigned id)
+{
+	struct kvm_regs regs = { .rax = 10 + id, .rsp = 0x7000, .rip = 0xfff0, .rflags = 2 };
+	static uint8_t xsave[4096];
+	xsave[0] = 0x7f, xsave[1] = 0x03;  /* FCW */
+	xsave[24] = 0x80, xsave[25] = 0x1f; /* MXCSR */
+	xsave[512] = 3;                    /* XSTATE_BV: x87, SSE */
+	struct kvm_xcrs xcrs = { .nr_xcrs = 1, .xcrs = { { .xcr = 0, .value = 3 } } };
+	struct kvm_sregs sregs = { .cr0 = 0x60000010, .apic_base = 0xfee00900 };
+	sregs.cs = (struct kvm_segment){ .base = 0xffff0000, .limit = 0xffff, .selector = 0xf000, .type = 11,
+					 .present = 1, .s = 1 };
+	struct kvm_mp_state mp = { .mp_state = id ? KVM_MP_STATE_INIT_RECEIVED : KVM_MP_STATE_RUNNABLE };
+	struct kvm_lapic_state lapic;
+	memset(&lapic, 0, sizeof(lapic));
+	lapic.regs[0x20 + 3] = (char)id; /* APIC ID */
+	lapic.regs[0xf0] = (char)0xff;    /* spurious vector, APIC enabled */
+	lapic.regs[0xf1] = 1;
+	struct kvm_vcpu_events ev = { .flags = KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_SMM };
+	ev.nmi.masked = 1;
+	struct kvm_debugregs dr = { .dr6 = 0xffff0ff0, .dr7 = 0x400 };
+
+	struct mig_buf b;
+	mig_buf_init(&b);
+	put_piece(&b, KVM_STATE_REGS, &regs, sizeof(regs));
+	put_piece(&b, KVM_STATE_XSAVE, xsave, sizeof(xsave));
+	put_piece(&b, KVM_STATE_XCRS, &xcrs, sizeof(xcrs));
+	put_piece(&b, KVM_STATE_SREGS, &sregs, sizeof(sregs));
+	put_msrs(&b);
+	put_piece(&b, KVM_STATE_MP_STATE, &mp, sizeof(mp));
+	put_piece(&b, KVM_STATE_LAPIC, &lapic, sizeof(lapic));
+	put_piece(&b, KVM_STATE_EVENTS, &ev, sizeof(ev));
+	put_piece(&b, KVM_STATE_DEBUGREGS, &dr, sizeof(dr));
+	append_buf(out, MIG_VCPU, id, &b);
+}
+
+static void append_machine(struct bytes *out)
+{
+	struct kvm_irqchip chips[3];
+	memset(chips, 0, sizeof(chips));
+	for (uint32_t i = 0; i < 3; i++)
+		chips[i].chip_id = i;
+	chips[0].chip.pic.imr = 0xfb;
+	chips[0].chip.pic.irq_base = 0x30;
+	chips[1].chip.pic.irq_base = 0x38;
+	chips[2].chip.ioapic.base_address = 0xfec00000;
+	chips[2].chip.ioapic.redirtbl[5].bits = 0x10035 | (3ull << 56);
+	struct kvm_pit_state2 pit;
+	memset(&pit, 0, sizeof(pit));
+	pit.channels[0].count = 0x1234;
+	pit.channels[0].mode = 2;
+	struct kvm_clock_data clock = { .clock = 5000000000ull };
+
+	struct mig_buf b;
+	mig_buf_init(&b);
+	put_piece(&b, KVM_STATE_PIC_MASTER, &chips[0], sizeof(chips[0]));
+	put_piece(&b, KVM_STATE_PIC_SLAVE, &chips[1], sizeof(chips[1]));
+	put_piece(&b, KVM_STATE_IOAPIC, &chips[2], sizeof(chips[2]));
+	put_piece(&b, KVM_STATE_PIT, &pit, sizeof(pit));
+	put_piece(&b, KVM_STATE_CLOCK, &clock, sizeof(clock));
+	append_buf(out, MIG_MACHINE, 0, &b);
+}
+
+/* --- seed payloads: serial and RTC, saved from devices a driver used --- */
+
+static void port_out(const struct bus *pio, uint64_t port, uint8_t v)
+{
+	bus_write(pio, port, &v, 1);
+}
+
+/* A UART at 115200 8N1 with FIFOs, interrupts on, loopback off, bytes
+ * queued for the guest (some read), a transmit pending; or fresh. */
+static void append_serial(struct bytes *out, bool busy)
+{
+	struct serial8250 *s = serial8250_new(NULL);
+	struct bus pio;
+	bus_init(&pio, "pio");
+	if (!s || bus_register(&pio, SERIAL_COM1_BASE, SERIAL_PORTS, &serial8250_bus_ops, s, "serial"))
+		setup_failed("serial seed");
+	if (busy) {
+		static const char input[] = "bytes queued for the guest while it migrates";
+		uint64_t base = SERIAL_COM1_BASE;
+		port_out(&pio, base + 3, 0x80); /* LCR: DLAB */
+		port_out(&pio, base + 0, 1);    /* DLL */
+		port_out(&pio, base + 1, 0);    /* DLM */
+		port_out(&pio, base + 3, 0x03); /* 8N1 */
+		port_out(&pio, base + 2, 0xc7); /* FIFOs on, cleared, trigger 14 */
+		port_out(&pio, base + 1, 0x07); /* IER: rx, thre, line status */
+		port_out(&pio, base + 4, 0x0b); /* MCR: DTR, RTS, OUT2 */
+		port_out(&pio, base + 7, 0x5a); /* SCR */
+		serial8250_input(s, (const uint8_t *)input, sizeof(input) - 1);
+		uint8_t v;
+		bus_read(&pio, base + 0, &v, 1); /* the guest reads one */
+		port_out(&pio, base + 0, 'x');   /* and sends one */
+	}
+	struct mig_buf b;
+	mig_buf_init(&b);
+	if (serial8250_save(s, &b))
+		setup_failed("serial8250_save");
+	append_buf(out, MIG_SERIAL, 0, &b);
+	bus_destroy(&pio);
+	serial8250_free(s);
+}
+
+static void append_rtc(struct bytes *out)
+{
+	struct rtc *r = rtc_new();
+	if (!r)
+		setup_failed("rtc_new");
+	for (uint8_t i = 0x0e; i < 0x80; i += 3) { /* NVRAM written by the guest */
+		uint8_t v = (uint8_t)(i * 7);
+		rtc_bus_ops.write(r, 0, &i, 1);
+		rtc_bus_ops.write(r, 1, &v, 1);
+	}
+	uint8_t index = 0x34;
+	rtc_bus_ops.write(r, 0, &index, 1);
+	struct mig_buf b;
+	mig_buf_init(&b);
+	if (rtc_save(r, &b))
+		setup_failed("rtc_save");
+	append_buf(out, MIG_RTC, 0, &b);
+	rtc_free(r);
+}
+
+/* --- seed payloads: a virtio-pci function a driver set up --- */
+
+static void cfg_write(struct function *f, unsigned reg, unsigned len, uint32_t v)
+{
+	uint32_t slot = (uint32_t)virtio_pci_device(f->vp)->slot;
+	uint32_t a = 0x80000000u | (slot << 11) | (reg & 0xfc);
+	bus_write(&f->pio, 0xcf8, &a, 4);
+	bus_write(&f->pio, 0xcfc + (reg & 3), &v, len);
+}
+
+static void mmio_write(struct function *f, uint64_t addr, unsigned len, uint64_t v)
+{
+	bus_write(&f->mmio, addr, &v, len);
+}
+
+static uint64_t ring_gpa(unsigned q, unsigned which)
+{
+	return 0x10000 + q * 0x8000 + which * 0x2000;
+}
+
+static void setup_queue(struct function *f, uint64_t common, unsigned q, uint16_t size, uint16_t vector,
+			bool enable)
+{
+	mmio_write(f, common + VIRTIO_PCI_COMMON_Q_SELECT, 2, q);
+	mmio_write(f, common + VIRTIO_PCI_COMMON_Q_SIZE, 2, size);
+	mmio_write(f, common + VIRTIO_PCI_COMMON_Q_MSIX, 2, vector);
+	mmio_write(f, common + VIRTIO_PCI_COMMON_Q_DESCLO, 8, ring_gpa(q, 0));
+	mmio_write(f, common + VIRTIO_PCI_COMMON_Q_AVAILLO, 8, ring_gpa(q, 1));
+	mmio_write(f, common + VIRTIO_PCI_COMMON_Q_USEDLO, 8, ring_gpa(q, 2));
+	if (enable)
+		mmio_write(f, common + VIRTIO_PCI_COMMON_Q_ENABLE, 2, 1);
+}
+
+/* The driver makes chain i (one 256-byte buffer) available on queue q. */
+static void driver_add(struct function *f, unsigned q, uint16_t i)
+{
+	uint16_t slot = (uint16_t)(i % f->dev.vd.vqs[q].size), idx = (uint16_t)(i + 1);
+	uint64_t addr = 0x40000 + q * 0x10000 + slot * 0x100;
+	uint32_t len = 0x100;
+	uint8_t *desc = ram + ring_gpa(q, 0) + 16 * slot;
+	memset(desc, 0, 16);
+	memcpy(desc, &addr, 8);
+	memcpy(desc + 8, &len, 4);
+	uint8_t *avail = ram + ring_gpa(q, 1);
+	memcpy(avail + 4 + 2 * slot, &slot, 2);
+	memcpy(avail + 2, &idx, 2);
+}
+
+/* The device takes `pop` chains off queue q and gives back `push` of them. */
+static void device_work(struct function *f, unsigned q, unsigned pop, unsigned push)
+{
+	struct iovec iov[4];
+	struct vq_chain c = { .iov = iov, .cap = 4 };
+	for (unsigned i = 0; i < pop; i++) {
+		if (vq_pop(&f->dev.vd.vqs[q], &c) != 1)
+			setup_failed("vq_pop in the seed driver");
+		if (i < push)
+			vq_push(&f->dev.vd.vqs[q], c.head, 0);
+	}
+}
+
+/* As Linux's virtio_pci_modern leaves a device: BAR 0 moved, features
+ * with EVENT_IDX, MSI-X on with vector 2 masked and pending, queues 0 and
+ * 1 live with chains in flight (queue 1's indices wrapped), queue 2 set
+ * up but not enabled, the select registers not 0. */
+static void drive_function(struct function *f)
+{
+	struct pci_device *pd = virtio_pci_device(f->vp);
+	struct virtio_device *vd = &f->dev.vd;
+	uint64_t bar = pci_bar_address(pd, VIRTIO_PCI_BAR) + 0x100000;
+	uint64_t common = bar + VIRTIO_PCI_COMMON_OFFSET, table = bar + VIRTIO_PCI_MSIX_TABLE_OFFSET;
+	cfg_write(f, 0x10, 4, (uint32_t)bar);
+	cfg_write(f, PCI_COMMAND, 2, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+	uint8_t st = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER;
+	mmio_write(f, common + VIRTIO_PCI_COMMON_STATUS, 1, st);
+	mmio_write(f, common + VIRTIO_PCI_COMMON_GFSELECT, 4, 0);
+	mmio_write(f, common + VIRTIO_PCI_COMMON_GF, 4, (uint32_t)HOST_FEATURES);
+	mmio_write(f, common + VIRTIO_PCI_COMMON_GFSELECT, 4, 1);
+	mmio_write(f, common + VIRTIO_PCI_COMMON_GF, 4, (uint32_t)(HOST_FEATURES >> 32));
+	st |= VIRTIO_STATUS_FEATURES_OK;
+	mmio_write(f, common + VIRTIO_PCI_COMMON_STATUS, 1, st);
+	unsigned msix = pci_find_capability(pd, PCI_CAP_ID_MSIX);
+	cfg_write(f, msix + 2, 2, 0xc000); /* enable, all masked */
+	for (unsigned v = 0; v < NVECTORS; v++) {
+		mmio_write(f, table + 16 * v, 4, 0xfee00000 + v * 0x1000);
+		mmio_write(f, table + 16 * v + 4, 4, 0);
+		mmio_write(f, table + 16 * v + 8, 4, 0x4040 + v);
+		mmio_write(f, table + 16 * v + 12, 4, 1);
+	}
+	cfg_write(f, msix + 2, 2, 0x8000);
+	mmio_write(f, common + VIRTIO_PCI_COMMON_MSIX, 2, 0);
+	setup_queue(f, common, 0, 128, 1, true);
+	setup_queue(f, common, 1, 64, 2, true);
+	setup_queue(f, common, 2, 32, 3, false);
+	mmio_write(f, common + VIRTIO_PCI_COMMON_STATUS, 1, st | VIRTIO_STATUS_DRIVER_OK);
+	pump();
+	if (!vd->active)
+		setup_failed("the seed device did not start");
+	for (unsigned v = 0; v < NVECTORS; v++)
+		if (v != 2)
+			mmio_write(f, table + 16 * v + 12, 4, 0);
+	for (uint16_t i = 0; i < 5; i++)
+		driver_add(f, 0, i);
+	device_work(f, 0, 3, 2);
+	for (uint16_t i = 0; i < 70; i++) {
+		driver_add(f, 1, i);
+		device_work(f, 1, 1, 1);
+	}
+	driver_add(f, 1, 70);
+	virtio_signal_queue(vd, 1); /* masked: pending */
+	virtio_config_changed(vd);
+	mmio_write(f, common + VIRTIO_PCI_COMMON_DFSELECT, 4, 1);
+	mmio_write(f, common + VIRTIO_PCI_COMMON_GFSELECT, 4, 1);
+	mmio_write(f, common + VIRTIO_PCI_COMMON_Q_SELECT, 2, 1);
+}
+
+/* The state of a function like the target's: fresh, or driven. */
+static void append_function(struct bytes *out, bool driven)
+{
+	struct function src;
+	function_up(&src);
+	if (driven)
+		drive_function(&src);
+	struct mig_buf b;
+	mig_buf_init(&b);
+	if (virtio_pci_save(src.vp, &b))
+		setup_failed("virtio_pci_save");
+	append_buf(out, MIG_PCI_FUNCTION, 0, &b);
+	function_down(&src);
+	memset(ram, 0, RAM_SIZE); /* the target's loads must leave it as it is */
+}
+
 /* Valid streams: what a source sends, as far as it is fd-free. */
 static unsigned build_seeds(struct bytes *seeds)
 {
 	static const uint8_t hello[8] = { 0x39, 0x30, 0, 0, 1, 0, 0, 0 }; /* pid 12345, backend transfer */
 	static const char err[] = "source: out of patience";
-	memset(seeds, 0, 4 * sizeof(*seeds));
+	memset(seeds, 0, MAX_SEEDS * sizeof(*seeds));
 
 	append_section(&seeds[0], MIG_HELLO, 0, hello, sizeof(hello));
 	append_description(&seeds[0], MACHINE_MAX_NETS);
@@ -216,7 +898,28 @@ static unsigned build_seeds(struct bytes *seeds)
 	append_section(&seeds[3], MIG_HELLO, 0, hello, sizeof(hello));
 	append_description(&seeds[3], 1);
 	append_section(&seeds[3], MIG_ERROR, 0, err, sizeof(err) - 1);
-	return 4;
+
+	/* a whole state, in the order the source sends it */
+	append_description(&seeds[4], 1);
+	append_u64_section(&seeds[4], MIG_FREEZE, 987654321);
+	append_vcpu(&seeds[4], 0);
+	append_vcpu(&seeds[4], 1);
+	append_machine(&seeds[4]);
+	append_serial(&seeds[4], true);
+	append_rtc(&seeds[4]);
+	append_function(&seeds[4], true);
+	append_section(&seeds[4], MIG_END, 0, NULL, 0);
+
+	/* one device each, so that most mutations land in its payload */
+	append_serial(&seeds[5], true);
+	append_serial(&seeds[5], false);
+	append_rtc(&seeds[6]);
+	append_function(&seeds[7], true);
+	append_function(&seeds[8], false);
+	append_function(&seeds[8], true);
+	append_vcpu(&seeds[9], 0);
+	append_machine(&seeds[10]);
+	return 11;
 }
 
 /* Header fields, little-endian, at these offsets (migstream.h). */
@@ -224,15 +927,28 @@ static unsigned build_seeds(struct bytes *seeds)
 #define H_LEN 12
 #define H_NFDS 16
 
+static uint64_t load_le(const uint8_t *p, unsigned n)
+{
+	uint64_t v = 0;
+	for (unsigned i = 0; i < n; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+static void store_le(uint8_t *p, uint64_t v, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
 static uint32_t load_le32(const uint8_t *p)
 {
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+	return (uint32_t)load_le(p, 4);
 }
 
 static void store_le32(uint8_t *p, uint32_t v)
 {
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
+	store_le(p, v, 4);
 }
 
 /* Offsets of the section headers found by walking the length fields (at
@@ -247,6 +963,35 @@ static size_t find_headers(const struct bytes *b, size_t *offs, size_t max)
 	return n;
 }
 
+static uint32_t section_type(const struct bytes *b, size_t h)
+{
+	return (uint32_t)b->p[h + H_TYPE] | (uint32_t)b->p[h + H_TYPE + 1] << 8;
+}
+
+static uint32_t section_len(const struct bytes *b, size_t h)
+{
+	return load_le32(b->p + h + H_LEN);
+}
+
+/* The header offset of a random section whose payload is all there and
+ * whose type is in the bit mask `types`; SIZE_MAX if none. */
+static size_t pick_section(const struct bytes *b, uint32_t types)
+{
+	size_t offs[64];
+	size_t n = find_headers(b, offs, 64), start = below(n);
+	for (size_t i = 0; i < n; i++) {
+		size_t h = offs[(start + i) % n];
+		uint32_t type = section_type(b, h);
+		if (type <= MIG_TYPE_MAX && (types >> type & 1) && section_len(b, h) <= b->len - h - MIG_HEADER_SIZE)
+			return h;
+	}
+	return SIZE_MAX;
+}
+
+#define TYPE_BIT(t)  (1u << (t))
+#define KVM_TYPES    (TYPE_BIT(MIG_VCPU) | TYPE_BIT(MIG_MACHINE))
+#define STATE_TYPES  (KVM_TYPES | TYPE_BIT(MIG_SERIAL) | TYPE_BIT(MIG_RTC) | TYPE_BIT(MIG_PCI_FUNCTION))
+
 /* Rewrites every complete section's header with a correct CRC (and the
  * right magic and version). */
 static void fix_crcs(struct bytes *b)
@@ -257,15 +1002,15 @@ static void fix_crcs(struct bytes *b)
 		uint32_t len = load_le32(h + H_LEN);
 		if (len > b->len - off - MIG_HEADER_SIZE)
 			break;
-		uint32_t type = (uint32_t)h[H_TYPE] | (uint32_t)h[H_TYPE + 1] << 8;
-		mig_header_encode(h, type, load_le32(h + 8), h + MIG_HEADER_SIZE, len, load_le32(h + H_NFDS));
+		mig_header_encode(h, section_type(b, off), load_le32(h + 8), h + MIG_HEADER_SIZE, len,
+				  load_le32(h + H_NFDS));
 		off += MIG_HEADER_SIZE + len;
 	}
 }
 
 static void insert_bytes(struct bytes *b, size_t at, const uint8_t *src, size_t n)
 {
-	if (b->len + n > MAX_INPUT)
+	if (b->len + n > FUZZ_MAX_INPUT)
 		return;
 	b->p = xrealloc(b->p, b->len + n);
 	memmove(b->p + at + n, b->p + at, b->len - at);
@@ -273,11 +1018,34 @@ static void insert_bytes(struct bytes *b, size_t at, const uint8_t *src, size_t 
 	b->len += n;
 }
 
+/* Replaces `del` bytes at offset `at` of the payload of the section at h
+ * with n bytes (a copy of src, or random if src is NULL; src may point
+ * into b), and fixes the section's length field. */
+static void splice_payload(struct bytes *b, size_t h, size_t at, size_t del, const uint8_t *src, size_t n)
+{
+	uint32_t len = section_len(b, h);
+	if (at + del > len || (size_t)len - del + n > MIG_MAX_SECTION || b->len - del + n > FUZZ_MAX_INPUT)
+		return;
+	uint8_t *copy = xrealloc(NULL, n);
+	for (size_t i = 0; i < n; i++)
+		copy[i] = src ? src[i] : (uint8_t)rng();
+	size_t start = h + MIG_HEADER_SIZE + at;
+	if (n > del)
+		b->p = xrealloc(b->p, b->len - del + n);
+	memmove(b->p + start + n, b->p + start + del, b->len - start - del);
+	memcpy(b->p + start, copy, n);
+	b->len = b->len - del + n;
+	store_le32(b->p + h + H_LEN, (uint32_t)(len - del + n));
+	free(copy);
+}
+
 static const uint32_t interesting[] = {
 	0, 1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 24, 63, 64, 65, 255, 256, 1023, 1024, 1025, 4096,
 	0x7fff, 0x8000, 0xffff, 0x10000, 0x7fffffff, 0x80000000, 0xfffffff0, 0xfffffffc, 0xffffffff,
 	0xd00dfeed, /* FDT magic */ 0x00000001, 0x00000002, 0x00000003, 0x00000009, /* FDT tokens */
 	MIG_MAX_SECTION, MIG_MAX_SECTION + 1, MIG_MAX_FDS, MIG_MAX_FDS + 1,
+	KVM_STATE_MAX_MSRS, KVM_STATE_MAX_MSRS + 1, KVM_STATE_MAX_XSAVE, KVM_STATE_MAX_XSAVE + 1,
+	SERIAL_INPUT_MAX, SERIAL_INPUT_MAX + 1, 0xfee00000, 0x1af4, 0x1041, 0x1042, 0x7f, 0x80,
 };
 #define NINTERESTING (sizeof(interesting) / sizeof(interesting[0]))
 
@@ -297,22 +1065,182 @@ static uint32_t pick_value(const struct bytes *b)
  * header fields, tokens, offsets and property lengths. */
 static void edit_fdt_word(struct bytes *b)
 {
-	size_t offs[64];
-	size_t n = find_headers(b, offs, 64), start = below(n);
-	for (size_t i = 0; i < n; i++) {
-		size_t h = offs[(start + i) % n];
-		uint32_t len = load_le32(b->p + h + H_LEN);
-		uint32_t type = (uint32_t)b->p[h + H_TYPE] | (uint32_t)b->p[h + H_TYPE + 1] << 8;
-		if (type != MIG_DESCRIPTION || len < 4 || len > b->len - h - MIG_HEADER_SIZE)
-			continue;
-		size_t at = h + MIG_HEADER_SIZE + 4 * below(len / 4);
-		uint32_t v = pick_value(b);
-		if (rng() & 1) /* small deltas of what is there */
-			v = ((uint32_t)b->p[at] << 24 | (uint32_t)b->p[at + 1] << 16 | (uint32_t)b->p[at + 2] << 8 |
-			     b->p[at + 3]) + (uint32_t)below(17) - 8;
-		for (int k = 0; k < 4; k++)
-			b->p[at + k] = (uint8_t)(v >> (24 - 8 * k));
+	size_t h = pick_section(b, TYPE_BIT(MIG_DESCRIPTION));
+	if (h == SIZE_MAX || section_len(b, h) < 4)
 		return;
+	uint8_t *at = b->p + h + MIG_HEADER_SIZE + 4 * below(section_len(b, h) / 4);
+	uint32_t v = pick_value(b);
+	if (rng() & 1) /* small deltas of what is there */
+		v = ((uint32_t)at[0] << 24 | (uint32_t)at[1] << 16 | (uint32_t)at[2] << 8 | at[3]) +
+		    (uint32_t)below(17) - 8;
+	for (int k = 0; k < 4; k++)
+		at[k] = (uint8_t)(v >> (24 - 8 * k));
+}
+
+/* A little-endian field (1, 2, 4 or 8 bytes) somewhere in p[0..len): a
+ * small delta of what is there, an interesting value or random bits. */
+static void edit_field(uint8_t *p, size_t len)
+{
+	unsigned width = 1u << below(4);
+	if (len < width)
+		return;
+	uint8_t *at = p + below(len - width + 1);
+	uint64_t v;
+	switch (rng() % 3) {
+	case 0:
+		v = load_le(at, width) + below(17) - 8;
+		break;
+	case 1:
+		v = rng();
+		break;
+	default:
+		v = interesting[below(NINTERESTING)];
+		break;
+	}
+	store_le(at, v, width);
+}
+
+/* A field edit anywhere in a state payload. */
+static void edit_payload_field(struct bytes *b)
+{
+	size_t h = pick_section(b, STATE_TYPES);
+	if (h != SIZE_MAX)
+		edit_field(b->p + h + MIG_HEADER_SIZE, section_len(b, h));
+}
+
+static const uint32_t piece_tags[] = {
+	KVM_STATE_REGS, KVM_STATE_XSAVE, KVM_STATE_XCRS, KVM_STATE_SREGS, KVM_STATE_MSRS, KVM_STATE_MP_STATE,
+	KVM_STATE_LAPIC, KVM_STATE_EVENTS, KVM_STATE_DEBUGREGS, KVM_STATE_PIC_MASTER, KVM_STATE_PIC_SLAVE,
+	KVM_STATE_IOAPIC, KVM_STATE_PIT, KVM_STATE_CLOCK, 0, KVM_STATE_VCPU_TAGS + 1, 0x100, KVM_STATE_CLOCK + 1,
+};
+#define NPIECE_TAGS (sizeof(piece_tags) / sizeof(piece_tags[0]))
+
+/* Payload offsets of the pieces (u32 tag, u32 len, data) of a vCPU or
+ * machine payload, walking the lengths (at most max). */
+static size_t find_pieces(const uint8_t *p, uint32_t len, size_t *offs, size_t max)
+{
+	size_t n = 0;
+	for (size_t off = 0; off + 8 <= len && n < max;) {
+		offs[n++] = off;
+		uint32_t plen = load_le32(p + off + 4);
+		if (plen > len - off - 8)
+			break;
+		off += 8 + (size_t)plen;
+	}
+	return n;
+}
+
+/* An MSR piece grows or shrinks by whole entries, its count and length
+ * following (the payload stays well-formed if the count stays in bounds). */
+static void resize_msrs(struct bytes *b, size_t h, size_t at, uint32_t plen)
+{
+	uint8_t *p = b->p + h + MIG_HEADER_SIZE + at;
+	uint32_t count = load_le32(p + 8);
+	if (plen < 4 || plen != 4 + 12ull * count)
+		return;
+	if ((rng() & 1) && count) {
+		store_le32(p + 4, plen - 12);
+		store_le32(p + 8, count - 1);
+		splice_payload(b, h, at + 12 + 12 * below(count), 12, NULL, 0);
+		return;
+	}
+	size_t n = 1 + below(rng() % 8 ? 4 : 1100);
+	store_le32(p + 4, plen + 12 * (uint32_t)n);
+	store_le32(p + 8, count + (uint32_t)n);
+	splice_payload(b, h, at + 12 + 12 * below(count + 1), 0, NULL, 12 * n);
+}
+
+/* An edit that knows the piece structure of vCPU and machine payloads. */
+static void edit_piece(struct bytes *b)
+{
+	size_t h = pick_section(b, KVM_TYPES);
+	if (h == SIZE_MAX)
+		return;
+	uint32_t len = section_len(b, h);
+	size_t offs[32];
+	size_t n = find_pieces(b->p + h + MIG_HEADER_SIZE, len, offs, 32);
+	if (!n)
+		return;
+	size_t at = offs[below(n)];
+	uint8_t *p = b->p + h + MIG_HEADER_SIZE + at;
+	uint32_t tag = load_le32(p), plen = load_le32(p + 4);
+	size_t whole = plen <= len - at - 8 ? 8 + (size_t)plen : len - at;
+	switch (rng() % 8) {
+	case 0: /* another tag */
+		store_le32(p, piece_tags[below(NPIECE_TAGS)]);
+		break;
+	case 1: /* a wrong length */
+		store_le32(p + 4, (rng() & 1) ? plen + (uint32_t)below(17) - 8 : pick_value(b));
+		break;
+	case 2: /* the piece dropped */
+		splice_payload(b, h, at, whole, NULL, 0);
+		break;
+	case 3: /* the piece repeated, here or elsewhere */
+		splice_payload(b, h, offs[below(n)], 0, p, whole);
+		break;
+	case 4: /* a consistent length, a wrong size: n bytes in or out */
+		if (tag == KVM_STATE_MSRS) {
+			resize_msrs(b, h, at, plen);
+		} else if ((rng() & 1) && plen) {
+			size_t cut = 1 + below(plen < 16 ? plen : 16);
+			store_le32(p + 4, plen - (uint32_t)cut);
+			splice_payload(b, h, at + 8 + below(plen - cut + 1), cut, NULL, 0);
+		} else {
+			size_t add = (rng() & 1) ? 1 + below(16) : 4096 * (1 + below(4));
+			store_le32(p + 4, plen + (uint32_t)add);
+			splice_payload(b, h, at + 8 + below(plen + 1), 0, NULL, add);
+		}
+		break;
+	case 5:
+	case 6: /* a field inside the piece (each piece as likely, the 4 KiB xsave too) */
+		edit_field(p + 8, whole - 8);
+		break;
+	default: /* the MSR count */
+		if (tag == KVM_STATE_MSRS && plen >= 4)
+			store_le32(p + 8, (rng() & 1) ? load_le32(p + 8) + (uint32_t)below(5) - 2 : pick_value(b));
+		break;
+	}
+}
+
+/* A state payload grows (random bytes) or shrinks somewhere, its section
+ * length following. */
+static void resize_payload(struct bytes *b)
+{
+	size_t h = pick_section(b, STATE_TYPES | TYPE_BIT(MIG_DESCRIPTION));
+	if (h == SIZE_MAX)
+		return;
+	uint32_t len = section_len(b, h);
+	if ((rng() & 1) && len) {
+		size_t cut = 1 + below(len < 64 ? len : 64);
+		splice_payload(b, h, below(len - cut + 1), cut, NULL, 0);
+	} else {
+		splice_payload(b, h, below(len + 1), 0, NULL, 1 + below(64));
+	}
+}
+
+/* The UART's queue: bytes added or removed with the count following, or
+ * a FIFO fill level set. Offsets: 10 fifo, 14 count (serial8250.h). */
+static void edit_serial_queue(struct bytes *b)
+{
+	size_t h = pick_section(b, TYPE_BIT(MIG_SERIAL));
+	if (h == SIZE_MAX || section_len(b, h) < 18)
+		return;
+	uint8_t *p = b->p + h + MIG_HEADER_SIZE;
+	uint32_t len = section_len(b, h), count = load_le32(p + 14);
+	if (rng() % 3 == 0) {
+		store_le32(p + 10, (uint32_t)below(18));
+		return;
+	}
+	if ((rng() & 1) && count && len > 18) {
+		size_t cut = 1 + below(count < 32 ? count : 32);
+		if (cut > len - 18)
+			cut = len - 18;
+		store_le32(p + 14, count - (uint32_t)cut);
+		splice_payload(b, h, len - cut, cut, NULL, 0);
+	} else {
+		size_t add = 1 + below(40);
+		store_le32(p + 14, count + (uint32_t)add);
+		splice_payload(b, h, len, 0, NULL, add);
 	}
 }
 
@@ -324,13 +1252,16 @@ static void edit_header(struct bytes *b)
 	if (!n)
 		return;
 	uint8_t *h = b->p + offs[below(n)];
-	switch (rng() % 4) {
+	switch (rng() % 5) {
 	case 0:
 		h[H_TYPE] = (uint8_t)below(MIG_TYPE_MAX + 2);
 		h[H_TYPE + 1] = (rng() % 8) ? 0 : (uint8_t)rng();
 		break;
 	case 1:
 		store_le32(h + H_NFDS, (rng() & 1) ? 0 : pick_value(b));
+		break;
+	case 2: /* the id: vCPU index, device index */
+		store_le32(h + 8, (rng() & 1) ? (uint32_t)below(4) : pick_value(b));
 		break;
 	default: {
 		uint32_t len = load_le32(h + H_LEN);
@@ -343,7 +1274,7 @@ static void mutate_once(struct bytes *b)
 {
 	uint8_t junk[16];
 	size_t n;
-	switch (rng() % 9) {
+	switch (rng() % 15) {
 	case 0: /* flip a bit */
 		if (b->len)
 			b->p[below(b->len)] ^= (uint8_t)(1u << below(8));
@@ -382,8 +1313,23 @@ static void mutate_once(struct bytes *b)
 	case 6:
 		edit_header(b);
 		break;
-	default:
+	case 7:
+	case 8:
 		edit_fdt_word(b);
+		break;
+	case 9:
+	case 10:
+		edit_payload_field(b);
+		break;
+	case 11:
+	case 12:
+		edit_piece(b);
+		break;
+	case 13:
+		resize_payload(b);
+		break;
+	default:
+		edit_serial_queue(b);
 		break;
 	}
 }
@@ -469,8 +1415,8 @@ static int replay_file(const char *path)
 		fprintf(stderr, "fuzz_migstream: %s: %s\n", path, strerror(errno));
 		return 1;
 	}
-	struct bytes b = { xrealloc(NULL, MAX_INPUT), 0 };
-	b.len = fread(b.p, 1, MAX_INPUT, f);
+	struct bytes b = { xrealloc(NULL, FUZZ_MAX_INPUT), 0 };
+	b.len = fread(b.p, 1, FUZZ_MAX_INPUT, f);
 	fclose(f);
 	alarm(10);
 	LLVMFuzzerTestOneInput(b.p, b.len);
@@ -492,6 +1438,17 @@ static int write_seeds(const char *dir, const struct bytes *seeds, unsigned nsee
 	}
 	printf("fuzz_migstream: %u seeds written to %s\n", nseeds, dir);
 	return 0;
+}
+
+static void print_stats(unsigned long long runs, unsigned long long seed)
+{
+	static const uint32_t loaded[] = { MIG_DESCRIPTION, MIG_VCPU, MIG_MACHINE, MIG_SERIAL, MIG_RTC,
+					   MIG_PCI_FUNCTION };
+	printf("fuzz_migstream: %llu runs, seed %llu: %llu sections parsed; loads accepted/reached:", runs, seed,
+	       stat_sections);
+	for (size_t i = 0; i < sizeof(loaded) / sizeof(loaded[0]); i++)
+		printf(" %s %llu/%llu", mig_type_name(loaded[i]), stat_accepted[loaded[i]], stat_reached[loaded[i]]);
+	printf(" (vcpu, machine: passed the checks, failed at KVM)\n");
 }
 
 int main(int argc, char **argv)
@@ -517,18 +1474,24 @@ int main(int argc, char **argv)
 	if (nfiles)
 		return rc;
 
-	struct bytes seeds[4];
+	world_up();
+	struct bytes seeds[MAX_SEEDS];
 	unsigned nseeds = build_seeds(seeds);
 	if (seed_dir)
 		return write_seeds(seed_dir, seeds, nseeds);
 
 	/* Each valid seed must load entirely: the baseline the mutations break. */
 	for (unsigned i = 0; i < nseeds; i++) {
-		unsigned long long before = stat_descriptions_ok;
+		unsigned long long refused = stat_refused, sections = stat_sections;
+		size_t offs[64];
 		LLVMFuzzerTestOneInput(seeds[i].p, seeds[i].len);
-		REQUIRE(stat_descriptions_ok == before + 1, "seed %u: its description was refused: %s", i,
-			vmm_error());
+		REQUIRE(stat_refused == refused, "seed %u: a section was refused: %s", i, last_refusal);
+		REQUIRE(stat_sections - sections == find_headers(&seeds[i], offs, 64), "seed %u: not every section parsed: %s",
+			i, vmm_error());
 	}
+	memset(stat_reached, 0, sizeof(stat_reached));
+	memset(stat_accepted, 0, sizeof(stat_accepted));
+	stat_sections = stat_refused = 0;
 
 	rng_state = seed * 0x9e3779b97f4a7c15ull + 0x2545f4914f6cdd1dull;
 	struct bytes b = { NULL, 0 };
@@ -540,14 +1503,12 @@ int main(int argc, char **argv)
 		unsigned nmut = 1 + (unsigned)below(4);
 		for (unsigned m = 0; m < nmut; m++)
 			mutate_once(&b);
-		if (rng() & 1)
+		if (rng() % 4)
 			fix_crcs(&b);
 		alarm(10);
 		LLVMFuzzerTestOneInput(b.p, b.len);
 	}
-	printf("fuzz_migstream: %llu runs, seed %llu: %llu sections parsed, %llu descriptions reached, "
-	       "%llu accepted\n",
-	       runs, seed, stat_sections, stat_descriptions, stat_descriptions_ok);
+	print_stats(runs, seed);
 	free(b.p);
 	for (unsigned i = 0; i < nseeds; i++)
 		free(seeds[i].p);
