@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "err.h"
@@ -46,7 +47,11 @@ int vcpu_group_init(struct vcpu_group *g, unsigned n, struct bus *pio, struct bu
 	g->host = *host;
 	g->request = VCPU_RUN;
 	pthread_mutex_init(&g->lock, NULL);
-	pthread_cond_init(&g->cond, NULL);
+	pthread_condattr_t attr; /* timed waits on the monotonic clock */
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&g->cond, &attr);
+	pthread_condattr_destroy(&attr);
 	return install_kick_handler();
 }
 
@@ -207,6 +212,13 @@ int vcpu_group_start(struct vcpu_group *g)
 	return rc;
 }
 
+static uint64_t monotonic_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 /* Called with g->lock held. */
 static void kick_all(struct vcpu_group *g)
 {
@@ -228,8 +240,27 @@ int vcpu_group_pause(struct vcpu_group *g)
 	}
 	g->request = VCPU_PAUSE;
 	kick_all(g);
-	while (g->parked < g->live)
-		pthread_cond_wait(&g->cond, &g->lock);
+	/* Bounded: a vCPU that never leaves KVM_RUN must not hang the caller
+	 * (a migration then rolls back instead). The kicks are repeated, in
+	 * case one came before the thread re-entered KVM_RUN. */
+	uint64_t start = monotonic_ms(), next_kick = start + VCPU_KICK_INTERVAL_MS;
+	while (g->parked < g->live) {
+		uint64_t now = monotonic_ms();
+		if (now - start >= VCPU_PAUSE_TIMEOUT_MS) {
+			unsigned stuck = g->live - g->parked, live = g->live;
+			g->request = VCPU_RUN;
+			pthread_cond_broadcast(&g->cond);
+			pthread_mutex_unlock(&g->lock);
+			return vmm_fail("pause: %u of %u vCPUs still in KVM_RUN after %u ms; the VM runs on", stuck,
+					live, VCPU_PAUSE_TIMEOUT_MS);
+		}
+		if (now >= next_kick) {
+			kick_all(g);
+			next_kick = now + VCPU_KICK_INTERVAL_MS;
+		}
+		struct timespec until = { .tv_sec = (time_t)(next_kick / 1000), .tv_nsec = (long)(next_kick % 1000) * 1000000 };
+		pthread_cond_timedwait(&g->cond, &g->lock, &until);
+	}
 	pthread_mutex_unlock(&g->lock);
 	return 0;
 }

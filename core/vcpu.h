@@ -57,7 +57,11 @@ void vcpu_group_destroy(struct vcpu_group *g);
 
 /* Starts one thread per vCPU (their fds must be set up). */
 int vcpu_group_start(struct vcpu_group *g);
-/* Returns once every live thread is parked. */
+#define VCPU_PAUSE_TIMEOUT_MS 10000
+#define VCPU_KICK_INTERVAL_MS 100
+
+/* Returns once every live thread is parked, or fails (and resumes the
+ * parked ones) if some vCPU is still in KVM_RUN after VCPU_PAUSE_TIMEOUT_MS. */
 int vcpu_group_pause(struct vcpu_group *g);
 int vcpu_group_resume(struct vcpu_group *g);
 /* Stops and joins every thread. Safe to call more than once. */
