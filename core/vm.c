@@ -489,6 +489,8 @@ int vm_add_net(struct vm *vm, const struct virtio_net_options *cfg)
 	struct virtio_pci *pci = virtio_pci_new(vm->pci, virtio_net_device(dev), &vm->kvm, vm->loop);
 	if (!pci) {
 		vmm_fail_context("%s", cfg->name);
+		if (cfg->tap_fds) /* handed-in fds stay the caller's on failure */
+			virtio_net_disown_tap(dev);
 		virtio_net_free(dev);
 		return -1;
 	}

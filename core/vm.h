@@ -69,7 +69,9 @@ int vm_event_fd(struct vm *vm);
 void vm_poll(struct vm *vm);
 
 /* Adds a virtio-net device on the PCI bus (before vm_start). Its backend
- * (TAP, vhost-net) is opened now, so a bad configuration fails here. */
+ * (TAP, vhost-net) is opened now, so a bad configuration fails here.
+ * Handed-in cfg->tap_fds belong to the VM on success and stay the
+ * caller's on failure. */
 struct virtio_net_options;
 struct virtio_net;
 #define VM_MAX_NETS 8

@@ -844,6 +844,12 @@ fail:
 	return NULL;
 }
 
+void virtio_net_disown_tap(struct virtio_net *n)
+{
+	for (unsigned i = 0; i < TAP_MAX_QUEUES; i++)
+		n->tap.fds[i] = -1;
+}
+
 void virtio_net_free(struct virtio_net *n)
 {
 	if (!n)

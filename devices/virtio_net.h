@@ -57,6 +57,10 @@ struct mig_buf;
 struct virtio_net *virtio_net_new(const struct virtio_net_options *cfg, const struct guest_mem *mem,
 				  struct uv_loop_s *loop);
 void virtio_net_free(struct virtio_net *n);
+/* Forgets the TAP fds without closing them (before virtio_net_free), so
+ * that adopted fds go back to whoever handed them in. Only before the
+ * device was ever activated. */
+void virtio_net_disown_tap(struct virtio_net *n);
 
 struct virtio_device *virtio_net_device(struct virtio_net *n);
 const char *virtio_net_ifname(const struct virtio_net *n);
