@@ -85,7 +85,8 @@ function S.boot(c)
     kernel = S.kernel, initrd = S.initrd, console = "none",
     cmdline = vmm.DEFAULT_CMDLINE .. " luavmm.ip=" .. guest_ip .. "/24",
   }
-  vm:add_net { ifname = c.ifname, queues = c.queues, vhost = c.vhost, mac = c.mac }
+  vm:add_net { ifname = c.ifname, queues = c.queues, vhost = c.vhost, mac = c.mac,
+               backend_transfer = c.backend_transfer }
   assert(vmm.net.add_address(c.ifname, host_ip .. "/24"))
   assert(vmm.net.set_up(c.ifname, true))
   assert(vm:start())
