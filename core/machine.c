@@ -163,6 +163,8 @@ static int put_net(void *fdt, const struct machine_net *n, unsigned i)
 		err = fdt_property(fdt, "vhost", NULL, 0);
 	if (!err && n->transfer)
 		err = fdt_property(fdt, "backend-transfer", NULL, 0);
+	if (!err && n->transfer_allowed)
+		err = fdt_property(fdt, "backend-transfer-allowed", NULL, 0);
 	if (!err)
 		err = fdt_end_node(fdt);
 	return err;
@@ -322,7 +324,8 @@ static int parse_net(const void *fdt, int node, unsigned i, struct machine_net *
 	    get_u32(fdt, node, p.s, "queue-pairs", &pairs) || check_queue_pairs(p.s, pairs) ||
 	    get_u32(fdt, node, p.s, "queue-size", &qsize) || check_queue_size(p.s, qsize) ||
 	    get_flag(fdt, node, p.s, "vhost", &n->vhost) ||
-	    get_flag(fdt, node, p.s, "backend-transfer", &n->transfer))
+	    get_flag(fdt, node, p.s, "backend-transfer", &n->transfer) ||
+	    get_flag(fdt, node, p.s, "backend-transfer-allowed", &n->transfer_allowed))
 		return -1;
 	n->queue_pairs = pairs;
 	n->queue_size = (uint16_t)qsize;

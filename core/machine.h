@@ -46,6 +46,7 @@ struct machine_net {
 	uint16_t queue_size;
 	bool vhost;
 	bool transfer; /* the source offers its backend */
+	bool transfer_allowed; /* the device's own opt-in, kept across migrations */
 };
 
 struct machine_desc {

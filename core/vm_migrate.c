@@ -79,6 +79,7 @@ static int send_description(struct migrate_source *s)
 	bool transfer = s->o.backend_transfer && (s->hello_flags & MIG_HELLO_BACKEND_TRANSFER);
 	for (unsigned i = 0; i < vm->nnets; i++) {
 		d->nets[i] = vm->nets[i].desc;
+		d->nets[i].transfer_allowed = s->o.net_transfer[i];
 		d->nets[i].transfer = transfer && s->o.net_transfer[i];
 	}
 	void *blob;

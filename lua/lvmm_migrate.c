@@ -253,7 +253,7 @@ static void set_string(lua_State *L, const char *key, const char *v)
 
 static void push_net(lua_State *L, const struct machine_net *n)
 {
-	lua_createtable(L, 0, 7);
+	lua_createtable(L, 0, 8);
 	set_string(L, "name", n->name);
 	set_string(L, "ifname", n->ifname);
 	char mac[18];
@@ -268,6 +268,8 @@ static void push_net(lua_State *L, const struct machine_net *n)
 	lua_setfield(L, -2, "vhost");
 	lua_pushboolean(L, n->transfer);
 	lua_setfield(L, -2, "transfer_offered");
+	lua_pushboolean(L, n->transfer_allowed);
+	lua_setfield(L, -2, "backend_transfer");
 }
 
 /* conn:offer(accept_backends, timeout_s) -> {name, memory, vcpus, nets} */

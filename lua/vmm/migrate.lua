@@ -208,7 +208,8 @@ end
 -- timeout = 30, switch_network = true} -> vm, report | nil, err.
 -- `from`: the control socket of the VM's process (vm:serve); `listen`:
 -- wait there for a vm:migrate{to = ...}. device(net) sees {name, ifname,
--- mac, queues, vhost, queue_size, transfer_offered} and may decline the
+-- mac, queues, vhost, queue_size, transfer_offered, backend_transfer (the
+-- device's own opt-in, which it keeps here)} and may decline the
 -- backend or name the new TAP. The VM comes back running.
 -- report: {peer_pid, freeze_ms, transferred = {net0 = true},
 -- new_taps = {net1 = "tap1-b"}, switch_problems = {...}}.
@@ -258,7 +259,10 @@ function M.receive(opts)
   local resumed = core.now()
   if not ok then vm:close() return nil, "vmm.receive: " .. err end
   local by_name = {}
-  for i, n in ipairs(desc.nets) do by_name[n.name] = report.transferred[i] end
+  for i, n in ipairs(desc.nets) do
+    by_name[n.name] = report.transferred[i]
+    M.set_device_opt_in(vm, i, n.backend_transfer) -- the device keeps its policy
+  end
   report.transferred = by_name
   report.new_taps = new_taps
   report.switch_problems = problems

@@ -32,6 +32,7 @@ static void full_desc(struct machine_desc *d)
 		n->queue_size = (uint16_t)(64u << (i % 5));
 		n->vhost = i & 1;
 		n->transfer = (i & 2) != 0;
+		n->transfer_allowed = (i & 6) != 0;
 	}
 }
 
@@ -170,6 +171,8 @@ static void layout(void)
 	CHECK(qp && plen == 4 && fdt32_to_cpu(*qp) == 4);
 	CHECK(fdt_getprop(fdt, n, "vhost", &plen) && plen == 0);
 	CHECK(fdt_getprop(fdt, n, "backend-transfer", &plen) && plen == 0);
+	CHECK(fdt_getprop(fdt, n, "backend-transfer-allowed", &plen) && plen == 0);
+	CHECK(!fdt_getprop(fdt, fdt_path_offset(fdt, "/nets/net@0"), "backend-transfer-allowed", &plen));
 	CHECK(!fdt_getprop(fdt, fdt_path_offset(fdt, "/nets/net@0"), "vhost", &plen));
 	const fdt32_t *mem = fdt_getprop(fdt, 0, "memory-size", &plen);
 	CHECK(mem && plen == 8 && fdt32_to_cpu(mem[0]) == 0 && fdt32_to_cpu(mem[1]) == 512 * MiB);
