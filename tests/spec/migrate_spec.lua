@@ -129,6 +129,23 @@ describe("vmm.receive", function()
   end)
 end)
 
+describe("scripts/migrate.lua", function()
+  it("prints its usage and exits 2 without a control socket", function()
+    local out, status = vmm.command({ "build/vmm", "script", "scripts/migrate.lua" })
+    assert.are.equal(2, status)
+    assert.matches("migrate.lua: missing the control socket path", out, 1, true)
+    assert.matches("usage: vmm script scripts/migrate.lua SOCKET", out, 1, true)
+  end)
+
+  it("exits 1 with one error line when no VMM serves the socket", function()
+    local path = tmp_sock("nobody")
+    local out, status = vmm.command({ "build/vmm", "script", "scripts/migrate.lua", path })
+    assert.are.equal(1, status)
+    assert.are.equal(1, select(2, out:gsub("\n", "\n")), out)
+    assert.matches("^migrate.lua: vmm.receive: connect to " .. path:gsub("%p", "%%%0") .. ": No such file", out)
+  end)
+end)
+
 describe("vm:migrate", function()
   local vm
   before_each(function()
