@@ -16,6 +16,7 @@
 #include "virtio_net.h"
 #include "virtio_pci.h"
 #include "vm_priv.h"
+#include "x86_boot.h"
 
 static uint64_t now_ns(void)
 {
@@ -174,8 +175,6 @@ static void thaw(struct migrate_source *s)
 		fprintf(stderr, "vmm: %s: rollback: %s\n", vm->name, vmm_error());
 	s->frozen = false;
 }
-
-typedef int (*save_fn)(void *obj, struct mig_buf *b);
 
 static int send_saved(struct migrate_source *s, uint32_t type, uint32_t id, int rc, struct mig_buf *b)
 {
@@ -367,7 +366,7 @@ struct incoming {
 	struct vm *vm;
 	struct mig_section memory;
 	struct mig_section backend[VM_MAX_NETS];
-	bool got_vcpu[64], got_machine, got_serial, got_rtc;
+	bool got_vcpu[X86_MAX_VCPUS], got_machine, got_serial, got_rtc;
 	bool got_pci[VM_MAX_NETS], got_net[VM_MAX_NETS];
 };
 
@@ -580,8 +579,6 @@ struct vm *migrate_receive(struct migrate_target *t, const struct migrate_plan *
 	socklen_t clen = sizeof(cred);
 	if (getsockopt(t->c.fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0)
 		r->peer_pid = cred.pid;
-	for (unsigned i = 0; i < VM_MAX_NETS; i++)
-		in.backend[i].nfds = 0;
 	int rc = send_plan(&in) || receive_memory(&in) || receive_backends(&in) || build_vm(&in, local) ||
 		 mig_send(&t->c, MIG_PREPARED, 0, NULL, 0, NULL, 0) || receive_state(&in) ? -1 : 0;
 	if (rc == 0) {
