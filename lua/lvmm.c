@@ -144,6 +144,19 @@ static int open_console(lua_State *L, struct lvm *u, const char *console)
 	return u->console_fd;
 }
 
+/* Pushes a "vmm.vm" userdata without a VM yet; the table at index `keep`
+ * (the settings' strings) lives as long as it. */
+static struct lvm *push_lvm(lua_State *L, int keep)
+{
+	keep = lua_absindex(L, keep);
+	struct lvm *u = lua_newuserdatauv(L, sizeof(*u), 1);
+	*u = (struct lvm){ .vm = NULL, .poll = NULL, .console_fd = -1, .start_ns = 0 };
+	luaL_setmetatable(L, VM_MT);
+	lua_pushvalue(L, keep);
+	lua_setiuservalue(L, -2, 1);
+	return u;
+}
+
 /* core.vm_new{name, memory, vcpus, kernel, initrd?, cmdline?, console?}:
  * the fields are already checked and normalised by vmm.config. */
 static int l_vm_new(lua_State *L)
@@ -151,11 +164,7 @@ static int l_vm_new(lua_State *L)
 	luaL_checktype(L, 1, LUA_TTABLE);
 	lua_settop(L, 1);
 	lua_newtable(L); /* 2: keeps the strings alive */
-	struct lvm *u = lua_newuserdatauv(L, sizeof(*u), 1); /* 3 */
-	*u = (struct lvm){ .vm = NULL, .poll = NULL, .console_fd = -1, .start_ns = 0 };
-	luaL_setmetatable(L, VM_MT);
-	lua_pushvalue(L, 2);
-	lua_setiuservalue(L, 3, 1);
+	struct lvm *u = push_lvm(L, 2); /* 3 */
 
 	struct vm_config cfg = { 0 };
 	cfg.name = opt_string(L, "name");
@@ -251,15 +260,13 @@ static int watch_vm(struct lvm *u);
 
 struct lvm *lvmm_push_vm(lua_State *L, const char *console, int *console_fd)
 {
-	struct lvm *u = lua_newuserdatauv(L, sizeof(*u), 1);
-	*u = (struct lvm){ .vm = NULL, .poll = NULL, .console_fd = -1, .start_ns = 0 };
-	luaL_setmetatable(L, VM_MT);
-	lua_createtable(L, 0, 1);
+	lua_createtable(L, 0, 1); /* what vm:info() reads */
 	if (console) {
 		lua_pushstring(L, console);
 		lua_setfield(L, -2, "console");
 	}
-	lua_setiuservalue(L, -2, 1);
+	struct lvm *u = push_lvm(L, -1);
+	lua_remove(L, -2);
 	*console_fd = open_console(L, u, console);
 	return u;
 }

@@ -95,9 +95,43 @@ static struct conn *check_conn(lua_State *L)
 	return c;
 }
 
+/* ---- waking the loop ----
+ * Blocking calls in Lua (task.wait) sleep in the loop; a socket that the
+ * loop does not watch would not wake them. wake_on_readable(&poll, fd)
+ * arms a one-shot watch (created on first use) that only wakes the loop:
+ * the Lua side then looks at the socket itself (accept(), readable()). */
+
+static void stop_on_ready(uv_poll_t *p, int status, int events)
+{
+	(void)status;
+	(void)events;
+	uv_poll_stop(p);
+}
+
 static void poll_closed(uv_handle_t *h)
 {
 	free(h);
+}
+
+static void wake_on_readable(uv_poll_t **poll, int fd)
+{
+	if (!*poll) {
+		*poll = malloc(sizeof(**poll));
+		if (*poll && uv_poll_init(lvmm_loop(), *poll, fd)) {
+			free(*poll);
+			*poll = NULL;
+		}
+	}
+	if (*poll)
+		uv_poll_start(*poll, UV_READABLE, stop_on_ready);
+}
+
+static void unwatch(uv_poll_t **poll)
+{
+	if (*poll) {
+		uv_close((uv_handle_t *)*poll, poll_closed);
+		*poll = NULL;
+	}
 }
 
 static int l_conn_close(lua_State *L)
@@ -105,10 +139,7 @@ static int l_conn_close(lua_State *L)
 	struct conn *c = luaL_checkudata(L, 1, CONN_MT);
 	migrate_source_cancel(c->source, "the migration connection was closed");
 	c->source = NULL;
-	if (c->poll) {
-		uv_close((uv_handle_t *)c->poll, poll_closed);
-		c->poll = NULL;
-	}
+	unwatch(&c->poll);
 	migrate_target_free(c->target);
 	c->target = NULL;
 	if (c->fd >= 0)
@@ -216,13 +247,6 @@ static int l_send_cancel(lua_State *L)
 	return fail_result(L);
 }
 
-static void on_conn_ready(uv_poll_t *p, int status, int events)
-{
-	(void)status;
-	(void)events;
-	uv_poll_stop(p); /* the loop woke up; readable() looks again */
-}
-
 /* conn:readable() -> whether a read would not block; if not, the loop wakes
  * when it would. */
 static int l_readable(lua_State *L)
@@ -230,17 +254,8 @@ static int l_readable(lua_State *L)
 	struct conn *c = check_conn(L);
 	struct pollfd p = { .fd = c->fd, .events = POLLIN };
 	bool ready = poll(&p, 1, 0) == 1;
-	if (!ready) {
-		if (!c->poll) {
-			c->poll = malloc(sizeof(*c->poll));
-			if (c->poll && uv_poll_init(lvmm_loop(), c->poll, c->fd)) {
-				free(c->poll);
-				c->poll = NULL;
-			}
-		}
-		if (c->poll)
-			uv_poll_start(c->poll, UV_READABLE, on_conn_ready);
-	}
+	if (!ready)
+		wake_on_readable(&c->poll, c->fd);
 	lua_pushboolean(L, ready);
 	return 1;
 }
@@ -358,20 +373,10 @@ static int l_connect(lua_State *L)
 
 /* ---- listener ---- */
 
-static void on_listener_ready(uv_poll_t *p, int status, int events)
-{
-	(void)status;
-	(void)events;
-	uv_poll_stop(p); /* the loop woke up; accept() polls again */
-}
-
 static int l_listener_close(lua_State *L)
 {
 	struct listener *l = luaL_checkudata(L, 1, LISTENER_MT);
-	if (l->poll) {
-		uv_close((uv_handle_t *)l->poll, poll_closed);
-		l->poll = NULL;
-	}
+	unwatch(&l->poll);
 	if (l->fd >= 0) {
 		/* Unlink first: a successor that finds the path free may bind a
 		 * new socket there at once, which must not be removed by us. */
@@ -429,13 +434,7 @@ static int l_listen(lua_State *L)
 	l->fd = listen_on(path);
 	if (l->fd < 0)
 		return fail_result(L);
-	l->poll = malloc(sizeof(*l->poll));
-	if (!l->poll || uv_poll_init(lvmm_loop(), l->poll, l->fd)) {
-		free(l->poll);
-		l->poll = NULL;
-	}
-	if (l->poll)
-		uv_poll_start(l->poll, UV_READABLE, on_listener_ready);
+	wake_on_readable(&l->poll, l->fd);
 	return 1;
 }
 
@@ -446,8 +445,7 @@ static int l_accept(lua_State *L)
 	struct listener *l = luaL_checkudata(L, 1, LISTENER_MT);
 	if (l->fd < 0)
 		return luaL_error(L, "control socket: closed");
-	if (l->poll)
-		uv_poll_start(l->poll, UV_READABLE, on_listener_ready);
+	wake_on_readable(&l->poll, l->fd);
 	int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
 	if (fd < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
