@@ -52,10 +52,9 @@ assert(#opts.mem > 0, "bench/migrate: --mem takes a list of MiB like 256,2048")
 for _, m in ipairs(opts.mem) do assert(m and m >= 64, "bench/migrate: --mem takes a list of MiB (>= 64) like 256,2048") end
 
 local IFNAME = "lvmig0"
--- the target's TAP when the backend does not come over (vmm's own rule;
--- "lvmig0-b" for a build without vmm.migrate, where QEMU alone can run)
-local has_migrate, migrate = pcall(require, "vmm.migrate")
-local NEW_IFNAME = has_migrate and migrate.replacement_ifname(IFNAME) or IFNAME .. "-b"
+-- the target's TAP when the backend does not come over (vmm's own rule)
+local migrate = require "vmm.migrate"
+local NEW_IFNAME = migrate.replacement_ifname(IFNAME)
 local HOST_IP, GUEST_IP = "10.0.9.1", "10.0.9.15"
 local MAC = "52:54:00:00:09:16"
 local kernel = os.getenv("VMM_KERNEL") or vmm.default_kernel()
@@ -132,18 +131,6 @@ local function wait_ping()
     vmm.sleep(0.5)
   end
   error("the guest does not answer ping")
-end
-
--- The switch-over vmm.receive does for a new TAP (lua/vmm/migrate.lua),
--- here for QEMU's target: old link down, addresses and MAC moved, new up.
-local function switch_over(old, new, mac)
-  local problems = {}
-  local function try(ok, err) if not ok then problems[#problems + 1] = tostring(err) end end
-  try(vmm.net.set_up(old, false))
-  try(vmm.net.move_addresses(old, new))
-  if mac then try(vmm.net.set_mac(new, mac)) end
-  try(vmm.net.set_up(new, true))
-  return problems
 end
 
 -- ---- ping ------------------------------------------------------------------
@@ -464,14 +451,16 @@ local function qemu_once(c, mib)
     wait_ping()
     local dst = start_qemu(at_exit, qemu_argv(mib, c.vhost, NEW_IFNAME, qmp_dst, ram, true), NEW_IFNAME, "the target")
 
-    local link = vmm.net.link(IFNAME)
+    -- read before the migration, as vmm.receive does for its own switch-over
+    local link, addresses = vmm.net.link(IFNAME), vmm.net.addresses(IFNAME)
     local ping = ping_start()
     at_exit(function() ping:stop() end)
     local helper = assert(vmm.background({ PYTHON, "-c", QMP_CLIENT, qmp_src, qmp_dst, uri, tostring(opts.timeout) }))
     at_exit(function() if not helper:done() then helper:kill(9); helper:wait(10) end end)
     vmm.wait_until(function() return helper:output():find("COMPLETED", 1, true) or helper:done() end, opts.timeout + 30)
     if helper:output():find("COMPLETED", 1, true) then
-      local problems = switch_over(IFNAME, NEW_IFNAME, link and link.mac)
+      local problems = migrate.switch_network { old = IFNAME, new = NEW_IFNAME, addresses = addresses,
+                                                mac = link and link.mac }
       if #problems > 0 then log("  switch-over: %s", table.concat(problems, "; ")) end
     end
     helper:wait(opts.timeout + 30)

@@ -185,10 +185,12 @@ local function decide(n, hook)
   return { ifname = choice.ifname or M.replacement_ifname(n.ifname) }
 end
 
--- The network switch-over for a device whose TAP did not come over: the
--- old TAP's addresses and MAC (read before the freeze) go to the new one,
--- old link down, new link up. Returns a list of problems (empty if none).
-local function switch_over(s)
+-- migrate.switch_network{old, new, addresses, mac} -> list of problems
+-- (empty if none): the network switch-over for a device whose TAP did not
+-- come over. The old TAP's addresses and MAC, read before the freeze (the
+-- old link may be going away meanwhile), go to the new one; old link
+-- down, new link up. bench/migrate uses it for QEMU's target too.
+function M.switch_network(s)
   local problems = {}
   local function try(ok, err) if not ok and err then problems[#problems + 1] = err end end
   if net.exists(s.old) then net.set_up(s.old, false) end
@@ -251,7 +253,7 @@ function M.receive(opts)
   local problems = {}
   if switch then
     for _, s in ipairs(switches) do
-      for _, p in ipairs(switch_over(s)) do problems[#problems + 1] = p end
+      for _, p in ipairs(M.switch_network(s)) do problems[#problems + 1] = p end
     end
   end
   local ok
