@@ -112,6 +112,13 @@ describe("failed local migrations (userspace TAP datapath, backend transfer)", f
     assert_source_intact()
   end)
 
+  it("refuses a target's plan that names more devices than the VM has; the target reports the source's reason", function()
+    local out, status, log = attempt_through_proxy { "--plan-count", "2" } -- valid CRC: the source's own check
+    local err = assert_one_error(out, status, log)
+    assert.matches("plan: 2 devices, the description has 1", err, 1, true)
+    assert_source_intact()
+  end)
+
   it("rolls back when the backend section carries a pipe instead of the TAP; the target reports one error", function()
     local out, status, log = attempt_through_proxy { "--wrong-fd" } -- the fds of BACKEND (type 5) sections
     assert_one_error(out, status, log)

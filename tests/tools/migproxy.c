@@ -27,6 +27,9 @@
  *                        section of type T
  *   --flip-in-type T     xor 0x01 into the middle byte of the payload of the
  *                        first section of type T
+ *   --plan-count N       (target->source) rewrite the device count of the
+ *                        target's PLAN to N, with a valid CRC, so that the
+ *                        source's own checks must refuse it
  *   --stall-after-type T forward nothing more from the source after the
  *                        first section of type T, keeping both connections
  *                        open ("migproxy: stalled after <type>")
@@ -63,9 +66,10 @@ struct faults {
 	unsigned truncate_in_type; /* 0: none; else cut in the middle of the first such section */
 	unsigned flip_in_type;     /* 0: none; else flip the middle byte of its payload */
 	unsigned stall_after_type; /* 0: none; else forward nothing more after it */
+	long long plan_count;      /* -1: none; else the target's PLAN claims this many devices */
 };
 
-static struct faults faults = { -1, -1, false, 0, 0, 0, 0 };
+static struct faults faults = { -1, -1, false, 0, 0, 0, 0, -1 };
 static bool stalled; /* --stall-after-type happened: source->target holds everything */
 static bool closing; /* a fault ends the session once the output is flushed */
 
@@ -290,6 +294,15 @@ static void forward_section(struct dir *d, size_t n, uint32_t type, uint32_t id)
 	unsigned nfds = take_fds(d, d->base + n, fds);
 	if (d->faults && faults.wrong_fd && type == MIG_BACKEND && nfds)
 		replace_with_pipes(fds, nfds, id);
+	if (!d->faults && faults.plan_count >= 0 && type == MIG_PLAN && n >= MIG_HEADER_SIZE + 4) {
+		uint32_t v = (uint32_t)faults.plan_count;
+		uint8_t *payload = d->buf + MIG_HEADER_SIZE;
+		for (int i = 0; i < 4; i++)
+			payload[i] = (uint8_t)(v >> (8 * i));
+		mig_header_encode(d->buf, type, id, payload, (uint32_t)(n - MIG_HEADER_SIZE), nfds);
+		say("rewrote the plan's device count to %u (checksum recomputed)", v);
+		faults.plan_count = -1;
+	}
 	if (d->faults && faults.truncate_in_type == type) {
 		faults.truncate_after = (long long)(d->forwarded + n / 2);
 		faults.truncate_in_type = 0;
@@ -573,7 +586,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: migproxy LISTEN_PATH UPSTREAM_PATH [--truncate-after N] [--flip-byte OFFSET]\n"
 			"                [--wrong-fd] [--close-after-type T] [--truncate-in-type T]\n"
-			"                [--flip-in-type T] [--stall-after-type T]\n");
+			"                [--flip-in-type T] [--stall-after-type T] [--plan-count N]\n");
 	exit(1);
 }
 
@@ -623,6 +636,8 @@ static void parse_faults(int argc, char **argv)
 			faults.truncate_in_type = parse_type(val);
 		else if (!strcmp(opt, "--flip-in-type"))
 			faults.flip_in_type = parse_type(val);
+		else if (!strcmp(opt, "--plan-count"))
+			faults.plan_count = parse_count(opt, val);
 		else if (!strcmp(opt, "--stall-after-type"))
 			faults.stall_after_type = parse_type(val);
 		else
