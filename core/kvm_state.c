@@ -5,7 +5,6 @@
 #include "kvm_state.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,17 +127,6 @@ static int xsave_size(int sys_fd)
 	if (r < 0)
 		return vmm_fail_errno("KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2)");
 	return r > XSAVE_LEGACY_SIZE ? r : XSAVE_LEGACY_SIZE;
-}
-
-/* Same, for a caller that has no /dev/kvm fd at hand. */
-static int host_xsave_size(void)
-{
-	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	if (fd < 0)
-		return vmm_fail_errno("open /dev/kvm");
-	int size = xsave_size(fd);
-	close(fd);
-	return size;
 }
 
 /* --- saving a vCPU ------------------------------------------------------------ */
@@ -413,9 +401,9 @@ static int parse_vcpu(const char *who, const void *payload, size_t len, struct v
 	return check_vcpu_values(who, s);
 }
 
-static int check_xsave_size(const char *who, const struct vcpu_state *s)
+static int check_xsave_size(int sys_fd, const char *who, const struct vcpu_state *s)
 {
-	int size = host_xsave_size();
+	int size = xsave_size(sys_fd);
 	if (size < 0)
 		return vmm_fail_context("%s: xsave", who);
 	if ((uint32_t)size != s->xsave_len)
@@ -471,14 +459,14 @@ static int restore_vcpu(int fd, const char *who, struct vcpu_state *s)
 	return 0;
 }
 
-int vcpu_state_load(int fd, unsigned id, const void *payload, size_t len)
+int vcpu_state_load(int fd, unsigned id, int kvm_sys_fd, const void *payload, size_t len)
 {
 	char who[32];
 	snprintf(who, sizeof(who), "vcpu %u", id);
 	struct vcpu_state *s = calloc(1, sizeof(*s));
 	if (!s)
 		return vmm_fail("%s: out of memory", who);
-	int rc = parse_vcpu(who, payload, len, s) || check_xsave_size(who, s) || restore_vcpu(fd, who, s) ? -1 : 0;
+	int rc = parse_vcpu(who, payload, len, s) || check_xsave_size(kvm_sys_fd, who, s) || restore_vcpu(fd, who, s) ? -1 : 0;
 	vcpu_state_free(s);
 	free(s);
 	return rc;

@@ -66,8 +66,8 @@ int vcpu_state_save(int vcpu_fd, unsigned id, int kvm_sys_fd, struct mig_buf *b)
  * TSC-deadline mode), vCPU events, debug registers. -1 with a message
  * naming the vCPU and the piece ("vcpu 1: msrs: KVM_SET_MSRS set 12 of 40
  * (first refused: 0xc0010015)"). The xsave size is checked against KVM's
- * (opens /dev/kvm for KVM_CHECK_EXTENSION). */
-int vcpu_state_load(int vcpu_fd, unsigned id, const void *payload, size_t len);
+ * (KVM_CHECK_EXTENSION on kvm_sys_fd, /dev/kvm). */
+int vcpu_state_load(int vcpu_fd, unsigned id, int kvm_sys_fd, const void *payload, size_t len);
 
 /* Source, every vCPU parked: appends the irqchip (PIC master, PIC slave,
  * IOAPIC), the PIT (KVM_GET_PIT2) and the kvmclock (KVM_GET_CLOCK). */

@@ -497,7 +497,7 @@ static int load_section(struct incoming *in, const struct mig_section *s)
 	case MIG_VCPU:
 		if (seen_once(in->got_vcpu, vm->ncpus, s->id, "vcpu"))
 			return -1;
-		return vcpu_state_load(vm->vcpus.vcpus[s->id].fd, s->id, s->payload, s->len);
+		return vcpu_state_load(vm->vcpus.vcpus[s->id].fd, s->id, vm->kvm.sys_fd, s->payload, s->len);
 	case MIG_MACHINE:
 		return seen_once(&in->got_machine, 1, s->id, "machine") ||
 		       machine_state_load(&vm->kvm, s->payload, s->len) ? -1 : 0;

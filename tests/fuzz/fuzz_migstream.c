@@ -3,10 +3,10 @@
  * with mig_parse(), and each state section goes to its real loader, on
  * instances that need neither KVM nor a TAP:
  *   MIG_DESCRIPTION   machine_from_fdt
- *   MIG_VCPU          vcpu_state_load(-1, id, ...)  } on fd -1: a payload that
+ *   MIG_VCPU          vcpu_state_load(fds -1)        } on fds -1: a payload that
  *   MIG_MACHINE       machine_state_load(kvm with    } passes the checks fails
- *                     fds -1)                        } at /dev/kvm or its first
- *                                                    } ioctl (EBADF)
+ *                     fds -1)                        } at its first ioctl
+ *                                                    } (EBADF)
  *   MIG_SERIAL        serial8250_load on a serial8250_new() UART
  *   MIG_RTC           rtc_load on an rtc_new() clock
  *   MIG_PCI_FUNCTION  virtio_pci_load on a virtio-pci function over a dummy
@@ -396,7 +396,7 @@ static void load_device(const struct mig_section *s, const struct device_loader 
 static void load_kvm_state(const struct mig_section *s)
 {
 	clear_error();
-	int rc = s->type == MIG_VCPU ? vcpu_state_load(-1, s->id, s->payload, s->len)
+	int rc = s->type == MIG_VCPU ? vcpu_state_load(-1, s->id, -1, s->payload, s->len)
 				     : machine_state_load(&no_kvm, s->payload, s->len);
 	REQUIRE(rc == -1, "%s: load into fd -1 returned %d", mig_type_name(s->type), rc);
 	REQUIRE(vmm_error()[0], "%s: a refusal without a message", mig_type_name(s->type));

@@ -93,7 +93,7 @@ static void expect_vcpu_refused(const struct layout *l, size_t n, const char *ms
 	struct mig_buf b;
 	build(&b, l, n);
 	CHECK_EQ(mig_buf_ok(&b, "test"), 0);
-	int rc = vcpu_state_load(-1, 1, b.data, b.len);
+	int rc = vcpu_state_load(-1, 1, -1, b.data, b.len);
 	CHECK(refused_early(rc));
 	CHECK_CONTAINS(vmm_error(), msg);
 	mig_buf_free(&b);
@@ -114,13 +114,13 @@ static void expect_machine_refused(const struct layout *l, size_t n, const char 
 /* --- bad input, no KVM needed ---------------------------------------------------- */
 
 /* The well-formed payloads the cases below spoil pass every check: what
- * stops them is /dev/kvm (missing here) or the first ioctl (fd -1). */
+ * stops them is the first ioctl (fds -1). */
 static void test_well_formed_pass_checks(void)
 {
 	struct layout l[16];
 	struct mig_buf b;
 	build(&b, l, vcpu_layout(l));
-	CHECK_EQ(vcpu_state_load(-1, 1, b.data, b.len), -1);
+	CHECK_EQ(vcpu_state_load(-1, 1, -1, b.data, b.len), -1);
 	CHECK(!refused_early(-1));
 	mig_buf_free(&b);
 	build(&b, l, machine_layout(l));
@@ -137,14 +137,14 @@ static void test_vcpu_truncated(void)
 	build(&b, l, n);
 	unsigned bad = 0;
 	for (size_t cut = 0; cut < b.len; cut++)
-		if (!refused_early(vcpu_state_load(-1, 1, b.data, cut)))
+		if (!refused_early(vcpu_state_load(-1, 1, -1, b.data, cut)))
 			bad++;
 	CHECK_EQ(bad, 0);
-	vcpu_state_load(-1, 1, b.data, 0);
+	vcpu_state_load(-1, 1, -1, b.data, 0);
 	CHECK_CONTAINS(vmm_error(), "vcpu 1: missing piece regs");
-	vcpu_state_load(-1, 1, b.data, 6); /* inside the first tag+length */
+	vcpu_state_load(-1, 1, -1, b.data, 6); /* inside the first tag+length */
 	CHECK_CONTAINS(vmm_error(), "vcpu 1: truncated");
-	vcpu_state_load(-1, 1, b.data, b.len - 1);
+	vcpu_state_load(-1, 1, -1, b.data, b.len - 1);
 	CHECK_CONTAINS(vmm_error(), "vcpu 1: debugregs: truncated: the piece claims 128 bytes, 127 left");
 	mig_buf_free(&b);
 }
@@ -461,17 +461,17 @@ static void replace_piece(const struct mig_buf *p, uint32_t tag, const void *con
 }
 
 /* Payloads that pass the checks of the format but not KVM's. */
-static void check_refused_by_kvm(int vcpu, const struct mig_buf *good)
+static void check_refused_by_kvm(int vcpu, int sys_fd, const struct mig_buf *good)
 {
 	struct mig_buf bad;
 	replace_piece(good, KVM_STATE_XSAVE, NULL, 4096 + 8192, &bad);
-	CHECK_EQ(vcpu_state_load(vcpu, 3, bad.data, bad.len), -1);
+	CHECK_EQ(vcpu_state_load(vcpu, 3, sys_fd, bad.data, bad.len), -1);
 	CHECK_CONTAINS(vmm_error(), "vcpu 3: xsave: 12288 bytes, but KVM here uses");
 	mig_buf_free(&bad);
 
 	const uint8_t msr[] = { 1, 0, 0, 0, 0xef, 0xbe, 0xad, 0xde, 1, 0, 0, 0, 0, 0, 0, 0 };
 	replace_piece(good, KVM_STATE_MSRS, msr, sizeof(msr), &bad);
-	CHECK_EQ(vcpu_state_load(vcpu, 3, bad.data, bad.len), -1);
+	CHECK_EQ(vcpu_state_load(vcpu, 3, sys_fd, bad.data, bad.len), -1);
 	CHECK_CONTAINS(vmm_error(), "vcpu 3: msrs: KVM_SET_MSRS set 0 of 1 (first refused: 0xdeadbeef)");
 	mig_buf_free(&bad);
 }
@@ -549,7 +549,7 @@ static void test_round_trip(void)
 	if (rc)
 		fprintf(stderr, "  machine_state_load: %s\n", vmm_error());
 	CHECK_EQ(rc, 0);
-	rc = vcpu_state_load(b.vcpu, 0, vcpu_buf.data, vcpu_buf.len);
+	rc = vcpu_state_load(b.vcpu, 0, b.k.sys_fd, vcpu_buf.data, vcpu_buf.len);
 	if (rc)
 		fprintf(stderr, "  vcpu_state_load: %s\n", vmm_error());
 	CHECK_EQ(rc, 0);
@@ -568,9 +568,9 @@ static void test_round_trip(void)
 	CHECK_EQ(regs_b.rax, 13);
 
 	/* A real payload cut short is refused before any ioctl. */
-	rc = vcpu_state_load(b.vcpu, 0, vcpu_buf.data, vcpu_buf.len - 1);
+	rc = vcpu_state_load(b.vcpu, 0, b.k.sys_fd, vcpu_buf.data, vcpu_buf.len - 1);
 	CHECK(refused_early(rc));
-	check_refused_by_kvm(b.vcpu, &vcpu_buf);
+	check_refused_by_kvm(b.vcpu, b.k.sys_fd, &vcpu_buf);
 	testvm_destroy(&b);
 out:
 	mig_buf_free(&vcpu_buf);
