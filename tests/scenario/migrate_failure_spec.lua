@@ -119,6 +119,21 @@ describe("failed local migrations (userspace TAP datapath, backend transfer)", f
     assert_source_intact()
   end)
 
+  it("refuses a target's plan that takes a backend the source did not offer (valid CRC); the target reports the source's reason", function()
+    local function serve(transfer)
+      server.close()
+      server = assert(vm:serve(sock, { backend_transfer = transfer, timeout = SERVE_TIMEOUT }))
+    end
+    serve(false)
+    local ok, out, status, log = pcall(attempt_through_proxy, { "--plan-take", "0" })
+    serve(true)
+    assert(ok, out)
+    local err = assert_one_error(out, status, log)
+    assert.matches("plan: net0: takes a backend that was not offered (1)", err, 1, true)
+    assert.matches("made the plan take the backend of device 0", log, 1, true)
+    assert_source_intact()
+  end)
+
   it("rolls back when the backend section carries a pipe instead of the TAP; the target reports one error", function()
     local out, status, log = attempt_through_proxy { "--wrong-fd" } -- the fds of BACKEND (type 5) sections
     assert_one_error(out, status, log)

@@ -30,6 +30,9 @@
  *   --plan-count N       (target->source) rewrite the device count of the
  *                        target's PLAN to N, with a valid CRC, so that the
  *                        source's own checks must refuse it
+ *   --plan-take I        (target->source) make the target's PLAN take the
+ *                        backend of device I (its byte becomes 1), with a
+ *                        valid CRC, whether or not the source offered it
  *   --stall-after-type T forward nothing more from the source after the
  *                        first section of type T, keeping both connections
  *                        open ("migproxy: stalled after <type>")
@@ -67,9 +70,10 @@ struct faults {
 	unsigned flip_in_type;     /* 0: none; else flip the middle byte of its payload */
 	unsigned stall_after_type; /* 0: none; else forward nothing more after it */
 	long long plan_count;      /* -1: none; else the target's PLAN claims this many devices */
+	long long plan_take;       /* -1: none; else the target's PLAN takes device I's backend */
 };
 
-static struct faults faults = { -1, -1, false, 0, 0, 0, 0, -1 };
+static struct faults faults = { -1, -1, false, 0, 0, 0, 0, -1, -1 };
 static bool stalled; /* --stall-after-type happened: source->target holds everything */
 static bool closing; /* a fault ends the session once the output is flushed */
 
@@ -287,6 +291,32 @@ static void consume(struct dir *d, size_t n)
 	d->base += n;
 }
 
+/* --plan-count and --plan-take: the PLAN section (u32 device count, then
+ * one byte per device: 1 takes its backend) at the front of the buffer is
+ * rewritten and its header re-encoded, so that its CRC stays valid. */
+static void rewrite_plan(struct dir *d, size_t n, uint32_t id, unsigned nfds)
+{
+	uint8_t *payload = d->buf + MIG_HEADER_SIZE;
+	size_t len = n - MIG_HEADER_SIZE;
+	bool changed = false;
+	if (faults.plan_count >= 0 && len >= 4) {
+		uint32_t v = (uint32_t)faults.plan_count;
+		for (int i = 0; i < 4; i++)
+			payload[i] = (uint8_t)(v >> (8 * i));
+		say("rewrote the plan's device count to %u (checksum recomputed)", v);
+		faults.plan_count = -1;
+		changed = true;
+	}
+	if (faults.plan_take >= 0 && len >= 4 && (unsigned long long)faults.plan_take < len - 4) {
+		payload[4 + faults.plan_take] = 1;
+		say("made the plan take the backend of device %lld (checksum recomputed)", faults.plan_take);
+		faults.plan_take = -1;
+		changed = true;
+	}
+	if (changed)
+		mig_header_encode(d->buf, MIG_PLAN, id, payload, (uint32_t)len, nfds);
+}
+
 /* Forwards the complete section of n bytes at the front of the buffer. */
 static void forward_section(struct dir *d, size_t n, uint32_t type, uint32_t id)
 {
@@ -294,15 +324,8 @@ static void forward_section(struct dir *d, size_t n, uint32_t type, uint32_t id)
 	unsigned nfds = take_fds(d, d->base + n, fds);
 	if (d->faults && faults.wrong_fd && type == MIG_BACKEND && nfds)
 		replace_with_pipes(fds, nfds, id);
-	if (!d->faults && faults.plan_count >= 0 && type == MIG_PLAN && n >= MIG_HEADER_SIZE + 4) {
-		uint32_t v = (uint32_t)faults.plan_count;
-		uint8_t *payload = d->buf + MIG_HEADER_SIZE;
-		for (int i = 0; i < 4; i++)
-			payload[i] = (uint8_t)(v >> (8 * i));
-		mig_header_encode(d->buf, type, id, payload, (uint32_t)(n - MIG_HEADER_SIZE), nfds);
-		say("rewrote the plan's device count to %u (checksum recomputed)", v);
-		faults.plan_count = -1;
-	}
+	if (!d->faults && type == MIG_PLAN)
+		rewrite_plan(d, n, id, nfds);
 	if (d->faults && faults.truncate_in_type == type) {
 		faults.truncate_after = (long long)(d->forwarded + n / 2);
 		faults.truncate_in_type = 0;
@@ -586,7 +609,8 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: migproxy LISTEN_PATH UPSTREAM_PATH [--truncate-after N] [--flip-byte OFFSET]\n"
 			"                [--wrong-fd] [--close-after-type T] [--truncate-in-type T]\n"
-			"                [--flip-in-type T] [--stall-after-type T] [--plan-count N]\n");
+			"                [--flip-in-type T] [--stall-after-type T] [--plan-count N]\n"
+			"                [--plan-take I]\n");
 	exit(1);
 }
 
@@ -638,6 +662,8 @@ static void parse_faults(int argc, char **argv)
 			faults.flip_in_type = parse_type(val);
 		else if (!strcmp(opt, "--plan-count"))
 			faults.plan_count = parse_count(opt, val);
+		else if (!strcmp(opt, "--plan-take"))
+			faults.plan_take = parse_count(opt, val);
 		else if (!strcmp(opt, "--stall-after-type"))
 			faults.stall_after_type = parse_type(val);
 		else
