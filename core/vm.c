@@ -474,6 +474,24 @@ static void describe_net(struct machine_net *d, const struct virtio_net_options 
 	d->vhost = cfg->vhost;
 }
 
+/* Each network device of a VM has its own name (a migration matches
+ * devices by name) and its own TAP (two devices on one multi-queue TAP
+ * would each get some of its queues, and the kernel would spread the
+ * host's packets between them). */
+static int check_net_unique(const struct vm *vm, const struct virtio_net_options *cfg)
+{
+	const char *name = cfg->name ? cfg->name : "net";
+	for (unsigned i = 0; i < vm->nnets; i++) {
+		const struct machine_net *d = &vm->nets[i].desc;
+		if (!strcmp(d->name, name))
+			return vmm_fail("%s: the device name %s is already taken", vm->name, name);
+		if (cfg->ifname && !strcmp(d->ifname, cfg->ifname))
+			return vmm_fail("%s: %s: TAP %s is already the backend of %s", vm->name, name, cfg->ifname,
+					d->name);
+	}
+	return 0;
+}
+
 int vm_add_net(struct vm *vm, const struct virtio_net_options *cfg)
 {
 	if (vm->state != VM_CREATED)
@@ -483,6 +501,8 @@ int vm_add_net(struct vm *vm, const struct virtio_net_options *cfg)
 		return vmm_fail("%s: no event loop to run a network device on", vm->name);
 	if (vm->nnets == VM_MAX_NETS)
 		return vmm_fail("%s: at most %d network devices", vm->name, VM_MAX_NETS);
+	if (check_net_unique(vm, cfg))
+		return -1;
 	struct virtio_net *dev = virtio_net_new(cfg, &vm->mem, vm->loop);
 	if (!dev)
 		return -1;

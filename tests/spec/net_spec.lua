@@ -3,26 +3,10 @@
 -- tests are pending with the reason.
 local vmm = require "vmm"
 local net = require "vmm.net"
+local support = dofile((debug.getinfo(1, "S").source:match("^@(.*)/") or ".") .. "/support.lua")
 
--- CAP_NET_ADMIN in the effective set (root, unless a container dropped it).
-local function can_admin_net()
-  local f = io.open("/proc/self/status", "r")
-  if not f then return false end
-  local s = f:read("a")
-  f:close()
-  local caps = tonumber(s:match("\nCapEff:%s+(%x+)") or "0", 16) or 0
-  return caps & (1 << 12) ~= 0
-end
-
-local function pid()
-  local f = io.open("/proc/self/stat", "r")
-  local n = f and f:read("n")
-  if f then f:close() end
-  return n or math.random(1, 99999)
-end
-
-local ROOT = can_admin_net()
-local SUFFIX = tostring(pid() % 100000)
+local ROOT = support.can_admin_net()
+local SUFFIX = tostring(support.pid() % 100000)
 local TAP, BR, TAP2 = "lvn" .. SUFFIX .. "t", "lvn" .. SUFFIX .. "b", "lvn" .. SUFFIX .. "u"
 
 local function contains(list, x)

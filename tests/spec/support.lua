@@ -67,4 +67,22 @@ function M.have_kvm()
   return f ~= nil
 end
 
+-- CAP_NET_ADMIN in the effective set (root, unless a container dropped it).
+function M.can_admin_net()
+  local f = io.open("/proc/self/status", "r")
+  if not f then return false end
+  local s = f:read("a")
+  f:close()
+  local caps = tonumber(s:match("\nCapEff:%s+(%x+)") or "0", 16) or 0
+  return caps & (1 << 12) ~= 0
+end
+
+-- This process's pid (for names no other run uses).
+function M.pid()
+  local f = io.open("/proc/self/stat", "r")
+  local n = f and f:read("n")
+  if f then f:close() end
+  return n or math.random(1, 99999)
+end
+
 return M
