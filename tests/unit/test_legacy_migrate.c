@@ -11,73 +11,14 @@
 #include "migstream.h"
 #include "rtc.h"
 #include "serial8250.h"
-
-#define COM1 SERIAL_COM1_BASE
-#define RBR 0
-#define THR 0
-#define DLL 0
-#define IER 1
-#define DLM 1
-#define IIR 2
-#define FCR 2
-#define LCR 3
-#define MCR 4
-#define LSR 5
-#define MSR 6
-#define SCR 7
+#include "uart_rig.h"
 
 /* ---- serial ---- */
-
-struct irq_log {
-	int level;
-	int calls;
-};
-
-static void log_irq(void *opaque, int level)
-{
-	struct irq_log *l = opaque;
-	l->level = level;
-	l->calls++;
-}
-
-struct uart {
-	struct irq_log irq;
-	struct serial8250 *s;
-	struct bus pio;
-};
-
-static void uart_init(struct uart *u)
-{
-	memset(&u->irq, 0, sizeof(u->irq));
-	struct serial8250_host h = { .irq = log_irq, .opaque = &u->irq };
-	u->s = serial8250_new(&h);
-	CHECK(u->s != NULL);
-	bus_init(&u->pio, "pio");
-	CHECK_EQ(bus_register(&u->pio, COM1, SERIAL_PORTS, &serial8250_bus_ops, u->s, "serial"), 0);
-}
-
-static void uart_destroy(struct uart *u)
-{
-	bus_destroy(&u->pio);
-	serial8250_free(u->s);
-}
-
-static uint8_t inb(struct uart *u, unsigned reg)
-{
-	uint8_t v = 0;
-	CHECK(bus_read(&u->pio, COM1 + reg, &v, 1));
-	return v;
-}
-
-static void outb(struct uart *u, unsigned reg, uint8_t v)
-{
-	CHECK(bus_write(&u->pio, COM1 + reg, &v, 1));
-}
 
 /* Everything a driver can read, in a fixed order (reads have effects: MSR
  * deltas, THRE, the FIFO), then every queued byte. Two UARTs in the same
  * state give the same transcript. */
-static size_t transcript(struct uart *u, uint8_t *out, size_t cap)
+static size_t transcript(struct uart_rig *u, uint8_t *out, size_t cap)
 {
 	size_t n = 0;
 	uint8_t lcr = inb(u, LCR);
@@ -88,20 +29,20 @@ static size_t transcript(struct uart *u, uint8_t *out, size_t cap)
 	static const unsigned regs[] = { IER, LCR, MCR, LSR, SCR, MSR, IIR, IIR, MSR };
 	for (size_t i = 0; i < sizeof(regs) / sizeof(regs[0]); i++)
 		out[n++] = inb(u, regs[i]);
-	out[n++] = (uint8_t)u->irq.level;
+	out[n++] = (uint8_t)u->host.level;
 	while (n < cap && (inb(u, LSR) & 0x01))
 		out[n++] = inb(u, RBR);
 	return n;
 }
 
-static int save_serial(struct uart *u, struct mig_buf *b)
+static int save_serial(struct uart_rig *u, struct mig_buf *b)
 {
 	mig_buf_init(b);
 	return serial8250_save(u->s, b);
 }
 
 /* A driver's set-up: 115200 8N1, FIFO on, interrupts on, OUT2. */
-static void driver_setup(struct uart *u, uint8_t ier, uint8_t mcr)
+static void driver_setup(struct uart_rig *u, uint8_t ier, uint8_t mcr)
 {
 	outb(u, LCR, 0x80);
 	outb(u, DLL, 0x01);
@@ -115,7 +56,7 @@ static void driver_setup(struct uart *u, uint8_t ier, uint8_t mcr)
 
 /* Feeds input_len bytes, lets the driver read `reads` of them, then moves
  * the UART; `queued` bytes must be left for the guest on both sides. */
-static void round_trip(struct uart *src, size_t input_len, unsigned reads, size_t queued)
+static void round_trip(struct uart_rig *src, size_t input_len, unsigned reads, size_t queued)
 {
 	uint8_t *in = malloc(input_len ? input_len : 1);
 	for (size_t i = 0; i < input_len; i++)
@@ -128,11 +69,11 @@ static void round_trip(struct uart *src, size_t input_len, unsigned reads, size_
 
 	struct mig_buf b;
 	CHECK_EQ(save_serial(src, &b), 0);
-	struct uart dst;
-	uart_init(&dst);
+	struct uart_rig dst;
+	uart_rig_init(&dst);
 	CHECK_EQ(serial8250_load(dst.s, b.data, b.len), 0);
-	CHECK_EQ(dst.irq.calls, 1); /* told the level even if it is 0 */
-	CHECK_EQ(dst.irq.level, src->irq.level);
+	CHECK_EQ(dst.host.irq_calls, 1); /* told the level even if it is 0 */
+	CHECK_EQ(dst.host.level, src->host.level);
 
 	size_t cap = input_len + 64;
 	uint8_t *a = malloc(cap), *z = malloc(cap);
@@ -141,7 +82,7 @@ static void round_trip(struct uart *src, size_t input_len, unsigned reads, size_
 	CHECK_EQ(na, 12 + queued);
 	CHECK(memcmp(a, z, na < nz ? na : nz) == 0);
 	mig_buf_free(&b);
-	uart_destroy(&dst);
+	uart_rig_destroy(&dst);
 	free(in);
 	free(a);
 	free(z);
@@ -149,30 +90,30 @@ static void round_trip(struct uart *src, size_t input_len, unsigned reads, size_
 
 static void serial_round_trip_with_pending_input(void)
 {
-	struct uart u;
-	uart_init(&u);
+	struct uart_rig u;
+	uart_rig_init(&u);
 	driver_setup(&u, 0x05, 0x0b); /* RX data + line status; DTR RTS OUT2 */
 	/* 40 bytes queued, 3 read: 13 left in the FIFO, 24 behind it; the
 	 * line is up (data ready, OUT2) and must be up on the target */
 	round_trip(&u, 40, 3, 37);
-	uart_destroy(&u);
+	uart_rig_destroy(&u);
 }
 
 static void serial_round_trip_loopback_msr_deltas(void)
 {
-	struct uart u;
-	uart_init(&u);
+	struct uart_rig u;
+	uart_rig_init(&u);
 	driver_setup(&u, 0x0a, 0x0b); /* THRE + modem status */
 	outb(&u, MCR, 0x1f);          /* loopback: MSR lines follow MCR, deltas latched */
 	outb(&u, THR, 'x');           /* looped back into the receiver */
 	round_trip(&u, 0, 0, 1);
-	uart_destroy(&u);
+	uart_rig_destroy(&u);
 }
 
 static void serial_round_trip_power_on_and_queue_wrap(void)
 {
-	struct uart u;
-	uart_init(&u);
+	struct uart_rig u;
+	uart_rig_init(&u);
 	round_trip(&u, 0, 0, 0);
 	/* a queue that wraps around the end of the ring: all but 4 bytes of
 	 * a nearly full ring read, then 30 more queued */
@@ -186,27 +127,27 @@ static void serial_round_trip_power_on_and_queue_wrap(void)
 		inb(&u, RBR);
 	}
 	round_trip(&u, 30, 5, 29);
-	uart_destroy(&u);
+	uart_rig_destroy(&u);
 }
 
 static void irq_reraised_after_load(void)
 {
-	struct uart u;
-	uart_init(&u);
+	struct uart_rig u;
+	uart_rig_init(&u);
 	driver_setup(&u, 0x01, 0x08);
 	CHECK_EQ(serial8250_input(u.s, (const uint8_t *)"z", 1), 1);
-	CHECK_EQ(u.irq.level, 1);
+	CHECK_EQ(u.host.level, 1);
 	struct mig_buf b;
 	CHECK_EQ(save_serial(&u, &b), 0);
 	/* the same UART loaded again: the level is reported again */
-	int calls = u.irq.calls;
+	int calls = u.host.irq_calls;
 	CHECK_EQ(serial8250_load(u.s, b.data, b.len), 0);
-	CHECK_EQ(u.irq.calls, calls + 1);
-	CHECK_EQ(u.irq.level, 1);
+	CHECK_EQ(u.host.irq_calls, calls + 1);
+	CHECK_EQ(u.host.level, 1);
 	CHECK_EQ(inb(&u, RBR), 'z');
-	CHECK_EQ(u.irq.level, 0);
+	CHECK_EQ(u.host.level, 0);
 	mig_buf_free(&b);
-	uart_destroy(&u);
+	uart_rig_destroy(&u);
 }
 
 /* Offsets in the serial payload (serial8250.h). */
@@ -232,21 +173,21 @@ static void expect_bad(const uint8_t *good, size_t len, size_t off, const uint8_
 	memcpy(p, good, len);
 	if (patch)
 		memcpy(p + off, patch, plen);
-	struct uart dst;
-	uart_init(&dst);
+	struct uart_rig dst;
+	uart_rig_init(&dst);
 	outb(&dst, SCR, 0x77);
 	CHECK_EQ(serial8250_load(dst.s, p, len), -1);
 	CHECK_CONTAINS(vmm_error(), msg);
 	CHECK_EQ(inb(&dst, SCR), 0x77); /* untouched */
-	CHECK_EQ(dst.irq.calls, 0);
-	uart_destroy(&dst);
+	CHECK_EQ(dst.host.irq_calls, 0);
+	uart_rig_destroy(&dst);
 	free(p);
 }
 
 static void serial_bad_input(void)
 {
-	struct uart u;
-	uart_init(&u);
+	struct uart_rig u;
+	uart_rig_init(&u);
 	driver_setup(&u, 0x01, 0x0b);
 	CHECK_EQ(serial8250_input(u.s, (const uint8_t *)"abcdefghij", 10), 10);
 	struct mig_buf b;
@@ -283,7 +224,7 @@ static void serial_bad_input(void)
 	put32(v, 0xffffffffu);
 	expect_bad(b.data, b.len, S_COUNT, v, 4, "queued for the guest");
 	mig_buf_free(&b);
-	uart_destroy(&u);
+	uart_rig_destroy(&u);
 }
 
 /* ---- rtc ---- */

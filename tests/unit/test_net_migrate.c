@@ -15,8 +15,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/ethtool.h>
-#include <linux/if_ether.h>
-#include <linux/if_packet.h>
 #include <linux/if_tun.h>
 #include <linux/sockios.h>
 #include <net/if.h>
@@ -26,66 +24,26 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "check.h"
 #include "err.h"
 #include "migstream.h"
-#include "netns.h"
+#include "net_harness.h"
 #include "tap.h"
 #include "virtio_net.h"
 
-/* virtio 1.x 5.1 */
-#define NET_F_CSUM 0
-#define NET_F_GUEST_CSUM 1
-#define NET_F_MAC 5
-#define NET_F_GUEST_TSO4 7
-#define NET_F_HOST_TSO4 11
-#define NET_F_MRG_RXBUF 15
-#define NET_F_STATUS 16
-#define NET_F_CTRL_VQ 17
-#define NET_F_MQ 22
-#define HDR_F_NEEDS_CSUM 1
-#define HDR_GSO_TCPV4 1
-#define CTRL_MQ 4
-#define CTRL_MQ_VQ_PAIRS_SET 0
-
-struct vnet_hdr { /* what PACKET_VNET_HDR carries: 10 bytes */
-	uint8_t flags, gso_type;
-	uint16_t hdr_len, gso_size, csum_start, csum_offset;
-};
-
-#define MiB (1024u * 1024u)
-#define GUEST_SIZE (4 * MiB)
-#define QSIZE 256
-#define NQ 5 /* 2 pairs + control */
-#define CTRLQ 4
-#define TX_HDR_GPA 0x100000ull
-#define TX_FRAME_GPA 0x100100ull
-#define CTRL_GPA 0x180000ull
-#define RX_GPA 0x200000ull
-#define RX_STRIDE 0x800ull
+#define QSIZE qsize
 #define RX_SLOTS 512
-#define RX_BUF 1500u
 #define RX_BUF_LEN (12 + 65536 + 1024) /* the device's bounce buffer */
 
-static uint8_t guest[GUEST_SIZE] __attribute__((aligned(4096)));
 static struct guest_mem mem;
 static uv_loop_t loop;
 static int host = -1;
 static unsigned rx_slot;
 
-#define F(b) VIRTIO_BIT(b)
-static const uint64_t features = F(VIRTIO_F_VERSION_1) | F(NET_F_MRG_RXBUF) | F(NET_F_CSUM) | F(NET_F_GUEST_CSUM) |
-				 F(NET_F_HOST_TSO4) | F(NET_F_GUEST_TSO4) | F(NET_F_CTRL_VQ) | F(NET_F_MQ) |
-				 F(NET_F_STATUS) | F(NET_F_MAC) | F(VIRTIO_F_RING_INDIRECT_DESC) |
-				 F(VIRTIO_F_RING_EVENT_IDX);
-
-static const uint8_t guest_mac[6] = { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 };
-static const uint8_t peer_mac[6] = { 0x02, 0, 0, 0, 0, 0x02 };
+static const uint64_t features = NET_BASE_FEATURES | VIRTIO_BIT(VIRTIO_F_RING_EVENT_IDX);
 
 /* ---- fake transport ---- */
 
@@ -98,60 +56,6 @@ static const struct virtio_transport_ops fake_transport = { .signal_queue = t_si
 
 /* ---- the guest driver (it outlives the devices, as a guest does) ---- */
 
-struct gq {
-	uint64_t desc, avail, used;
-	uint16_t next_desc, avail_idx, used_seen;
-};
-static struct gq gqs[NQ];
-
-struct seg {
-	uint64_t gpa;
-	uint32_t len;
-	bool write;
-};
-
-static struct vq_desc *gdesc(unsigned q, uint16_t i)
-{
-	return (struct vq_desc *)(guest + gqs[q].desc) + i;
-}
-
-static uint16_t add_chain(unsigned q, const struct seg *s, unsigned n)
-{
-	struct gq *g = &gqs[q];
-	uint16_t head = g->next_desc;
-	for (unsigned i = 0; i < n; i++) {
-		uint16_t idx = (uint16_t)((head + i) % QSIZE);
-		struct vq_desc *d = gdesc(q, idx);
-		d->addr = s[i].gpa;
-		d->len = s[i].len;
-		d->flags = (uint16_t)((s[i].write ? VQ_DESC_F_WRITE : 0) | (i + 1 < n ? VQ_DESC_F_NEXT : 0));
-		d->next = (uint16_t)((idx + 1) % QSIZE);
-	}
-	g->next_desc = (uint16_t)((head + n) % QSIZE);
-	uint16_t *a = (uint16_t *)(guest + g->avail);
-	a[2 + g->avail_idx % QSIZE] = head;
-	g->avail_idx++;
-	__atomic_store_n(&a[1], g->avail_idx, __ATOMIC_RELEASE);
-	return head;
-}
-
-static uint16_t used_idx(unsigned q)
-{
-	return __atomic_load_n((uint16_t *)(guest + gqs[q].used + 2), __ATOMIC_ACQUIRE);
-}
-
-static bool get_used(unsigned q, uint16_t *id, uint32_t *len)
-{
-	struct gq *g = &gqs[q];
-	if (used_idx(q) == g->used_seen)
-		return false;
-	uint32_t *e = (uint32_t *)(guest + g->used + 4 + 8 * (g->used_seen % QSIZE));
-	*id = (uint16_t)e[0];
-	*len = e[1];
-	g->used_seen++;
-	return true;
-}
-
 static void kick(struct virtio_device *vd, unsigned q)
 {
 	vd->ops->queue_notify(vd, q);
@@ -160,24 +64,7 @@ static void kick(struct virtio_device *vd, unsigned q)
 /* Driver initialisation (3.1.1) of a device at power-on. */
 static void driver_init(struct virtio_device *vd)
 {
-	memset(guest, 0, 0x100000);
-	vd->driver_features = features & vd->host_features; /* less with some vhost-net */
-	vd->status = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK;
-	for (unsigned q = 0; q < NQ; q++) {
-		struct gq *g = &gqs[q];
-		memset(g, 0, sizeof(*g));
-		g->desc = 0x10000ull * (q + 1);
-		g->avail = g->desc + 0x4000;
-		g->used = g->desc + 0x6000;
-		struct virtqueue *vq = &vd->vqs[q];
-		vq->size = QSIZE;
-		vq->desc_gpa = g->desc;
-		vq->avail_gpa = g->avail;
-		vq->used_gpa = g->used;
-		vq->enabled = true;
-	}
-	vd->status |= VIRTIO_STATUS_DRIVER_OK;
-	CHECK_EQ(virtio_activate(vd), 0);
+	CHECK_EQ(guest_driver_start(vd, features & vd->host_features, NQ), 0); /* less with some vhost-net */
 }
 
 /* The generic virtio state (negotiation, queues, indices) through
@@ -220,13 +107,6 @@ static void post_rx(struct virtio_device *vd, unsigned q, unsigned count)
 		kick(vd, q);
 }
 
-static double now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static void pump(unsigned ms)
 {
 	double end = now_ms() + ms;
@@ -236,36 +116,12 @@ static void pump(unsigned ms)
 	} while (now_ms() < end);
 }
 
-/* Takes one received packet (num_buffers used entries) off rx queue q;
- * returns its length with the 12-byte header, 0 if none is complete. */
-static size_t take_packet(unsigned q, uint8_t *out, size_t cap)
-{
-	uint16_t avail = (uint16_t)(used_idx(q) - gqs[q].used_seen);
-	if (avail == 0)
-		return 0;
-	uint32_t *e = (uint32_t *)(guest + gqs[q].used + 4 + 8 * (gqs[q].used_seen % QSIZE));
-	const uint8_t *first = guest + gdesc(q, (uint16_t)e[0])->addr;
-	unsigned n = first[10] | first[11] << 8;
-	if (n == 0 || n > avail)
-		return 0;
-	size_t off = 0;
-	for (unsigned i = 0; i < n; i++) {
-		uint16_t id = 0;
-		uint32_t len = 0;
-		if (!get_used(q, &id, &len) || off + len > cap)
-			return 0;
-		memcpy(out + off, guest + gdesc(q, id)->addr, len);
-		off += len;
-	}
-	return off;
-}
-
 /* Waits up to timeout_ms for the next packet on rx queue q. */
 static size_t next_packet(unsigned q, uint8_t *out, size_t cap, unsigned timeout_ms)
 {
 	double end = now_ms() + timeout_ms;
 	for (;;) {
-		size_t n = take_packet(q, out, cap);
+		size_t n = take_packet(q, out, cap, NULL);
 		if (n || now_ms() > end)
 			return n;
 		uv_run(&loop, UV_RUN_NOWAIT);
@@ -275,65 +131,13 @@ static size_t next_packet(unsigned q, uint8_t *out, size_t cap, unsigned timeout
 
 /* ---- frames and the host side ---- */
 
-static uint16_t ip_csum(const uint8_t *p, size_t n)
-{
-	uint32_t s = 0;
-	for (size_t i = 0; i + 1 < n; i += 2)
-		s += (uint32_t)(p[i] << 8 | p[i + 1]);
-	while (s >> 16)
-		s = (s & 0xffff) + (s >> 16);
-	return (uint16_t)~s;
-}
-
-/* Ethernet + IPv4 + UDP (17) or TCP (6); the payload starts with marker. */
-static size_t build_frame(uint8_t *f, const uint8_t *dst, const uint8_t *src, int proto, size_t payload,
-			  const char *marker)
-{
-	size_t l4 = proto == 6 ? 20 : 8;
-	size_t ip_len = 20 + l4 + payload;
-	memcpy(f, dst, 6);
-	memcpy(f + 6, src, 6);
-	f[12] = 0x08;
-	f[13] = 0x00;
-	uint8_t *ip = f + 14;
-	memset(ip, 0, 20);
-	ip[0] = 0x45;
-	ip[2] = (uint8_t)(ip_len >> 8);
-	ip[3] = (uint8_t)ip_len;
-	ip[8] = 64;
-	ip[9] = (uint8_t)proto;
-	ip[12] = 10, ip[15] = 1;
-	ip[16] = 10, ip[19] = 2;
-	uint16_t c = ip_csum(ip, 20);
-	ip[10] = (uint8_t)(c >> 8);
-	ip[11] = (uint8_t)c;
-	uint8_t *l = ip + 20;
-	memset(l, 0, l4);
-	l[0] = 0x30, l[1] = 0x39;
-	l[2] = 0x00, l[3] = 0x50;
-	if (proto == 6) {
-		l[12] = 5 << 4;
-		l[13] = 0x18;
-		l[14] = 0xff, l[15] = 0xff;
-	} else {
-		l[4] = (uint8_t)((8 + payload) >> 8);
-		l[5] = (uint8_t)(8 + payload);
-	}
-	uint8_t *d = l + l4;
-	for (size_t i = 0; i < payload; i++)
-		d[i] = (uint8_t)(i * 7 + 3);
-	memcpy(d, marker, strlen(marker) < payload ? strlen(marker) : payload);
-	return 14 + ip_len;
-}
-
 /* A small UDP frame towards the guest. */
 static void host_send_small(const char *marker)
 {
 	static uint8_t frame[2048];
 	size_t len = build_frame(frame, guest_mac, peer_mac, 17, 100, marker);
-	struct vnet_hdr h = { 0 };
-	struct iovec iov[2] = { { &h, sizeof(h) }, { frame, len } };
-	CHECK_EQ(writev(host, iov, 2), (ssize_t)(sizeof(h) + len));
+	struct virtio_net_hdr h = { 0 };
+	CHECK_EQ(host_send(host, &h, frame, len), 0);
 }
 
 /* A 20000-byte TCP GSO frame: it reaches the TAP reader whole only while
@@ -342,41 +146,16 @@ static void host_send_gso(const char *marker)
 {
 	static uint8_t frame[21000];
 	size_t len = build_frame(frame, guest_mac, peer_mac, 6, 20000, marker);
-	struct vnet_hdr h = {
-		.flags = HDR_F_NEEDS_CSUM,
-		.gso_type = HDR_GSO_TCPV4,
-		.hdr_len = 54,
-		.gso_size = 1448,
-		.csum_start = 34,
-		.csum_offset = 16,
-	};
-	struct iovec iov[2] = { { &h, sizeof(h) }, { frame, len } };
-	CHECK_EQ(writev(host, iov, 2), (ssize_t)(sizeof(h) + len));
-}
-
-static ssize_t host_recv(uint8_t *buf, size_t cap, const char *marker, unsigned timeout_ms)
-{
-	double end = now_ms() + timeout_ms;
-	while (now_ms() < end) {
-		ssize_t r = recv(host, buf, cap, MSG_DONTWAIT);
-		if (r > 0 && memmem(buf, (size_t)r, marker, strlen(marker)))
-			return r;
-		if (r < 0)
-			usleep(1000);
-	}
-	return -1;
+	CHECK_EQ(host_send(host, &tcp4_gso_hdr, frame, len), 0);
 }
 
 /* The guest sends a small frame on tx queue q; the host must see it. */
 static void check_tx(struct virtio_device *vd, unsigned q, const char *marker)
 {
-	size_t len = build_frame(guest + TX_FRAME_GPA, peer_mac, guest_mac, 17, 80, marker);
-	memset(guest + TX_HDR_GPA, 0, 12);
-	struct seg s[2] = { { TX_HDR_GPA, 12, false }, { TX_FRAME_GPA, (uint32_t)len, false } };
-	add_chain(q, s, 2);
+	queue_tx_frame(q, 80, marker);
 	kick(vd, q);
 	static uint8_t buf[4096];
-	if (host_recv(buf, sizeof(buf), marker, 2000) < 0) {
+	if (host_recv(host, buf, sizeof(buf), marker, 2000) < 0) {
 		fprintf(stderr, "  tx %s did not reach the host\n", marker);
 		CHECK(0);
 	}
@@ -399,58 +178,9 @@ static void expect_packet(unsigned q, const char *marker, bool gso)
 		return;
 	}
 	if (gso) {
-		CHECK_EQ(got[1] & 0x7f, HDR_GSO_TCPV4);
+		CHECK_EQ(got[1] & 0x7f, VIRTIO_NET_HDR_GSO_TCPV4);
 		CHECK_EQ(n, 12 + 14 + 20 + 20 + 20000);
 	}
-}
-
-static int link_up(const char *ifname)
-{
-	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (s < 0)
-		return -1;
-	struct ifreq ifr;
-	memset(&ifr, 0, sizeof(ifr));
-	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
-	int rc = ioctl(s, SIOCGIFFLAGS, &ifr);
-	if (rc == 0) {
-		ifr.ifr_flags |= IFF_UP;
-		rc = ioctl(s, SIOCSIFFLAGS, &ifr);
-	}
-	close(s);
-	return rc;
-}
-
-static int open_host(const char *ifname)
-{
-	int s = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
-	if (s < 0)
-		return -1;
-	int one = 1;
-	setsockopt(s, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof(one));
-	setsockopt(s, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one));
-	int big = 4 * (int)MiB;
-	setsockopt(s, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
-	struct sockaddr_ll sll;
-	memset(&sll, 0, sizeof(sll));
-	sll.sll_family = AF_PACKET;
-	sll.sll_protocol = htons(ETH_P_ALL);
-	sll.sll_ifindex = (int)if_nametoindex(ifname);
-	if (bind(s, (struct sockaddr *)&sll, sizeof(sll)) < 0) {
-		close(s);
-		return -1;
-	}
-	return s;
-}
-
-static void write_file(const char *path, const char *text)
-{
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	if (write(fd, text, strlen(text)) < 0)
-		perror(path);
-	close(fd);
 }
 
 /* The TAP's netdev features (what TUNSETOFFLOAD changes), read with
@@ -684,7 +414,7 @@ static void test_migrate_two_pairs(void)
 		return;
 	struct virtio_device *bvd = virtio_net_device(b);
 	uint16_t k = 2;
-	CHECK_EQ(ctrl_cmd(bvd, CTRL_MQ, CTRL_MQ_VQ_PAIRS_SET, &k, 2), 0);
+	CHECK_EQ(ctrl_cmd(bvd, VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, &k, 2), 0);
 	struct outgoing o;
 	source_side(b, &o);
 	CHECK_EQ(queue_attached(o.fds[1]), 1);
@@ -713,9 +443,9 @@ static void test_migrate_two_pairs(void)
 	size_t n = 0;
 	while (n == 0 && now_ms() < end) {
 		uv_run(&loop, UV_RUN_NOWAIT);
-		n = take_packet(0, got, sizeof(got));
+		n = take_packet(0, got, sizeof(got), NULL);
 		if (!n)
-			n = take_packet(2, got, sizeof(got));
+			n = take_packet(2, got, sizeof(got), NULL);
 		usleep(1000);
 	}
 	CHECK(n > 0 && memmem(got, n, "c-rx-1", 6));
@@ -730,11 +460,11 @@ static void test_unquiesce(void)
 		return;
 	struct virtio_device *cvd = virtio_net_device(c);
 	uint16_t k = 1;
-	CHECK_EQ(ctrl_cmd(cvd, CTRL_MQ, CTRL_MQ_VQ_PAIRS_SET, &k, 2), 0);
+	CHECK_EQ(ctrl_cmd(cvd, VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, &k, 2), 0);
 	/* use up the posted buffers so the next frame is held */
 	pump(20);
 	static uint8_t got[4096];
-	while (take_packet(0, got, sizeof(got)))
+	while (take_packet(0, got, sizeof(got), NULL))
 		;
 	unsigned left = (uint16_t)(gqs[0].avail_idx - virtio_net_device(c)->vqs[0].last_avail);
 	for (unsigned i = 0; i < left; i++) {
@@ -743,7 +473,7 @@ static void test_unquiesce(void)
 		host_send_small(m);
 	}
 	pump(100);
-	while (take_packet(0, got, sizeof(got)))
+	while (take_packet(0, got, sizeof(got), NULL))
 		;
 	host_send_small("uq-held");
 	pump(100);
@@ -756,7 +486,7 @@ static void test_unquiesce(void)
 	host_send_small("uq-queued");
 	post_rx(cvd, 0, 4); /* a kick while quiesced: ignored, not lost */
 	pump(50);
-	CHECK_EQ(take_packet(0, got, sizeof(got)), 0);
+	CHECK_EQ(take_packet(0, got, sizeof(got), NULL), 0);
 	CHECK_EQ(virtio_net_unquiesce(c), 0);
 	expect_packet(0, "uq-held", false);
 	expect_packet(0, "uq-queued", false);
@@ -996,10 +726,7 @@ static bool wait_used(unsigned q, uint16_t want, unsigned ms)
 
 static void vhost_tx(unsigned q, const char *marker)
 {
-	size_t len = build_frame(guest + TX_FRAME_GPA, peer_mac, guest_mac, 17, 80, marker);
-	memset(guest + TX_HDR_GPA, 0, 12);
-	struct seg s[2] = { { TX_HDR_GPA, 12, false }, { TX_FRAME_GPA, (uint32_t)len, false } };
-	add_chain(q, s, 2);
+	queue_tx_frame(q, 80, marker);
 	eventfd_write(kick_fds[q], 1);
 }
 
@@ -1033,7 +760,7 @@ static void test_vhost_quiesce_unquiesce(void)
 	driver_init(vd);
 	vhost_tx(1, "vh-1");
 	static uint8_t buf[4096];
-	CHECK(host_recv(buf, sizeof(buf), "vh-1", 2000) > 0);
+	CHECK(host_recv(host, buf, sizeof(buf), "vh-1", 2000) > 0);
 	CHECK(wait_used(1, 1, 2000));
 	CHECK_EQ(virtio_net_quiesce(v), 0);
 	CHECK_EQ(vd->vqs[1].last_avail, gqs[1].avail_idx); /* the kernel's index came back */
@@ -1044,12 +771,12 @@ static void test_vhost_quiesce_unquiesce(void)
 	mig_buf_free(&s);
 	/* stopped: a kick is not served */
 	vhost_tx(1, "vh-2");
-	CHECK(host_recv(buf, sizeof(buf), "vh-2", 200) < 0);
+	CHECK(host_recv(host, buf, sizeof(buf), "vh-2", 200) < 0);
 	/* restarted from the saved index: the pending kick is served */
 	CHECK_EQ(virtio_net_unquiesce(v), 0);
-	CHECK(host_recv(buf, sizeof(buf), "vh-2", 2000) > 0);
+	CHECK(host_recv(host, buf, sizeof(buf), "vh-2", 2000) > 0);
 	vhost_tx(1, "vh-3");
-	CHECK(host_recv(buf, sizeof(buf), "vh-3", 2000) > 0);
+	CHECK(host_recv(host, buf, sizeof(buf), "vh-3", 2000) > 0);
 	virtio_reset(vd);
 	virtio_net_free(v);
 	close(host);
@@ -1062,12 +789,9 @@ static void test_vhost_quiesce_unquiesce(void)
 
 int main(void)
 {
-	setvbuf(stdout, NULL, _IONBF, 0);
-	int skip = enter_private_netns();
+	int skip = start_net_test();
 	if (skip)
 		return skip;
-	write_file("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
-	write_file("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1");
 	CHECK_EQ(guest_mem_wrap(&mem, guest, GUEST_SIZE), 0);
 	CHECK_EQ(uv_loop_init(&loop), 0);
 

@@ -7,92 +7,24 @@
 #include "check.h"
 #include "err.h"
 #include "serial8250.h"
+#include "uart_rig.h"
 
-#define COM1 SERIAL_COM1_BASE
-#define RBR 0
-#define THR 0
-#define DLL 0
-#define IER 1
-#define DLM 1
-#define IIR 2
-#define FCR 2
-#define LCR 3
-#define MCR 4
-#define LSR 5
-#define MSR 6
-#define SCR 7
-
-struct fake_host {
-	uint8_t out[4096];
-	size_t nout;
-	int level;        /* current line level */
-	int irq_calls;
-	int irq_repeats;  /* calls that did not change the level: must stay 0 */
-	int edge;         /* latched rising edge, as an edge-triggered PIC */
-};
-
-static void fake_irq(void *opaque, int level)
-{
-	struct fake_host *h = opaque;
-	if (level == h->level)
-		h->irq_repeats++;
-	if (level && !h->level)
-		h->edge = 1;
-	h->level = level;
-	h->irq_calls++;
-}
-
-static void fake_output(void *opaque, const uint8_t *buf, size_t len)
-{
-	struct fake_host *h = opaque;
-	for (size_t i = 0; i < len && h->nout < sizeof(h->out); i++)
-		h->out[h->nout++] = buf[i];
-}
-
-struct rig {
-	struct fake_host host;
-	struct serial8250 *s;
-	struct bus pio;
-};
-
-static void rig_init(struct rig *r)
-{
-	memset(&r->host, 0, sizeof(r->host));
-	struct serial8250_host h = { fake_irq, fake_output, &r->host };
-	r->s = serial8250_new(&h);
-	CHECK(r->s != NULL);
-	bus_init(&r->pio, "pio");
-	CHECK_EQ(bus_register(&r->pio, COM1, SERIAL_PORTS, &serial8250_bus_ops, r->s, "serial"), 0);
-}
-
-static void rig_destroy(struct rig *r)
+/* Tears the rig down: no IRQ call may have repeated the line's level. */
+static void rig_destroy_checked(struct uart_rig *r)
 {
 	CHECK_EQ(r->host.irq_repeats, 0);
-	bus_destroy(&r->pio);
-	serial8250_free(r->s);
-}
-
-static uint8_t inb(struct rig *r, unsigned reg)
-{
-	uint8_t v = 0;
-	CHECK(bus_read(&r->pio, COM1 + reg, &v, 1));
-	return v;
-}
-
-static void outb(struct rig *r, unsigned reg, uint8_t v)
-{
-	CHECK(bus_write(&r->pio, COM1 + reg, &v, 1));
+	uart_rig_destroy(r);
 }
 
 /* A byte as a driver reads it: LSR.DR first, then RBR. -1 when none. */
-static int rx(struct rig *r)
+static int rx(struct uart_rig *r)
 {
 	if (!(inb(r, LSR) & 0x01))
 		return -1;
 	return inb(r, RBR);
 }
 
-static size_t input_str(struct rig *r, const char *str)
+static size_t input_str(struct uart_rig *r, const char *str)
 {
 	return serial8250_input(r->s, (const uint8_t *)str, strlen(str));
 }
@@ -100,8 +32,8 @@ static size_t input_str(struct rig *r, const char *str)
 /* The checks of Linux's autoconfig() and autoconfig_16550a(), in order. */
 static void test_probe_16550a(void)
 {
-	struct rig r;
-	rig_init(&r);
+	struct uart_rig r;
+	uart_rig_init(&r);
 
 	CHECK_EQ(inb(&r, LSR), 0x60); /* THRE|TEMT, no data */
 	CHECK_EQ(inb(&r, IIR), 0x01);
@@ -158,13 +90,13 @@ static void test_probe_16550a(void)
 	CHECK_EQ(inb(&r, MSR) & 0xf0, 0xb0); /* DCD|DSR|CTS out of loopback */
 	CHECK_EQ(r.host.nout, 0);
 	CHECK_EQ(r.host.irq_calls, 0);
-	rig_destroy(&r);
+	rig_destroy_checked(&r);
 }
 
 static void test_transmit(void)
 {
-	struct rig r;
-	rig_init(&r);
+	struct uart_rig r;
+	uart_rig_init(&r);
 	outb(&r, LCR, 0x03);
 	outb(&r, THR, 'h');
 	outb(&r, THR, 'i');
@@ -191,13 +123,13 @@ static void test_transmit(void)
 	serial8250_bus_ops.read(r.s, 9, &b, 1);
 	CHECK_EQ(b, 0xff);
 	CHECK_EQ(r.host.nout, 3);
-	rig_destroy(&r);
+	rig_destroy_checked(&r);
 }
 
 static void test_receive_irq(void)
 {
-	struct rig r;
-	rig_init(&r);
+	struct uart_rig r;
+	uart_rig_init(&r);
 	CHECK_EQ(input_str(&r, "ab"), 2);
 	CHECK_EQ(inb(&r, LSR), 0x61);
 	CHECK_EQ(r.host.level, 0); /* IER 0 */
@@ -233,13 +165,13 @@ static void test_receive_irq(void)
 	CHECK_EQ(r.host.irq_calls, calls + 1);
 	outb(&r, IER, 0);
 	CHECK_EQ(r.host.level, 0);
-	rig_destroy(&r);
+	rig_destroy_checked(&r);
 }
 
 static void test_thre_irq(void)
 {
-	struct rig r;
-	rig_init(&r);
+	struct uart_rig r;
+	uart_rig_init(&r);
 	outb(&r, MCR, 0x08);
 	CHECK_EQ(r.host.level, 0);
 	outb(&r, IER, 0x02); /* enabling ETBEI with THR empty arms THRE */
@@ -274,13 +206,13 @@ static void test_thre_irq(void)
 	CHECK_EQ(r.host.level, 1);
 	CHECK_EQ(r.host.irq_calls, calls + 2);
 	CHECK_EQ(r.host.nout, 17);
-	rig_destroy(&r);
+	rig_destroy_checked(&r);
 }
 
 static void test_iir_priority(void)
 {
-	struct rig r;
-	rig_init(&r);
+	struct uart_rig r;
+	uart_rig_init(&r);
 	outb(&r, FCR, 0x07);
 	outb(&r, MCR, 0x08);
 	outb(&r, IER, 0x0f);
@@ -314,13 +246,13 @@ static void test_iir_priority(void)
 	/* FIFO disabled: no 0xc0 */
 	outb(&r, FCR, 0);
 	CHECK_EQ(inb(&r, IIR), 0x01);
-	rig_destroy(&r);
+	rig_destroy_checked(&r);
 }
 
 static void test_dlab(void)
 {
-	struct rig r;
-	rig_init(&r);
+	struct uart_rig r;
+	uart_rig_init(&r);
 	outb(&r, IER, 0x05);
 	CHECK_EQ(input_str(&r, "q"), 1);
 	outb(&r, LCR, 0x83);
@@ -339,13 +271,13 @@ static void test_dlab(void)
 	outb(&r, LCR, 0x83);
 	CHECK_EQ(inb(&r, DLL), 0x01);  /* THR write left the divisor alone */
 	CHECK_EQ(inb(&r, DLM), 0x02);
-	rig_destroy(&r);
+	rig_destroy_checked(&r);
 }
 
 static void test_loopback(void)
 {
-	struct rig r;
-	rig_init(&r);
+	struct uart_rig r;
+	uart_rig_init(&r);
 	outb(&r, IER, 0x01);
 	outb(&r, MCR, 0x10 | 0x08);
 	outb(&r, THR, 'x');
@@ -375,13 +307,13 @@ static void test_loopback(void)
 	outb(&r, THR, 'z');
 	CHECK_EQ(r.host.nout, 1);
 	CHECK_EQ(r.host.out[0], 'z');
-	rig_destroy(&r);
+	rig_destroy_checked(&r);
 }
 
 static void test_input_full(void)
 {
-	struct rig r;
-	rig_init(&r);
+	struct uart_rig r;
+	uart_rig_init(&r);
 	uint8_t *big = malloc(SERIAL_INPUT_MAX);
 	CHECK(big != NULL);
 	if (!big)
@@ -407,15 +339,15 @@ static void test_input_full(void)
 	CHECK_EQ(rx(&r), -1);
 	CHECK_EQ(inb(&r, LSR), 0x60);
 	free(big);
-	rig_destroy(&r);
+	rig_destroy_checked(&r);
 }
 
 /* FCR "clear RX" drops only what the 16-byte FIFO holds; what is queued
  * beyond it is still on the wire and stays. */
 static void test_fcr_clear(void)
 {
-	struct rig r;
-	rig_init(&r);
+	struct uart_rig r;
+	uart_rig_init(&r);
 	char msg[41];
 	for (int i = 0; i < 40; i++)
 		msg[i] = 'A' + i;
@@ -437,15 +369,15 @@ static void test_fcr_clear(void)
 	CHECK_EQ(inb(&r, LSR), 0x60);
 	CHECK_EQ(input_str(&r, "k"), 1);
 	CHECK_EQ(rx(&r), 'k');
-	rig_destroy(&r);
+	rig_destroy_checked(&r);
 }
 
 /* The FIFO is the first 16 queued bytes: when the guest reads it empty the
  * line dips, so an edge-triggered PIC sees the next 16 as new data. */
 static void test_rx_fifo_window(void)
 {
-	struct rig r;
-	rig_init(&r);
+	struct uart_rig r;
+	uart_rig_init(&r);
 	uint8_t data[40];
 	for (int i = 0; i < 40; i++)
 		data[i] = (uint8_t)(0x80 + i);
@@ -482,13 +414,13 @@ static void test_rx_fifo_window(void)
 	CHECK_EQ(inb(&r, RBR), 'x');
 	CHECK_EQ(inb(&r, RBR), 'y');
 	CHECK_EQ(r.host.level, 0);
-	rig_destroy(&r);
+	rig_destroy_checked(&r);
 }
 
 static void test_reset(void)
 {
-	struct rig r;
-	rig_init(&r);
+	struct uart_rig r;
+	uart_rig_init(&r);
 	outb(&r, LCR, 0x83);
 	outb(&r, DLL, 0x01);
 	outb(&r, LCR, 0x03);
@@ -514,12 +446,12 @@ static void test_reset(void)
 	CHECK_EQ(input_str(&r, "n"), 1);
 	CHECK_EQ(r.host.level, 1);
 	CHECK_EQ(inb(&r, RBR), 'n');
-	rig_destroy(&r);
+	rig_destroy_checked(&r);
 }
 
 /* Linux's serial8250_interrupt(): passes until IIR says no interrupt, at most
  * 512, each reading at most 256 bytes. */
-static size_t linux_isr(struct rig *r, uint8_t *got, size_t n)
+static size_t linux_isr(struct uart_rig *r, uint8_t *got, size_t n)
 {
 	for (int pass = 0; pass < 512; pass++) {
 		if (inb(r, IIR) & 0x01)
@@ -541,8 +473,8 @@ static size_t linux_isr(struct rig *r, uint8_t *got, size_t n)
  * every ISR that gives up must leave an edge behind. */
 static void test_linux_isr_full_ring(void)
 {
-	struct rig r;
-	rig_init(&r);
+	struct uart_rig r;
+	uart_rig_init(&r);
 	uint8_t *data = malloc(SERIAL_INPUT_MAX), *got = malloc(SERIAL_INPUT_MAX);
 	CHECK(data && got);
 	if (!data || !got)
@@ -566,7 +498,7 @@ static void test_linux_isr_full_ring(void)
 	CHECK_EQ(inb(&r, LSR), 0x60);
 	free(data);
 	free(got);
-	rig_destroy(&r);
+	rig_destroy_checked(&r);
 }
 
 /* Host input from another thread while a "vCPU" drains RBR. */
@@ -591,8 +523,8 @@ static void *producer(void *arg)
 
 static void test_threaded_input(void)
 {
-	struct rig r;
-	rig_init(&r);
+	struct uart_rig r;
+	uart_rig_init(&r);
 	outb(&r, MCR, 0x08);
 	outb(&r, IER, 0x01);
 	pthread_t t;
@@ -607,7 +539,7 @@ static void test_threaded_input(void)
 	CHECK(ok);
 	CHECK_EQ(inb(&r, LSR), 0x60);
 	CHECK_EQ(r.host.level, 0);
-	rig_destroy(&r);
+	rig_destroy_checked(&r);
 }
 
 int main(void)

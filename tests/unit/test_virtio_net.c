@@ -2,77 +2,22 @@
  * guest driver on a 4 MiB buffer (rings, buffers) and the host on an
  * AF_PACKET socket bound to the TAP, inside a private network namespace
  * (needs root; exits 77, "skipped", otherwise). */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <linux/if_packet.h>
-#include <linux/if_ether.h>
 #include <net/if.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "check.h"
-#include "netns.h"
 #include "err.h"
+#include "net_harness.h"
 #include "virtio_net.h"
 
-/* virtio 1.x 5.1 (not <linux/virtio_net.h>: its struct virtio_net_options
- * is the config space layout, a name virtio_net.h uses for its own). */
-#define VIRTIO_NET_F_CSUM 0
-#define VIRTIO_NET_F_GUEST_CSUM 1
-#define VIRTIO_NET_F_MTU 3
-#define VIRTIO_NET_F_MAC 5
-#define VIRTIO_NET_F_GUEST_TSO4 7
-#define VIRTIO_NET_F_GUEST_TSO6 8
-#define VIRTIO_NET_F_HOST_TSO4 11
-#define VIRTIO_NET_F_MRG_RXBUF 15
-#define VIRTIO_NET_F_STATUS 16
-#define VIRTIO_NET_F_CTRL_VQ 17
-#define VIRTIO_NET_F_MQ 22
-#define VIRTIO_NET_HDR_F_NEEDS_CSUM 1
-#define VIRTIO_NET_HDR_GSO_NONE 0
-#define VIRTIO_NET_HDR_GSO_TCPV4 1
-#define VIRTIO_NET_OK 0
-#define VIRTIO_NET_ERR 1
-#define VIRTIO_NET_CTRL_RX 0
-#define VIRTIO_NET_CTRL_RX_PROMISC 0
-#define VIRTIO_NET_CTRL_MQ 4
-#define VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET 0
-
-struct virtio_net_hdr { /* what PACKET_VNET_HDR carries: 10 bytes */
-	uint8_t flags, gso_type;
-	uint16_t hdr_len, gso_size, csum_start, csum_offset;
-};
-
-struct virtio_net_hdr_mrg_rxbuf { /* the 12-byte virtio 1.x header */
-	struct virtio_net_hdr hdr;
-	uint16_t num_buffers;
-};
-
-#define MiB (1024u * 1024u)
-#define GUEST_SIZE (4 * MiB)
-static uint16_t qsize = 256; /* what the driver picks (device max 1024) */
-#define QSIZE qsize
-#define NQ 5 /* 2 pairs + control */
-#define CTRLQ 4
-
-#define TX_HDR_GPA   0x100000ull
-#define TX_FRAME_GPA 0x100100ull
-#define CTRL_GPA     0x180000ull
+#define QSIZE qsize /* what the driver picks (device max 1024) */
 #define INDIRECT_GPA 0x0C0000ull
-#define RX_GPA       0x200000ull
-#define RX_STRIDE    0x800ull
-#define RX_BUF       1500u
 
-static uint8_t guest[GUEST_SIZE] __attribute__((aligned(4096)));
 static struct guest_mem mem;
 static uv_loop_t loop;
 static struct virtio_net *net;
@@ -103,71 +48,6 @@ static const struct virtio_transport_ops fake_transport = {
 
 /* ---- the guest driver ---- */
 
-struct gq {
-	uint64_t desc, avail, used;
-	uint16_t next_desc, avail_idx, used_seen;
-};
-static struct gq gqs[NQ];
-
-struct seg {
-	uint64_t gpa;
-	uint32_t len;
-	bool write;
-};
-
-static struct vq_desc *gdesc(unsigned q, uint16_t i)
-{
-	return (struct vq_desc *)(guest + gqs[q].desc) + i;
-}
-
-static uint16_t *gavail(unsigned q)
-{
-	return (uint16_t *)(guest + gqs[q].avail);
-}
-
-static void publish(unsigned q, uint16_t head)
-{
-	struct gq *g = &gqs[q];
-	uint16_t *a = gavail(q);
-	a[2 + g->avail_idx % QSIZE] = head;
-	g->avail_idx++;
-	__atomic_store_n(&a[1], g->avail_idx, __ATOMIC_RELEASE);
-}
-
-static uint16_t add_chain(unsigned q, const struct seg *s, unsigned n)
-{
-	struct gq *g = &gqs[q];
-	uint16_t head = g->next_desc;
-	for (unsigned i = 0; i < n; i++) {
-		uint16_t idx = (uint16_t)((head + i) % QSIZE);
-		struct vq_desc *d = gdesc(q, idx);
-		d->addr = s[i].gpa;
-		d->len = s[i].len;
-		d->flags = (uint16_t)((s[i].write ? VQ_DESC_F_WRITE : 0) | (i + 1 < n ? VQ_DESC_F_NEXT : 0));
-		d->next = (uint16_t)((idx + 1) % QSIZE);
-	}
-	g->next_desc = (uint16_t)((head + n) % QSIZE);
-	publish(q, head);
-	return head;
-}
-
-static uint16_t used_idx(unsigned q)
-{
-	return __atomic_load_n((uint16_t *)(guest + gqs[q].used + 2), __ATOMIC_ACQUIRE);
-}
-
-static bool get_used(unsigned q, uint16_t *id, uint32_t *len)
-{
-	struct gq *g = &gqs[q];
-	if (used_idx(q) == g->used_seen)
-		return false;
-	uint32_t *e = (uint32_t *)(guest + g->used + 4 + 8 * (g->used_seen % QSIZE));
-	*id = (uint16_t)e[0];
-	*len = e[1];
-	g->used_seen++;
-	return true;
-}
-
 static void kick(unsigned q)
 {
 	vd->ops->queue_notify(vd, q);
@@ -177,27 +57,10 @@ static void kick(unsigned q)
 static void setup(uint64_t f)
 {
 	virtio_reset(vd);
-	memset(guest, 0, 0x100000);
 	memset(signals, 0, sizeof(signals));
 	config_signals = 0;
 	features = f;
-	vd->driver_features = f;
-	vd->status = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK;
-	for (unsigned q = 0; q < NQ; q++) {
-		struct gq *g = &gqs[q];
-		memset(g, 0, sizeof(*g));
-		g->desc = 0x10000ull * (q + 1);
-		g->avail = g->desc + 0x4000;
-		g->used = g->desc + 0x6000;
-		struct virtqueue *vq = &vd->vqs[q];
-		vq->size = QSIZE;
-		vq->desc_gpa = g->desc;
-		vq->avail_gpa = g->avail;
-		vq->used_gpa = g->used;
-		vq->enabled = true;
-	}
-	vd->status |= VIRTIO_STATUS_DRIVER_OK;
-	CHECK_EQ(virtio_activate(vd), 0);
+	CHECK_EQ(guest_driver_start(vd, f, NQ), 0);
 }
 
 static void reset_and_setup(uint64_t f)
@@ -211,13 +74,6 @@ static void reset_and_setup(uint64_t f)
 static bool broken(void)
 {
 	return vd->status & VIRTIO_STATUS_NEEDS_RESET;
-}
-
-static double now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 /* Runs the loop until cond() or timeout_ms; never blocks in uv_run. */
@@ -246,32 +102,6 @@ static bool wait_used(unsigned q, unsigned count, unsigned timeout_ms)
 	return pump(used_at_least, arg, timeout_ms);
 }
 
-/* Takes one received packet (num_buffers used entries) off rx queue q:
- * header + frame into out; returns its length, or 0 if none is complete. */
-static size_t take_packet(unsigned q, uint8_t *out, size_t cap, unsigned *nbufs)
-{
-	uint16_t avail = (uint16_t)(used_idx(q) - gqs[q].used_seen);
-	uint16_t id;
-	uint32_t len;
-	if (avail == 0)
-		return 0;
-	uint32_t *e = (uint32_t *)(guest + gqs[q].used + 4 + 8 * (gqs[q].used_seen % QSIZE));
-	const uint8_t *first = guest + gdesc(q, (uint16_t)e[0])->addr;
-	unsigned n = first[10] | first[11] << 8;
-	if (n == 0 || n > avail)
-		return 0;
-	size_t off = 0;
-	for (unsigned i = 0; i < n; i++) {
-		get_used(q, &id, &len);
-		if (off + len > cap)
-			return 0;
-		memcpy(out + off, guest + gdesc(q, id)->addr, len);
-		off += len;
-	}
-	*nbufs = n;
-	return off;
-}
-
 static void post_rx(unsigned q, unsigned first, unsigned count, uint32_t len)
 {
 	for (unsigned i = 0; i < count; i++) {
@@ -280,88 +110,7 @@ static void post_rx(unsigned q, unsigned first, unsigned count, uint32_t len)
 	}
 }
 
-/* ---- frames ---- */
-
-static const uint8_t guest_mac[6] = { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 };
-static const uint8_t peer_mac[6] = { 0x02, 0, 0, 0, 0, 0x02 };
-
-static uint16_t ip_csum(const uint8_t *p, size_t n)
-{
-	uint32_t s = 0;
-	for (size_t i = 0; i + 1 < n; i += 2)
-		s += (uint32_t)(p[i] << 8 | p[i + 1]);
-	while (s >> 16)
-		s = (s & 0xffff) + (s >> 16);
-	return (uint16_t)~s;
-}
-
-/* Ethernet + IPv4 + UDP (proto 17) or TCP (6) with `payload` bytes; the
- * payload starts with `marker` and continues with a counting pattern. */
-static size_t build_frame(uint8_t *f, const uint8_t *dst, const uint8_t *src, int proto, size_t payload,
-			  const char *marker)
-{
-	size_t l4 = proto == 6 ? 20 : 8;
-	size_t ip_len = 20 + l4 + payload;
-	memcpy(f, dst, 6);
-	memcpy(f + 6, src, 6);
-	f[12] = 0x08;
-	f[13] = 0x00;
-	uint8_t *ip = f + 14;
-	memset(ip, 0, 20);
-	ip[0] = 0x45;
-	ip[2] = (uint8_t)(ip_len >> 8);
-	ip[3] = (uint8_t)ip_len;
-	ip[8] = 64;
-	ip[9] = (uint8_t)proto;
-	ip[12] = 10, ip[15] = 1;
-	ip[16] = 10, ip[19] = 2;
-	uint16_t c = ip_csum(ip, 20);
-	ip[10] = (uint8_t)(c >> 8);
-	ip[11] = (uint8_t)c;
-	uint8_t *l = ip + 20;
-	memset(l, 0, l4);
-	l[0] = 0x30, l[1] = 0x39; /* 12345 */
-	l[2] = 0x00, l[3] = 0x50; /* 80 */
-	if (proto == 6) {
-		l[12] = 5 << 4;
-		l[13] = 0x18; /* PSH ACK */
-		l[14] = 0xff, l[15] = 0xff;
-	} else {
-		l[4] = (uint8_t)((8 + payload) >> 8);
-		l[5] = (uint8_t)(8 + payload);
-	}
-	uint8_t *d = l + l4;
-	for (size_t i = 0; i < payload; i++)
-		d[i] = (uint8_t)(i * 7 + 3);
-	memcpy(d, marker, strlen(marker) < payload ? strlen(marker) : payload);
-	return 14 + ip_len;
-}
-
 /* ---- the host side ---- */
-
-static int host_send(const struct virtio_net_hdr *h, const void *frame, size_t len)
-{
-	struct iovec iov[2] = { { (void *)h, sizeof(*h) }, { (void *)frame, len } };
-	ssize_t w = writev(host, iov, 2);
-	if (w < 0)
-		fprintf(stderr, "  host send: %s\n", strerror(errno));
-	return w == (ssize_t)(sizeof(*h) + len) ? 0 : -1;
-}
-
-/* Receives until a frame containing marker arrives; returns its length
- * (vnet header included) or -1 after timeout_ms. */
-static ssize_t host_recv(uint8_t *buf, size_t cap, const char *marker, unsigned timeout_ms)
-{
-	double end = now_ms() + timeout_ms;
-	while (now_ms() < end) {
-		ssize_t r = recv(host, buf, cap, MSG_DONTWAIT);
-		if (r > 0 && memmem(buf, (size_t)r, marker, strlen(marker)))
-			return r;
-		if (r < 0)
-			usleep(1000);
-	}
-	return -1;
-}
 
 static void host_drain(void)
 {
@@ -370,70 +119,14 @@ static void host_drain(void)
 		;
 }
 
-static int link_up(const char *ifname)
-{
-	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (s < 0)
-		return -1;
-	struct ifreq ifr;
-	memset(&ifr, 0, sizeof(ifr));
-	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
-	int rc = ioctl(s, SIOCGIFFLAGS, &ifr);
-	if (rc == 0) {
-		ifr.ifr_flags |= IFF_UP;
-		rc = ioctl(s, SIOCSIFFLAGS, &ifr);
-	}
-	close(s);
-	return rc;
-}
-
-static int open_host(const char *ifname)
-{
-	int s = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
-	if (s < 0)
-		return -1;
-	int one = 1;
-	if (setsockopt(s, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof(one)) < 0)
-		goto fail;
-	setsockopt(s, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one));
-	int big = 4 * (int)MiB;
-	setsockopt(s, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
-	struct sockaddr_ll sll;
-	memset(&sll, 0, sizeof(sll));
-	sll.sll_family = AF_PACKET;
-	sll.sll_protocol = htons(ETH_P_ALL);
-	sll.sll_ifindex = (int)if_nametoindex(ifname);
-	if (bind(s, (struct sockaddr *)&sll, sizeof(sll)) < 0)
-		goto fail;
-	return s;
-fail:
-	close(s);
-	return -1;
-}
-
-static void write_file(const char *path, const char *text)
-{
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	if (write(fd, text, strlen(text)) < 0)
-		perror(path);
-	close(fd);
-}
-
 /* ---- cases ---- */
 
 #define F(b) VIRTIO_BIT(b)
-static const uint64_t base_features = F(VIRTIO_F_VERSION_1) | F(VIRTIO_NET_F_MRG_RXBUF) | F(VIRTIO_NET_F_CSUM) |
-				      F(VIRTIO_NET_F_GUEST_CSUM) | F(VIRTIO_NET_F_HOST_TSO4) |
-				      F(VIRTIO_NET_F_GUEST_TSO4) | F(VIRTIO_NET_F_CTRL_VQ) | F(VIRTIO_NET_F_MQ) |
-				      F(VIRTIO_NET_F_STATUS) | F(VIRTIO_NET_F_MAC) |
-				      F(VIRTIO_F_RING_INDIRECT_DESC);
 
 static void test_features_and_config(void)
 {
 	uint64_t h = vd->host_features;
-	CHECK_EQ(h & base_features, base_features);
+	CHECK_EQ(h & NET_BASE_FEATURES, NET_BASE_FEATURES);
 	CHECK(h & F(VIRTIO_F_RING_EVENT_IDX));
 	CHECK(h & F(VIRTIO_NET_F_GUEST_TSO6));
 	CHECK(!(h & F(VIRTIO_NET_F_MTU)));
@@ -455,7 +148,7 @@ static void test_features_and_config(void)
 
 static void test_tx(void)
 {
-	setup(base_features);
+	setup(NET_BASE_FEATURES);
 	host_drain();
 	struct virtio_net_hdr_mrg_rxbuf *h = (void *)(guest + TX_HDR_GPA);
 	memset(h, 0, sizeof(*h));
@@ -475,7 +168,7 @@ static void test_tx(void)
 	CHECK(signals[1] >= 1);
 
 	static uint8_t buf[70000];
-	ssize_t r = host_recv(buf, sizeof(buf), "guest-to-host-1", 2000);
+	ssize_t r = host_recv(host, buf, sizeof(buf), "guest-to-host-1", 2000);
 	CHECK_EQ(r, (ssize_t)(sizeof(struct virtio_net_hdr) + len));
 	if (r > 0) {
 		struct virtio_net_hdr *hh = (void *)buf;
@@ -497,7 +190,7 @@ static void test_tx(void)
 	CHECK(wait_used(1, 1, 500));
 	CHECK(get_used(1, &id, &ulen));
 	CHECK_EQ(signals[1], before);
-	CHECK(host_recv(buf, sizeof(buf), "guest-to-host-2", 2000) > 0);
+	CHECK(host_recv(host, buf, sizeof(buf), "guest-to-host-2", 2000) > 0);
 	gavail(1)[0] = 0;
 
 	/* a chain shorter than the header: counted as an error, not fatal */
@@ -522,13 +215,13 @@ static void check_rx_payload(const uint8_t *got, const uint8_t *want, size_t len
 
 static void test_rx(void)
 {
-	setup(base_features);
+	setup(NET_BASE_FEATURES);
 	post_rx(0, 0, 8, RX_BUF);
 	kick(0);
 	static uint8_t frame[2048];
 	size_t len = build_frame(frame, guest_mac, peer_mac, 17, 300, "host-to-guest-1");
 	struct virtio_net_hdr h = { 0 };
-	CHECK_EQ(host_send(&h, frame, len), 0);
+	CHECK_EQ(host_send(host, &h, frame, len), 0);
 	CHECK(wait_used(0, 1, 2000));
 	uint16_t id;
 	uint32_t ulen;
@@ -548,20 +241,12 @@ static void test_rx(void)
 
 static void test_rx_gso_mergeable(void)
 {
-	setup(base_features);
+	setup(NET_BASE_FEATURES);
 	post_rx(0, 0, 40, RX_BUF);
 	kick(0);
 	static uint8_t frame[21000];
 	size_t len = build_frame(frame, guest_mac, peer_mac, 6, 20000, "host-to-guest-gso");
-	struct virtio_net_hdr h = {
-		.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM,
-		.gso_type = VIRTIO_NET_HDR_GSO_TCPV4,
-		.hdr_len = 54,
-		.gso_size = 1448,
-		.csum_start = 34,
-		.csum_offset = 16,
-	};
-	CHECK_EQ(host_send(&h, frame, len), 0);
+	CHECK_EQ(host_send(host, &tcp4_gso_hdr, frame, len), 0);
 	unsigned need = (unsigned)((12 + len + RX_BUF - 1) / RX_BUF);
 	CHECK(wait_used(0, need, 2000));
 	uint16_t id;
@@ -596,7 +281,7 @@ static void test_rx_gso_mergeable(void)
  * that kick (avail_event) even with buffers it could not use pending. */
 static void rx_wait_case(bool event_idx)
 {
-	setup(base_features | (event_idx ? F(VIRTIO_F_RING_EVENT_IDX) : 0));
+	setup(NET_BASE_FEATURES | (event_idx ? F(VIRTIO_F_RING_EVENT_IDX) : 0));
 	struct virtio_net_stats st0, st1;
 	virtio_net_get_stats(net, &st0);
 	static uint8_t frame[21000];
@@ -606,7 +291,7 @@ static void rx_wait_case(bool event_idx)
 		snprintf(marker, sizeof(marker), "wait-%d-%d", event_idx, i);
 		lens[i] = build_frame(frame, guest_mac, peer_mac, 17, 100 + (size_t)i, marker);
 		struct virtio_net_hdr h = { 0 };
-		CHECK_EQ(host_send(&h, frame, lens[i]), 0);
+		CHECK_EQ(host_send(host, &h, frame, lens[i]), 0);
 	}
 	/* a big packet first when testing EVENT_IDX: one buffer is not enough */
 	if (event_idx)
@@ -676,7 +361,7 @@ static uint8_t ctrl_cmd(uint8_t cls, uint8_t cmd, const void *data, uint32_t dle
 
 static void test_ctrl_mq(void)
 {
-	setup(base_features);
+	setup(NET_BASE_FEATURES);
 	struct virtio_net_stats st;
 	uint16_t k = 1;
 	CHECK_EQ(ctrl_cmd(VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, &k, 2), VIRTIO_NET_OK);
@@ -703,13 +388,10 @@ static void test_ctrl_mq(void)
 
 	/* both pairs carry traffic: tx on pair 1 reaches the host */
 	host_drain();
-	size_t len = build_frame(guest + TX_FRAME_GPA, peer_mac, guest_mac, 17, 64, "pair-1-tx");
-	memset(guest + TX_HDR_GPA, 0, 12);
-	struct seg s[2] = { { TX_HDR_GPA, 12, false }, { TX_FRAME_GPA, (uint32_t)len, false } };
-	add_chain(3, s, 2);
+	queue_tx_frame(3, 64, "pair-1-tx");
 	kick(3);
 	static uint8_t buf[4096];
-	CHECK(host_recv(buf, sizeof(buf), "pair-1-tx", 2000) > 0);
+	CHECK(host_recv(host, buf, sizeof(buf), "pair-1-tx", 2000) > 0);
 	/* and rx spreads over both queues (or at least arrives) */
 	post_rx(0, 0, 16, RX_BUF);
 	post_rx(2, 16, 16, RX_BUF);
@@ -723,7 +405,7 @@ static void test_ctrl_mq(void)
 		frame[14 + 20] = (uint8_t)i; /* vary the source port: another flow */
 		frame[14 + 11] = 0, frame[14 + 10] = 0;
 		struct virtio_net_hdr h = { 0 };
-		CHECK_EQ(host_send(&h, frame, fl), 0);
+		CHECK_EQ(host_send(host, &h, frame, fl), 0);
 	}
 	unsigned got = 0;
 	double end = now_ms() + 2000;
@@ -751,7 +433,7 @@ static void test_ctrl_mq(void)
 	kick(CTRLQ);
 	CHECK(broken());
 	CHECK(config_signals >= 1);
-	reset_and_setup(base_features);
+	reset_and_setup(NET_BASE_FEATURES);
 	CHECK(!broken());
 }
 
@@ -759,19 +441,16 @@ static void test_ctrl_mq(void)
 static void check_tx_works(const char *marker)
 {
 	host_drain();
-	size_t len = build_frame(guest + TX_FRAME_GPA, peer_mac, guest_mac, 17, 80, marker);
-	memset(guest + TX_HDR_GPA, 0, 12);
-	struct seg s[2] = { { TX_HDR_GPA, 12, false }, { TX_FRAME_GPA, (uint32_t)len, false } };
-	add_chain(1, s, 2);
+	queue_tx_frame(1, 80, marker);
 	kick(1);
 	static uint8_t buf[4096];
-	CHECK(host_recv(buf, sizeof(buf), marker, 2000) > 0);
+	CHECK(host_recv(host, buf, sizeof(buf), marker, 2000) > 0);
 	CHECK(!broken());
 }
 
 static void bad_chain_case(int kind)
 {
-	reset_and_setup(base_features);
+	reset_and_setup(NET_BASE_FEATURES);
 	struct gq *g = &gqs[1];
 	uint16_t head = g->next_desc;
 	struct vq_desc *d0 = gdesc(1, head), *d1 = gdesc(1, (uint16_t)(head + 1));
@@ -809,7 +488,7 @@ static void bad_chain_case(int kind)
 	kick(CTRLQ);
 	pump(NULL, NULL, 20);
 	CHECK(broken());
-	reset_and_setup(base_features);
+	reset_and_setup(NET_BASE_FEATURES);
 	char m[32];
 	snprintf(m, sizeof(m), "after-bad-%d", kind);
 	check_tx_works(m);
@@ -823,25 +502,25 @@ static void test_malformed_tx_chains(void)
 
 static void test_bad_rx_buffer(void)
 {
-	reset_and_setup(base_features);
+	reset_and_setup(NET_BASE_FEATURES);
 	struct seg tiny = { RX_GPA, 8, true }; /* smaller than the header */
 	add_chain(0, &tiny, 1);
 	kick(0);
 	static uint8_t frame[2048];
 	size_t len = build_frame(frame, guest_mac, peer_mac, 17, 64, "tiny");
 	struct virtio_net_hdr h = { 0 };
-	CHECK_EQ(host_send(&h, frame, len), 0);
+	CHECK_EQ(host_send(host, &h, frame, len), 0);
 	double end = now_ms() + 1000;
 	while (!broken() && now_ms() < end)
 		pump(NULL, NULL, 5);
 	CHECK(broken());
-	reset_and_setup(base_features);
+	reset_and_setup(NET_BASE_FEATURES);
 	check_tx_works("after-tiny-rx");
 }
 
 static void test_no_mergeable(void)
 {
-	uint64_t f = (base_features & ~F(VIRTIO_NET_F_MRG_RXBUF) & ~F(VIRTIO_NET_F_GUEST_TSO4));
+	uint64_t f = (NET_BASE_FEATURES & ~F(VIRTIO_NET_F_MRG_RXBUF) & ~F(VIRTIO_NET_F_GUEST_TSO4));
 	reset_and_setup(f);
 	post_rx(0, 0, 1, RX_BUF);
 	kick(0);
@@ -850,7 +529,7 @@ static void test_no_mergeable(void)
 	static uint8_t frame[2048];
 	size_t len = build_frame(frame, guest_mac, peer_mac, 17, 100, "nomrg");
 	struct virtio_net_hdr h = { 0 };
-	CHECK_EQ(host_send(&h, frame, len), 0);
+	CHECK_EQ(host_send(host, &h, frame, len), 0);
 	CHECK(wait_used(0, 1, 2000));
 	uint16_t id;
 	uint32_t ulen;
@@ -864,14 +543,14 @@ static void test_no_mergeable(void)
 	post_rx(0, 11, 1, RX_BUF);
 	kick(0);
 	len = build_frame(frame, guest_mac, peer_mac, 17, 100, "nomrg2");
-	CHECK_EQ(host_send(&h, frame, len), 0);
+	CHECK_EQ(host_send(host, &h, frame, len), 0);
 	CHECK(wait_used(0, 1, 2000));
 	CHECK(get_used(0, &id, &ulen));
 	CHECK_EQ(ulen, 0);
 	virtio_net_get_stats(net, &st1);
 	CHECK_EQ(st1.rx_dropped, st0.rx_dropped + 1);
 	len = build_frame(frame, guest_mac, peer_mac, 17, 100, "nomrg3");
-	CHECK_EQ(host_send(&h, frame, len), 0);
+	CHECK_EQ(host_send(host, &h, frame, len), 0);
 	CHECK(wait_used(0, 1, 2000));
 	CHECK(get_used(0, &id, &ulen));
 	CHECK_EQ(ulen, 12 + len);
@@ -884,7 +563,7 @@ static void test_no_mergeable(void)
 static void test_tx_budget(void)
 {
 	qsize = 512;
-	reset_and_setup(base_features);
+	reset_and_setup(NET_BASE_FEATURES);
 	struct virtio_net_stats st0, st1;
 	virtio_net_get_stats(net, &st0);
 	size_t len = build_frame(guest + TX_FRAME_GPA, peer_mac, guest_mac, 17, 60, "burst");
@@ -903,7 +582,7 @@ static void test_tx_budget(void)
 	CHECK_EQ(st1.tx_packets - st0.tx_packets, 400);
 	printf("     %u of 400 sent on the kick, the rest on later loop turns\n", after_kick);
 	qsize = 256;
-	reset_and_setup(base_features);
+	reset_and_setup(NET_BASE_FEATURES);
 }
 
 static void test_random_rings(void)
@@ -912,7 +591,7 @@ static void test_random_rings(void)
 	unsigned broke = 0;
 	static uint8_t frame[2048];
 	for (int it = 0; it < 300; it++) {
-		uint64_t f = base_features | (it & 1 ? F(VIRTIO_F_RING_EVENT_IDX) : 0);
+		uint64_t f = NET_BASE_FEATURES | (it & 1 ? F(VIRTIO_F_RING_EVENT_IDX) : 0);
 		if (it % 3 == 0)
 			f &= ~F(VIRTIO_NET_F_MRG_RXBUF);
 		reset_and_setup(f);
@@ -950,7 +629,7 @@ static void test_random_rings(void)
 		if (it % 4 == 0) {
 			size_t len = build_frame(frame, guest_mac, peer_mac, 17, (size_t)(rand() % 1400), "rnd");
 			struct virtio_net_hdr h = { 0 };
-			host_send(&h, frame, len);
+			host_send(host, &h, frame, len);
 		}
 		uint16_t k = (uint16_t)(1 + rand() % 2);
 		(void)k;
@@ -964,19 +643,15 @@ static void test_random_rings(void)
 	virtio_net_get_stats(net, &st);
 	printf("     %u of 300 random ring sets marked the device broken; tx %llu packets, %llu errors\n", broke,
 	       (unsigned long long)st.tx_packets, (unsigned long long)st.tx_errors);
-	reset_and_setup(base_features);
+	reset_and_setup(NET_BASE_FEATURES);
 	check_tx_works("after-random");
 }
 
 int main(void)
 {
-	setvbuf(stdout, NULL, _IONBF, 0);
-	int skip = enter_private_netns();
+	int skip = start_net_test();
 	if (skip)
 		return skip;
-	/* no IPv6 chatter (router solicitations, MLD) from the TAP into the rings */
-	write_file("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
-	write_file("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1");
 
 	CHECK_EQ(guest_mem_wrap(&mem, guest, GUEST_SIZE), 0);
 	CHECK_EQ(uv_loop_init(&loop), 0);

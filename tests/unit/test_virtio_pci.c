@@ -16,6 +16,8 @@
 #include "pci.h"
 #include "virtio.h"
 #include "virtio_pci.h"
+#include "virtio_pci_driver.h"
+#include "xorshift.h"
 
 #define NQUEUES 3
 #define QMAX    256
@@ -90,35 +92,7 @@ struct layout {
 	unsigned msix_cap, nvec;
 };
 static struct layout L;
-
-static uint32_t cfg_read(unsigned reg, unsigned len)
-{
-	uint32_t a = 0x80000000u | (slot << 11) | (reg & 0xfc), v = 0;
-	bus_write(&pio, 0xcf8, &a, 4);
-	bus_read(&pio, 0xcfc + (reg & 3), &v, len);
-	return v;
-}
-
-static void cfg_write(unsigned reg, unsigned len, uint32_t v)
-{
-	uint32_t a = 0x80000000u | (slot << 11) | (reg & 0xfc);
-	bus_write(&pio, 0xcf8, &a, 4);
-	bus_write(&pio, 0xcfc + (reg & 3), &v, len);
-}
-
-static uint64_t rd(uint64_t addr, unsigned len)
-{
-	uint64_t v = 0;
-	bus_read(&mmio, addr, &v, len);
-	return v;
-}
-
-static void wr(uint64_t addr, unsigned len, uint64_t v)
-{
-	bus_write(&mmio, addr, &v, len);
-}
-
-#define COMMON(off) (L.common + (off))
+static const struct vpci_target target = { &pio, &mmio, &slot, &L.common };
 
 static void pump(void)
 {
@@ -128,6 +102,7 @@ static void pump(void)
 
 static void machine_up(uint16_t device_id, struct kvm *kvm)
 {
+	vpci = &target;
 	bus_init(&pio, "pio");
 	bus_init(&mmio, "mmio");
 	pbus = pci_bus_new(&pio, &mmio);
@@ -237,29 +212,6 @@ static void driver_probe(void)
 		uint64_t noff = rd(COMMON(VIRTIO_PCI_COMMON_Q_NOFF), 2);
 		CHECK(noff * L.multiplier + 2 <= L.notify_len);
 	}
-}
-
-static void status(uint8_t s)
-{
-	wr(COMMON(VIRTIO_PCI_COMMON_STATUS), 1, s);
-}
-
-static uint8_t get_status(void)
-{
-	return (uint8_t)rd(COMMON(VIRTIO_PCI_COMMON_STATUS), 1);
-}
-
-static void write_features(uint64_t f)
-{
-	wr(COMMON(VIRTIO_PCI_COMMON_GFSELECT), 4, 0);
-	wr(COMMON(VIRTIO_PCI_COMMON_GF), 4, (uint32_t)f);
-	wr(COMMON(VIRTIO_PCI_COMMON_GFSELECT), 4, 1);
-	wr(COMMON(VIRTIO_PCI_COMMON_GF), 4, (uint32_t)(f >> 32));
-}
-
-static uint64_t ring(unsigned q, unsigned which)
-{
-	return 0x100000 + q * 0x10000 + which * 0x4000;
 }
 
 static void setup_queue(unsigned q, uint16_t size, uint16_t vector)
@@ -763,10 +715,7 @@ static uint32_t rnd_state = 0x2545f491;
 
 static uint32_t rnd(void)
 {
-	rnd_state ^= rnd_state << 13;
-	rnd_state ^= rnd_state >> 17;
-	rnd_state ^= rnd_state << 5;
-	return rnd_state;
+	return xorshift32(&rnd_state);
 }
 
 static void test_garbage(void)
@@ -820,9 +769,7 @@ static void *vcpu_thread(void *arg)
 {
 	uint32_t x = (uint32_t)(uintptr_t)arg * 2654435761u + 1;
 	while (!stop_threads) {
-		x ^= x << 13;
-		x ^= x >> 17;
-		x ^= x << 5;
+		xorshift32(&x);
 		unsigned off = x % 0x40;
 		uint64_t v = 0;
 		switch (x >> 29) {

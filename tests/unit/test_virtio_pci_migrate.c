@@ -16,6 +16,8 @@
 #include "pci.h"
 #include "virtio.h"
 #include "virtio_pci.h"
+#include "virtio_pci_driver.h"
+#include "xorshift.h"
 #include "virtqueue.h"
 
 #define NQUEUES 3
@@ -82,6 +84,7 @@ struct machine {
 	unsigned slot;
 	uint64_t bar;
 	struct layout L;
+	struct vpci_target target; /* its buses, slot and L.common */
 };
 
 static uv_loop_t loop;
@@ -89,6 +92,13 @@ static struct guest_mem mem;
 static uint8_t *ram;
 static struct machine A, B;
 static struct machine *M; /* the machine the driver helpers talk to */
+
+/* Points the driver helpers at m. */
+static void use_machine(struct machine *m)
+{
+	M = m;
+	vpci = &m->target;
+}
 
 static void pump(void)
 {
@@ -112,7 +122,8 @@ static void machine_up(struct machine *m, uint16_t device_id)
 	CHECK(m->vp != NULL);
 	CHECK_EQ(virtio_pci_realize(m->vp), 0);
 	m->slot = (unsigned)virtio_pci_device(m->vp)->slot;
-	M = m;
+	m->target = (struct vpci_target){ &m->pio, &m->mmio, &m->slot, &m->L.common };
+	use_machine(m);
 }
 
 static void machine_down(struct machine *m)
@@ -142,35 +153,6 @@ static void world_down(void)
 
 /* --- the driver ------------------------------------------------------------------ */
 
-static uint32_t cfg_read(unsigned reg, unsigned len)
-{
-	uint32_t a = 0x80000000u | (M->slot << 11) | (reg & 0xfc), v = 0;
-	bus_write(&M->pio, 0xcf8, &a, 4);
-	bus_read(&M->pio, 0xcfc + (reg & 3), &v, len);
-	return v;
-}
-
-static void cfg_write(unsigned reg, unsigned len, uint32_t v)
-{
-	uint32_t a = 0x80000000u | (M->slot << 11) | (reg & 0xfc);
-	bus_write(&M->pio, 0xcf8, &a, 4);
-	bus_write(&M->pio, 0xcfc + (reg & 3), &v, len);
-}
-
-static uint64_t rd(uint64_t addr, unsigned len)
-{
-	uint64_t v = 0;
-	bus_read(&M->mmio, addr, &v, len);
-	return v;
-}
-
-static void wr(uint64_t addr, unsigned len, uint64_t v)
-{
-	bus_write(&M->mmio, addr, &v, len);
-}
-
-#define COMMON(off) (M->L.common + (off))
-
 /* Finds the regions as vp_modern_probe does (the capability walk). */
 static void driver_probe(uint64_t bar)
 {
@@ -196,29 +178,6 @@ static void driver_probe(uint64_t bar)
 		pos = cfg_read(pos + 1, 1) & ~3u;
 	}
 	CHECK(L->common && L->notify && L->isr && L->table && L->pba);
-}
-
-static void status(uint8_t s)
-{
-	wr(COMMON(VIRTIO_PCI_COMMON_STATUS), 1, s);
-}
-
-static uint8_t get_status(void)
-{
-	return (uint8_t)rd(COMMON(VIRTIO_PCI_COMMON_STATUS), 1);
-}
-
-static void write_features(uint64_t f)
-{
-	wr(COMMON(VIRTIO_PCI_COMMON_GFSELECT), 4, 0);
-	wr(COMMON(VIRTIO_PCI_COMMON_GF), 4, (uint32_t)f);
-	wr(COMMON(VIRTIO_PCI_COMMON_GFSELECT), 4, 1);
-	wr(COMMON(VIRTIO_PCI_COMMON_GF), 4, (uint32_t)(f >> 32));
-}
-
-static uint64_t ring(unsigned q, unsigned which)
-{
-	return 0x100000 + q * 0x10000 + which * 0x4000;
 }
 
 static void setup_queue(unsigned q, uint16_t size, uint16_t vector, bool enable)
@@ -423,7 +382,7 @@ static void test_roundtrip(void)
 	CHECK_EQ(B.dev.activates, 0);
 	B.L = A.L;  /* the guest's driver keeps its mappings */
 	B.bar = A.bar;
-	M = &B;
+	use_machine(&B);
 	CHECK_EQ(rd(B.L.pba, 4), 1u << 2); /* the masked vector's pending bit travelled */
 	CHECK_EQ(pci_bar_decoded(virtio_pci_device(B.vp), 0), A.bar); /* the moved BAR followed */
 	CHECK_EQ(rd(A.bar - 0x100000 + VIRTIO_PCI_COMMON_NUMQ, 2), 0xffff); /* nothing at the old place */
@@ -469,9 +428,9 @@ static void test_roundtrip(void)
 	memcpy(&used, ram + ring(1, 2) + 2, 2);
 	CHECK_EQ(used, 201);
 	/* ISR read-to-clear reads the same on both */
-	M = &A;
+	use_machine(&A);
 	uint64_t isr_a = rd(A.L.isr, 1);
-	M = &B;
+	use_machine(&B);
 	CHECK_EQ(rd(B.L.isr, 1), isr_a);
 	CHECK_EQ(isr_a, 3);
 	/* a second resume has nothing to resume */
@@ -508,7 +467,7 @@ static void test_not_live(void)
 	machine_down(&B);
 
 	/* NEEDS_RESET: queues with rings outside RAM are accepted (never used) */
-	M = &A;
+	use_machine(&A);
 	status(VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
 	write_features(VIRTIO_BIT(VIRTIO_F_VERSION_1));
 	status(VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
@@ -592,7 +551,7 @@ static void put_le(uint8_t *p, uint64_t v, unsigned n)
 static void fingerprint(struct snap *s)
 {
 	memset(s, 0, sizeof(*s));
-	M = &B;
+	use_machine(&B);
 	for (unsigned reg = 0; reg < PCI_CONFIG_SIZE; reg += 4)
 		snap_put(s, cfg_read(reg, 4));
 	const struct virtio_device *vd = &B.dev.vd;
@@ -693,7 +652,7 @@ static void test_bad_input(void)
 	expect_refused(&g, g.len, 0, NULL, 0, "pci 00:01.0: device 1af4:1041 in the stream, 1af4:1042 here");
 	machine_down(&B);
 	/* a running device refuses */
-	M = &A;
+	use_machine(&A);
 	CHECK_EQ(virtio_pci_load(A.vp, g.data, g.len), -1);
 	CHECK_CONTAINS(vmm_error(), "in use");
 	mig_buf_free(&g);
@@ -705,10 +664,7 @@ static uint32_t rnd_state = 0x9e3779b9;
 
 static uint32_t rnd(void)
 {
-	rnd_state ^= rnd_state << 13;
-	rnd_state ^= rnd_state >> 17;
-	rnd_state ^= rnd_state << 5;
-	return rnd_state;
+	return xorshift32(&rnd_state);
 }
 
 /* Random corruptions of a good payload, and random bytes: never a crash;
