@@ -26,6 +26,7 @@
 #include "virtio_net.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <linux/if_tun.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -887,6 +888,43 @@ void virtio_net_get_stats(const struct virtio_net *n, struct virtio_net_stats *s
 {
 	*s = n->st;
 	s->active_pairs = n->running || n->vd.active ? n->active_pairs : 0;
+}
+
+/* Appends one formatted piece to buf at *off, clipping at len. */
+static void describe_add(char *buf, size_t len, size_t *off, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void describe_add(char *buf, size_t len, size_t *off, const char *fmt, ...)
+{
+	if (*off >= len)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	int k = vsnprintf(buf + *off, len - *off, fmt, ap);
+	va_end(ap);
+	if (k > 0)
+		*off += (size_t)k < len - *off ? (size_t)k : len - *off - 1;
+}
+
+size_t virtio_net_describe(const struct virtio_net *n, char *buf, size_t len)
+{
+	size_t off = 0;
+	if (len == 0)
+		return 0;
+	buf[0] = '\0';
+	describe_add(buf, len, &off, "%s: %s datapath, %s%s, %u of %u pairs active\n", n->name,
+		     n->vhost ? "vhost-net" : "userspace", n->running ? "running" : "not running",
+		     n->quiesced ? " (quiesced)" : "", n->active_pairs, n->pairs);
+	for (unsigned i = 0; i < n->pairs; i++) {
+		const struct net_pair *p = &n->pair[i];
+		char rx[160], tx[160];
+		vq_describe(&n->vd.vqs[rxq(i)], rx, sizeof(rx));
+		vq_describe(&n->vd.vqs[txq(i)], tx, sizeof(tx));
+		describe_add(buf, len, &off,
+			     "pair %u%s: rx_waiting %d, rx_pending %d (%zu bytes), tx_backlog %d\n  rx: %s\n  tx: %s\n",
+			     i, p->enabled ? "" : " (disabled)", p->rx_waiting, p->rx_pending,
+			     p->rx_pending ? p->rx_len : 0, p->tx_backlog, rx, tx);
+	}
+	return off;
 }
 
 bool virtio_net_uses_vhost(const struct virtio_net *n)

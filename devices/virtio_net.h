@@ -79,6 +79,12 @@ void virtio_net_get_stats(const struct virtio_net *n, struct virtio_net_stats *s
 
 bool virtio_net_uses_vhost(const struct virtio_net *n);
 
+/* The datapath's state, a few lines: per pair whether rx waits for buffers
+ * or holds a packet, whether tx waits for the TAP, and both rings as
+ * vq_describe() sees them. For diagnosing a stalled device (vm:net_state).
+ * Returns the length written (clipped to len - 1). */
+size_t virtio_net_describe(const struct virtio_net *n, char *buf, size_t len);
+
 /* ---- Local migration ----
  *
  * Source, main thread, loop not running:

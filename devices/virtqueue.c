@@ -134,6 +134,16 @@ uint16_t vq_pending(const struct virtqueue *vq)
 	return (uint16_t)(avail_idx_acquire(vq) - vq->last_avail);
 }
 
+int vq_describe(const struct virtqueue *vq, char *buf, size_t len)
+{
+	if (!vq->started)
+		return snprintf(buf, len, "not started");
+	return snprintf(buf, len, "avail %u (flags 0x%x, used_event %u), popped %u, used %u (flags 0x%x, avail_event %u)%s",
+			avail_idx_acquire(vq), avail_flags(vq), used_event(vq), vq->last_avail, vq->used_idx,
+			__atomic_load_n(used_flags_ptr(vq), __ATOMIC_RELAXED),
+			__atomic_load_n(avail_event_ptr(vq), __ATOMIC_RELAXED), vq->event_idx ? ", event_idx" : "");
+}
+
 /* ---- walking a chain ---- */
 
 /* A descriptor table being walked: the queue's own, or an indirect one

@@ -110,6 +110,12 @@ bool vq_set_notification(struct virtqueue *vq, bool enable);
 /* Number of avail entries not popped yet (0 if the ring is not started). */
 uint16_t vq_pending(const struct virtqueue *vq);
 
+/* One line on what the device and the driver see of the queue now, for
+ * diagnosing a stalled queue: "avail 812 (flags 0x0, used_event 790),
+ * popped 812, used 812 (flags 0x0, avail_event 813)". Racy by nature (the
+ * driver runs on), never used for decisions. Returns snprintf's. */
+int vq_describe(const struct virtqueue *vq, char *buf, size_t len);
+
 /* Bytes the rings need (for checks and for vhost). */
 uint64_t vq_desc_bytes(uint16_t size);
 uint64_t vq_avail_bytes(uint16_t size);

@@ -448,6 +448,21 @@ static int l_net_stats(lua_State *L)
 	return 1;
 }
 
+/* core.vm_net_state(vm, i) -> the i-th (1-based) network device's datapath
+ * state as text (virtio_net_describe), or nil past the last. */
+static int l_net_state(lua_State *L)
+{
+	struct vm *vm = check_vm(L);
+	lua_Integer i = luaL_checkinteger(L, 2);
+	struct virtio_net *n = i >= 1 && i <= (lua_Integer)vm_net_count(vm) ? vm_net(vm, (unsigned)(i - 1)) : NULL;
+	if (!n)
+		return 0;
+	char buf[4096];
+	size_t len = virtio_net_describe(n, buf, sizeof(buf));
+	lua_pushlstring(L, buf, len);
+	return 1;
+}
+
 /* ---- VM userdata: console and queries ---- */
 
 static int l_send(lua_State *L)
@@ -565,6 +580,7 @@ static const luaL_Reg vm_methods[] = {
 	{ "send", l_send },
 	{ "_add_net", l_add_net },
 	{ "net_stats", l_net_stats },
+	{ "net_state", l_net_state },
 	{ "console_peek", l_console_peek },
 	{ "console_consume", l_console_consume },
 	{ "console_unread", l_console_unread },

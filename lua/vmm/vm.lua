@@ -142,6 +142,11 @@ function methods:add_net(settings)
   return self
 end
 
+-- vm:net_state(i) (C) -> the i-th device's datapath state as text: per
+-- queue pair, whether rx waits for guest buffers or holds a packet, whether
+-- tx waits for the TAP, and both rings' indices and notification fields
+-- (for a stalled device); nil past the last device.
+
 -- vm:nets() -> list of {name, ifname, rx_packets, rx_bytes, rx_dropped,
 -- tx_packets, tx_bytes, tx_errors, active_pairs}
 function methods:nets()

@@ -61,6 +61,14 @@ describe("vm:add_net on a composed VM", function()
     assert.are.same({ "uplink" }, { vm:nets()[1].name })
   end)
 
+  root_it("describes a device's datapath state for diagnostics (vm:net_state)", function()
+    vm:add_net { ifname = TAP, queues = 2 }
+    local s = vm:net_state(1)
+    assert.matches("^net0: userspace datapath, not running, 0 of 2 pairs active\n", s)
+    assert.matches("\npair 1 %(disabled%): rx_waiting 0, rx_pending 0 %(0 bytes%), tx_backlog 0\n  rx: not started\n  tx: not started\n$", s)
+    assert.is_nil(vm:net_state(2))
+  end)
+
   root_it("takes two devices with their own names and TAPs", function()
     vm:add_net { ifname = TAP }
     vm:add_net { ifname = TAP2 }
