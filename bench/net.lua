@@ -95,7 +95,7 @@ local function counters()
     local con = current_vm:console_peek()
     io.stderr:write("state ", current_vm:state(), " console tail: ", con:sub(-3000), "\n")
     for i = 1, #current_vm:nets() do io.stderr:write(current_vm:net_state(i)) end
-    io.stderr:write(tostring(current_vm:sh("cat /proc/interrupts | grep -i -e virtio -e CPU; cat /proc/net/softnet_stat; cat /proc/net/snmp | grep -A1 Tcp:", 20)), "\n")
+    io.stderr:write(tostring(current_vm:sh("cat /proc/interrupts | grep -i -e virtio -e CPU; cat /proc/net/softnet_stat; cat /proc/net/snmp | grep -A1 Tcp:; dmesg | grep -A45 -e 'rcu: INFO' -e 'soft lockup' | tail -90", 20)), "\n")
   end
   local parts = {}
   for _, n in ipairs(current_vm:nets()) do

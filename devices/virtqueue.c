@@ -138,9 +138,10 @@ int vq_describe(const struct virtqueue *vq, char *buf, size_t len)
 {
 	if (!vq->started)
 		return snprintf(buf, len, "not started");
-	return snprintf(buf, len, "avail %u (flags 0x%x, used_event %u), popped %u, used %u (flags 0x%x, avail_event %u)%s",
+	return snprintf(buf, len,
+			"avail %u (flags 0x%x, used_event %u), popped %u, used %u (ring %u, flags 0x%x, avail_event %u)%s",
 			avail_idx_acquire(vq), avail_flags(vq), used_event(vq), vq->last_avail, vq->used_idx,
-			__atomic_load_n(used_flags_ptr(vq), __ATOMIC_RELAXED),
+			__atomic_load_n(used_idx_ptr(vq), __ATOMIC_RELAXED), __atomic_load_n(used_flags_ptr(vq), __ATOMIC_RELAXED),
 			__atomic_load_n(avail_event_ptr(vq), __ATOMIC_RELAXED), vq->event_idx ? ", event_idx" : "");
 }
 

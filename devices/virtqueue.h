@@ -112,8 +112,10 @@ uint16_t vq_pending(const struct virtqueue *vq);
 
 /* One line on what the device and the driver see of the queue now, for
  * diagnosing a stalled queue: "avail 812 (flags 0x0, used_event 790),
- * popped 812, used 812 (flags 0x0, avail_event 813)". Racy by nature (the
- * driver runs on), never used for decisions. Returns snprintf's. */
+ * popped 812, used 812 (ring 812, flags 0x0, avail_event 813)". "popped"
+ * and "used" are this device's indices, "ring" the used index in guest
+ * memory (what vhost-net wrote, while it runs the queue). Racy by nature
+ * (the driver runs on), never used for decisions. Returns snprintf's. */
 int vq_describe(const struct virtqueue *vq, char *buf, size_t len);
 
 /* Bytes the rings need (for checks and for vhost). */
