@@ -422,13 +422,19 @@ static void set_number(lua_State *L, const char *key, uint64_t v)
 	lua_setfield(L, -2, key);
 }
 
+/* (vm, i): the VM's i-th (1-based) network device, or NULL past the last. */
+static struct virtio_net *arg_net(lua_State *L)
+{
+	struct vm *vm = check_vm(L);
+	lua_Integer i = luaL_checkinteger(L, 2);
+	return i >= 1 && i <= (lua_Integer)vm_net_count(vm) ? vm_net(vm, (unsigned)(i - 1)) : NULL;
+}
+
 /* core.vm_net_stats(vm, i) -> {ifname, rx_packets, ...} of the i-th (1-based)
  * network device, or nil past the last. */
 static int l_net_stats(lua_State *L)
 {
-	struct vm *vm = check_vm(L);
-	lua_Integer i = luaL_checkinteger(L, 2);
-	struct virtio_net *n = i >= 1 && i <= (lua_Integer)vm_net_count(vm) ? vm_net(vm, (unsigned)(i - 1)) : NULL;
+	struct virtio_net *n = arg_net(L);
 	if (!n)
 		return 0;
 	struct virtio_net_stats s;
@@ -452,9 +458,7 @@ static int l_net_stats(lua_State *L)
  * state as text (virtio_net_describe), or nil past the last. */
 static int l_net_state(lua_State *L)
 {
-	struct vm *vm = check_vm(L);
-	lua_Integer i = luaL_checkinteger(L, 2);
-	struct virtio_net *n = i >= 1 && i <= (lua_Integer)vm_net_count(vm) ? vm_net(vm, (unsigned)(i - 1)) : NULL;
+	struct virtio_net *n = arg_net(L);
 	if (!n)
 		return 0;
 	char buf[4096];
