@@ -615,6 +615,34 @@ static void test_set_notification_event_idx(void)
 	CHECK_EQ(get16(USED_GPA), 0);
 }
 
+/* vq_describe: the driver's and the device's indices as they are now. */
+static void test_describe(void)
+{
+	setup_ring(QSIZE, true);
+	char line[200];
+	put_desc(0, DATA_GPA, 8, 0, 0);
+	make_avail(0);
+	make_avail(0);
+	make_avail(0);
+	CHECK_EQ(pop(), 1);
+	vq_push(&E.vq, 0, 8);
+	CHECK(vq_set_notification(&E.vq, true));
+	put16(AVAIL_GPA + 4 + 2 * QSIZE, 7); /* used_event */
+	vq_describe(&E.vq, line, sizeof(line));
+	CHECK_CONTAINS(line, "avail 3 (flags 0x0, used_event 7), popped 1, used 1 (ring 1, flags 0x0, avail_event 3), event_idx");
+	/* "used" is the device's own index, "ring" what the used ring says */
+	put16(USED_GPA + 2, 9);
+	vq_describe(&E.vq, line, sizeof(line));
+	CHECK_CONTAINS(line, "used 1 (ring 9,");
+	/* clipped, terminated */
+	char small[12];
+	CHECK(vq_describe(&E.vq, small, sizeof(small)) > (int)sizeof(small));
+	CHECK_EQ(strlen(small), sizeof(small) - 1);
+	vq_stop(&E.vq);
+	vq_describe(&E.vq, line, sizeof(line));
+	CHECK_CONTAINS(line, "not started");
+}
+
 /* ---- guest RAM with the PCI hole ---- */
 
 static void test_desc_across_hole(void)
@@ -767,6 +795,7 @@ int main(void)
 	RUN(test_should_signal_after_long_polling);
 	RUN(test_set_notification_flags);
 	RUN(test_set_notification_event_idx);
+	RUN(test_describe);
 	RUN(test_desc_across_hole);
 	RUN(test_fuzz_random_rings);
 	return CHECK_DONE();
