@@ -32,6 +32,7 @@
 -- longest interval between consecutive replies' -D timestamps, "lost" the
 -- icmp_seq numbers missing between the first and the last reply.
 local vmm = require "vmm"
+local common = dofile((debug.getinfo(1, "S").source:match("^@(.*)/") or ".") .. "/common.lua")
 
 local opts = { runs = 1, mem = { 256, 2048 }, only = nil, timeout = 300 }
 local i = 1
@@ -102,35 +103,12 @@ local function resources()
     (tonumber(status:match("VmSize:%s*(%d+)")) or 0) // 1024, #fds)
 end
 
-local function median(xs)
-  if #xs == 0 then return nil end
-  local s = {}
-  for k, x in ipairs(xs) do s[k] = x end
-  table.sort(s)
-  local n = #s
-  return n % 2 == 1 and s[(n + 1) // 2] or (s[n // 2] + s[n // 2 + 1]) / 2
-end
-
 -- ---- host network ----------------------------------------------------------
-
-local function host_side_up(ifname)
-  assert(vmm.net.add_address(ifname, HOST_IP .. "/24"))
-  assert(vmm.net.set_up(ifname, true))
-end
 
 local function delete_links()
   for _, name in ipairs { IFNAME, NEW_IFNAME } do
     if vmm.net.exists(name) then vmm.net.delete(name) end
   end
-end
-
-local function wait_ping()
-  for _ = 1, 60 do
-    local _, status = vmm.command({ "ping", "-c", "1", "-W", "1", GUEST_IP }, { timeout = 10 })
-    if status == 0 then return true end
-    vmm.sleep(0.5)
-  end
-  error("the guest does not answer ping")
 end
 
 -- ---- ping ------------------------------------------------------------------
@@ -246,10 +224,10 @@ local function vmm_once(c, mib)
                         initrd = initrd, cmdline = cmdline, console = "none" }
     at_exit(function() vm:close() end)
     vm:add_net { ifname = IFNAME, mac = MAC, vhost = c.vhost }
-    host_side_up(IFNAME)
+    common.host_side_up(IFNAME, HOST_IP)
     assert(vm:start())
     assert(vm:wait_boot(opts.timeout))
-    wait_ping()
+    common.wait_ping(GUEST_IP)
     dbg("  booted, ping answered")
 
     -- 1. A new process takes the VM (scripts/migrate.lua).
@@ -443,12 +421,12 @@ local function qemu_once(c, mib)
     at_exit(function() os.remove(ram) end)
 
     local src = start_qemu(at_exit, qemu_argv(mib, c.vhost, IFNAME, qmp_src, ram, false), IFNAME, "the source")
-    host_side_up(IFNAME)
+    common.host_side_up(IFNAME, HOST_IP)
     vmm.wait_until(function() return src:output():find("LUAVMM-GUEST-READY", 1, true) or src:done() end, opts.timeout)
     if not src:output():find("LUAVMM-GUEST-READY", 1, true) then
       error("the source QEMU's guest did not boot: " .. tail(src:output()))
     end
-    wait_ping()
+    common.wait_ping(GUEST_IP)
     local dst = start_qemu(at_exit, qemu_argv(mib, c.vhost, NEW_IFNAME, qmp_dst, ram, true), NEW_IFNAME, "the target")
 
     -- read before the migration, as vmm.receive does for its own switch-over
@@ -553,7 +531,7 @@ end
 -- ---- the table ---------------------------------------------------------------
 
 local function fmt(xs, digits)
-  local m = median(xs)
+  local m = common.median(xs)
   if not m then return nil end
   return string.format("%." .. (digits or 1) .. "f", m)
 end

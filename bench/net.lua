@@ -17,6 +17,7 @@
 -- the runs. vmm runs in this very process (its userspace datapath shares the
 -- event loop with the measuring commands, as it would with any script).
 local vmm = require "vmm"
+local common = dofile((debug.getinfo(1, "S").source:match("^@(.*)/") or ".") .. "/common.lua")
 
 local opts = { runs = 3, mib = 64, only = nil, timeout = 300 }
 local i = 1
@@ -41,25 +42,11 @@ local current_vm -- the vmm VM being measured, for its counters on failure
 
 local function log(...) io.stderr:write("bench/net: ", string.format(...), "\n") end
 
-local function host_side_up()
-  assert(vmm.net.add_address(IFNAME, HOST_IP .. "/24"))
-  assert(vmm.net.set_up(IFNAME, true))
-end
-
-local function wait_ping()
-  for _ = 1, 60 do
-    local _, status = vmm.command({ "ping", "-c", "1", "-W", "1", GUEST_IP }, { timeout = 10 })
-    if status == 0 then return true end
-    vmm.sleep(0.5)
-  end
-  error("the guest does not answer ping")
-end
-
 local function start_vmm(vhost)
   local vm = vmm.vm { name = "bench", memory = "256M", vcpus = 2, kernel = kernel,
                       initrd = initrd, cmdline = cmdline, console = "none" }
   vm:add_net { ifname = IFNAME, mac = MAC, vhost = vhost }
-  host_side_up()
+  common.host_side_up(IFNAME, HOST_IP)
   assert(vm:start())
   assert(vm:wait_boot(240))
   current_vm = vm
@@ -76,7 +63,7 @@ local function start_qemu(vhost)
   })
   assert(vmm.wait_until(function() return vmm.net.link(IFNAME) or q:done() end, 60))
   if q:done() then error("QEMU exited: " .. q:output()) end
-  host_side_up()
+  common.host_side_up(IFNAME, HOST_IP)
   assert(vmm.wait_until(function() return q:output():find("LUAVMM-GUEST-READY", 1, true) or q:done() end, 240))
   if q:done() then error("QEMU exited: " .. q:output()) end
   return function()
@@ -125,12 +112,6 @@ local function host_to_guest()
   return BYTES / t
 end
 
-local function median(xs)
-  table.sort(xs)
-  local n = #xs
-  return n % 2 == 1 and xs[(n + 1) // 2] or (xs[n // 2] + xs[n // 2 + 1]) / 2
-end
-
 local contenders = {
   { key = "vmm-tap", label = "vmm  TAP, userspace datapath", start = function() return start_vmm(false) end },
   { key = "vmm-vhost", label = "vmm  vhost-net", start = function() return start_vmm(true) end },
@@ -144,7 +125,7 @@ for _, c in ipairs(contenders) do
     log("%s: booting", c.label)
     local stop = c.start()
     local ok, err = pcall(function()
-      wait_ping()
+      common.wait_ping(GUEST_IP)
       local g2h, h2g = {}, {}
       guest_to_host() -- warm-up, not counted
       log("%s: warmed up%s", c.label, counters())
@@ -154,7 +135,7 @@ for _, c in ipairs(contenders) do
         h2g[r] = host_to_guest()
         log("%s: run %d: guest->host %.1f MiB/s, host->guest %.1f MiB/s", c.label, r, g2h[r] / 2^20, h2g[r] / 2^20)
       end
-      results[c.key] = { g2h = median(g2h), h2g = median(h2g), label = c.label }
+      results[c.key] = { g2h = common.median(g2h), h2g = common.median(h2g), label = c.label }
     end)
     stop()
     if not ok then log("%s: failed: %s", c.label, tostring(err)) end
