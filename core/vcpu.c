@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "err.h"
 
 #define SIG_VCPU_KICK SIGUSR2
@@ -212,13 +213,6 @@ int vcpu_group_start(struct vcpu_group *g)
 	return rc;
 }
 
-static uint64_t monotonic_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Called with g->lock held. */
 static void kick_all(struct vcpu_group *g)
 {
@@ -243,9 +237,9 @@ int vcpu_group_pause(struct vcpu_group *g)
 	/* Bounded: a vCPU that never leaves KVM_RUN must not hang the caller
 	 * (a migration then rolls back instead). The kicks are repeated, in
 	 * case one came before the thread re-entered KVM_RUN. */
-	uint64_t start = monotonic_ms(), next_kick = start + VCPU_KICK_INTERVAL_MS;
+	uint64_t start = monotonic_ns() / 1000000u, next_kick = start + VCPU_KICK_INTERVAL_MS;
 	while (g->parked < g->live) {
-		uint64_t now = monotonic_ms();
+		uint64_t now = monotonic_ns() / 1000000u;
 		if (now - start >= VCPU_PAUSE_TIMEOUT_MS) {
 			unsigned stuck = g->live - g->parked, live = g->live;
 			g->request = VCPU_RUN;

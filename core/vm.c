@@ -9,10 +9,10 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "bus.h"
+#include "clock.h"
 #include "err.h"
 #include "i8042.h"
 #include "kvm.h"
@@ -148,9 +148,7 @@ static void boot_mark_write(void *opaque, uint64_t offset, const void *data, uns
 	(void)len;
 	if (*(const uint8_t *)data != VM_BOOT_MARK_VALUE)
 		return;
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	uint64_t expected = 0, now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	uint64_t expected = 0, now = monotonic_ns();
 	if (atomic_compare_exchange_strong(&vm->boot_mark_ns, &expected, now))
 		signal_event(vm);
 }

@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "err.h"
 #include "kvm_state.h"
 #include "migstream.h"
@@ -17,13 +17,6 @@
 #include "virtio_pci.h"
 #include "vm_priv.h"
 #include "x86_boot.h"
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static int timeout_of(int ms)
 {
@@ -157,7 +150,7 @@ static int freeze(struct migrate_source *s)
 	if (s->was_running && vm_pause(vm))
 		return -1;
 	s->frozen = true;
-	s->r.freeze_ns = now_ns();
+	s->r.freeze_ns = monotonic_ns();
 	for (; s->quiesced < vm->nnets; s->quiesced++)
 		if (virtio_net_quiesce(vm->nets[s->quiesced].dev))
 			return -1;
@@ -292,10 +285,10 @@ int migrate_source_finish(struct migrate_source *s, struct migrate_report *r)
 	if (check_migratable(s->vm) || expect_empty(&s->c, MIG_PREPARED) || freeze(s) || send_state(s) ||
 	    expect_empty(&s->c, MIG_READY))
 		return fail_source(s);
-	s->r.loaded_ns = now_ns();
+	s->r.loaded_ns = monotonic_ns();
 	if (mig_send(&s->c, MIG_COMMIT, 0, NULL, 0, NULL, 0))
 		return fail_source(s);
-	s->r.commit_ns = now_ns();
+	s->r.commit_ns = monotonic_ns();
 	give_up(s);
 	*r = s->r;
 	free(s);
@@ -582,7 +575,7 @@ struct vm *migrate_receive(struct migrate_target *t, const struct migrate_plan *
 	int rc = send_plan(&in) || receive_memory(&in) || receive_backends(&in) || build_vm(&in, local) ||
 		 mig_send(&t->c, MIG_PREPARED, 0, NULL, 0, NULL, 0) || receive_state(&in) ? -1 : 0;
 	if (rc == 0) {
-		r->loaded_ns = now_ns();
+		r->loaded_ns = monotonic_ns();
 		rc = mig_send(&t->c, MIG_READY, 0, NULL, 0, NULL, 0) || expect_empty(&t->c, MIG_COMMIT) ? -1 : 0;
 	}
 	char msg[512];
@@ -596,7 +589,7 @@ struct vm *migrate_receive(struct migrate_target *t, const struct migrate_plan *
 		vmm_fail("migration: %s", msg);
 		return NULL;
 	}
-	r->commit_ns = now_ns();
+	r->commit_ns = monotonic_ns();
 	in.vm->incoming_loaded = true;
 	in.vm->state = VM_PAUSED;
 	return in.vm;

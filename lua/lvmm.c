@@ -10,12 +10,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "clock.h"
 #include "err.h"
 #include "virtio_net.h"
 #include "vm.h"
@@ -94,14 +94,6 @@ int luaopen_vmm(lua_State *L)
 }
 
 /* ---- VM userdata: creation ---- */
-
-static uint64_t monotonic_ns(void)
-{
-	struct timespec ts;
-	if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
-		return 0;
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* The string field `key` of the config table (index 1), or NULL if nil. The
  * string is also stored in the keep table (index 2) so that it lives as long
