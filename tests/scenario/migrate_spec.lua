@@ -40,6 +40,9 @@ end
 for index, c in ipairs(CASES) do
   local replacement = migrate.replacement_ifname(c.ifname) -- the TAP the child opens without transfer
   local mac = string.format("52:54:00:12:35:%02x", index)
+  -- what the serving source, the child and this side allow: transfers, also
+  -- when the device itself opts out (that opt-out must win)
+  local allow_transfer = c.transfer or c.device_opt_out == true
 
   describe("local migration to a new process and back (" .. c.label .. ")", function()
     local vm, vm2, host_ip, guest_ip, counter, ping, sock, child
@@ -78,9 +81,9 @@ for index, c in ipairs(CASES) do
     it("hands the running VM to a new VMM process through vm:serve; the source stops 'migrated to process N'", function()
       count_before = S.read_count(vm)
       stream_before = assert(S.stream_count(counter.file))
-      assert(vm:serve(sock, { backend_transfer = c.transfer or c.device_opt_out == true,
+      assert(vm:serve(sock, { backend_transfer = allow_transfer,
                               on_migrated = function(r) source_report = r end }))
-      child = S.run_target(sock, c.transfer or c.device_opt_out == true)
+      child = S.run_target(sock, allow_transfer)
       vmm.wait_until(function() return vm:state() == "stopped" or child:done() end, 120)
       assert.are.equal("stopped", vm:state(), "the VM still runs here; the target printed: " .. child:output())
       assert.are.equal("migrated to process " .. child:pid(), vm:stop_reason())
@@ -117,7 +120,7 @@ for index, c in ipairs(CASES) do
       boundary = select(2, S.ping_replies(ping.file)) -- pings up to here belong to the first migration
       -- with the device's opt-out, this side accepts backends: the new TAP
       -- then proves the opt-out travelled with the VM to the other process
-      local got, report = S.receive(sock, c.transfer or c.device_opt_out == true)
+      local got, report = S.receive(sock, allow_transfer)
       assert(got, report)
       vm2, back_report = got, report
       assert.are.equal("running", vm2:state())
