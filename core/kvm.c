@@ -9,47 +9,11 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "kvm_probe.h"
 
 /* Below 4 GiB, in the PCI hole; used by KVM on Intel only. */
 #define KVM_IDENTITY_MAP_GPA 0xfeffc000ull
 #define KVM_TSS_GPA          0xfeffd000ull
-
-static const struct { int cap; const char *name; } required_caps[] = {
-	{ KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP" },
-	{ KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY" },
-	{ KVM_CAP_SET_TSS_ADDR, "KVM_CAP_SET_TSS_ADDR" },
-	{ KVM_CAP_PIT2, "KVM_CAP_PIT2" },
-	{ KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID" },
-	{ KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT" },
-	{ KVM_CAP_IRQFD, "KVM_CAP_IRQFD" },
-	{ KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD" },
-	{ KVM_CAP_IRQ_ROUTING, "KVM_CAP_IRQ_ROUTING" },
-};
-
-static int open_kvm(void)
-{
-	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	if (fd < 0) {
-		if (errno == ENOENT)
-			return vmm_fail("/dev/kvm: no such device: KVM is not available on this machine "
-					"(load kvm-intel or kvm-amd, or run through scripts/testhost)");
-		return vmm_fail_errno("open /dev/kvm");
-	}
-	return fd;
-}
-
-static int check_api(int sys_fd)
-{
-	int v = ioctl(sys_fd, KVM_GET_API_VERSION, 0);
-	if (v < 0)
-		return vmm_fail_errno("KVM_GET_API_VERSION");
-	if (v != KVM_API_VERSION)
-		return vmm_fail("KVM API version %d, expected %d", v, KVM_API_VERSION);
-	for (size_t i = 0; i < sizeof(required_caps) / sizeof(required_caps[0]); i++)
-		if (ioctl(sys_fd, KVM_CHECK_EXTENSION, required_caps[i].cap) <= 0)
-			return vmm_fail("KVM lacks %s, which this VMM needs", required_caps[i].name);
-	return 0;
-}
 
 static int setup_vm(struct kvm *k)
 {
@@ -71,17 +35,22 @@ int kvm_create(struct kvm *k)
 	k->sys_fd = k->vm_fd = -1;
 	if (!k->routes_ready && kvm_routes_init(k))
 		return -1;
-	k->sys_fd = open_kvm();
-	if (k->sys_fd < 0 || check_api(k->sys_fd))
+	/* One decision on whether this /dev/kvm can run the guest (missing,
+	 * no permission, wrong API, a capability missing, or a backend such as
+	 * kvm-pvm that runs no stock kernel): a clear line at once, never a
+	 * vCPU spinning until a boot timeout. It opens /dev/kvm and creates the
+	 * VM itself; its fds are kept. */
+	struct kvm_facts facts;
+	struct kvm_verdict verdict;
+	kvm_facts_gather(&facts, &k->sys_fd, &k->vm_fd);
+	kvm_decide(&facts, &verdict);
+	if (!verdict.usable) {
+		vmm_fail("%s: %s", verdict.reason, verdict.advice);
 		goto fail;
+	}
 	k->run_mmap_size = ioctl(k->sys_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
 	if (k->run_mmap_size < (int)sizeof(struct kvm_run)) {
 		vmm_fail_errno("KVM_GET_VCPU_MMAP_SIZE");
-		goto fail;
-	}
-	k->vm_fd = ioctl(k->sys_fd, KVM_CREATE_VM, 0);
-	if (k->vm_fd < 0) {
-		vmm_fail_errno("KVM_CREATE_VM");
 		goto fail;
 	}
 	if (setup_vm(k))

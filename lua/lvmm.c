@@ -17,6 +17,7 @@
 
 #include "clock.h"
 #include "err.h"
+#include "kvm_probe.h"
 #include "virtio_net.h"
 #include "vm.h"
 
@@ -607,11 +608,33 @@ static void vm_metatable(lua_State *L)
 
 /* ---- vmm.core ---- */
 
+/* core.kvm() -> { usable = bool, backend = "kvm_amd"|..., reason = "...",
+ * advice = "..."|nil }: whether /dev/kvm can run a standard guest. */
+static int l_kvm(lua_State *L)
+{
+	struct kvm_verdict v;
+	kvm_probe(&v);
+	lua_createtable(L, 0, 4);
+	lua_pushboolean(L, v.usable);
+	lua_setfield(L, -2, "usable");
+	lua_pushstring(L, v.backend);
+	lua_setfield(L, -2, "backend");
+	lua_pushstring(L, v.reason);
+	lua_setfield(L, -2, "reason");
+	if (v.advice) {
+		lua_pushstring(L, v.advice);
+		lua_setfield(L, -2, "advice");
+	}
+	return 1;
+}
+
 static int open_core(lua_State *L)
 {
 	lua_newtable(L);
 	lua_pushcfunction(L, l_vm_new);
 	lua_setfield(L, -2, "vm_new");
+	lua_pushcfunction(L, l_kvm);
+	lua_setfield(L, -2, "kvm");
 	vm_metatable(L);
 	lua_setfield(L, -2, "vm_methods");
 	lua_pushliteral(L, VMM_VERSION);

@@ -9,6 +9,8 @@ usage: vmm <command> [arguments]
   vmm script FILE [ARGS...]   run a Lua script; ARGS are in the global arg
                               (arg[0] = FILE) and in the chunk's `...`
   vmm repl                    interactive Lua with the vmm module loaded
+  vmm check-kvm               can /dev/kvm run a standard Linux guest? exit 0
+                              (usable) or 1, with one line saying why
   vmm --help                  this text
   vmm --version               versions of vmm, Lua and libuv
 
@@ -71,7 +73,21 @@ local function version()
   return 0
 end
 
+-- One line and exit 0 when /dev/kvm can run the guests, else the reason and
+-- exit 1 (scripts/testhost, scripts/test and bench/* ask this).
+local function check_kvm(argv)
+  if argv[2] then fail("check-kvm: unexpected argument %q (try 'vmm --help')", argv[2]) end
+  local k = require("vmm").kvm()
+  if k.usable then
+    io.write("/dev/kvm is usable: ", k.reason, "\n")
+    return 0
+  end
+  io.write(k.reason, "\n")
+  return 1
+end
+
 local COMMANDS = {
+  ["check-kvm"] = check_kvm,
   script = function(argv) return run_script(argv, 2) end,
   repl = function(argv)
     if argv[2] then fail("repl: unexpected argument %q (try 'vmm --help')", argv[2]) end

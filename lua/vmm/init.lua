@@ -21,6 +21,14 @@ M.version = core.version
 M.versions = { vmm = core.version, lua = core.lua_release, libuv = core.uv_version }
 M.DEFAULT_CMDLINE = config.DEFAULT_CMDLINE
 
+-- vmm.kvm() -> { usable, backend, reason, advice }: can this machine's
+-- /dev/kvm run a standard x86-64 Linux guest? backend is "kvm_intel",
+-- "kvm_amd", "kvm_pvm" (runs only PVM guest kernels), "unknown" or "none";
+-- reason says why not (or what it is), advice what to do. vm:start() asks the
+-- same question and fails with reason and advice. VMM_KVM_FORCE=1 accepts a
+-- refused backend whose device works (a PVM guest kernel on kvm-pvm).
+M.kvm = core.kvm
+
 -- vmm.vm{name?, memory?, vcpus?, kernel, initrd?, cmdline?, console?} -> vm
 -- in state "created" (nothing touches KVM before vm:start()).
 function M.vm(settings)

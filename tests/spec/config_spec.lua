@@ -176,15 +176,6 @@ describe("a VM made from the host's kernel", function()
     vm:close()
   end)
 
-  it_with_kernel("returns nil and a message naming /dev/kvm from start() without KVM", function()
-    if support.have_kvm() then return end
-    local vm = vmm.vm { kernel = KERNEL, memory = "64M", console = "none" }
-    local ok, err = vm:start()
-    assert.is_nil(ok)
-    assert.matches("/dev/kvm", err, 1, true)
-    vm:close()
-  end)
-
   it_with_kernel("creates the console file", function()
     local path = os.tmpname()
     os.remove(path)

@@ -61,10 +61,10 @@ function M.host_kernel()
   return ok and path or nil
 end
 
-function M.have_kvm()
-  local f = io.open("/dev/kvm", "rb")
-  if f then f:close() end
-  return f ~= nil
+-- Whether this machine's /dev/kvm can run the guests (the VMM's own check,
+-- vmm.kvm(): kvm-pvm, say, opens fine but cannot).
+function M.kvm_usable()
+  return require("vmm").kvm().usable
 end
 
 -- CAP_NET_ADMIN in the effective set (root, unless a container dropped it).
