@@ -15,21 +15,18 @@
 #define TiB (1ull << 40)
 #define MEM_MIN (32 * MiB)
 #define MEM_MAX TiB
-#define QUEUE_PAIRS_MAX 8
-#define QUEUE_SIZE_MIN 64
-#define QUEUE_SIZE_MAX 1024
 
 #define PREFIX "machine description: "
 
-/* Node paths for messages: "/" or "/nets/net@3". */
+/* Node paths for messages: "/" or "/devices/device@3". */
 struct node_path {
 	char s[32];
 };
 
-static struct node_path net_path(unsigned i)
+static struct node_path device_path(unsigned i)
 {
 	struct node_path p;
-	snprintf(p.s, sizeof(p.s), "/nets/net@%u", i);
+	snprintf(p.s, sizeof(p.s), "/devices/device@%u", i);
 	return p;
 }
 
@@ -63,22 +60,6 @@ static int check_vcpus(uint64_t v)
 	return 0;
 }
 
-static int check_queue_pairs(const char *path, uint64_t v)
-{
-	if (v < 1 || v > QUEUE_PAIRS_MAX)
-		return vmm_fail(PREFIX "%s: queue-pairs %llu (must be 1..%d)", path, (unsigned long long)v,
-				QUEUE_PAIRS_MAX);
-	return 0;
-}
-
-static int check_queue_size(const char *path, uint64_t v)
-{
-	if (v < QUEUE_SIZE_MIN || v > QUEUE_SIZE_MAX || (v & (v - 1)))
-		return vmm_fail(PREFIX "%s: queue-size %llu (must be a power of 2 from %d to %d)", path,
-				(unsigned long long)v, QUEUE_SIZE_MIN, QUEUE_SIZE_MAX);
-	return 0;
-}
-
 /* A string held in a char[size] field: NUL-terminated, 1..size-1 bytes. */
 static int check_string(const char *path, const char *prop, const char *s, size_t size)
 {
@@ -90,81 +71,131 @@ static int check_string(const char *path, const char *prop, const char *s, size_
 	return 0;
 }
 
-/* What the kernel accepts as an interface name (dev_valid_name). */
-static int check_ifname(const char *path, const char *s, size_t size)
+/* The devices' own checks (their fields, names, backends), and the board's
+ * devices first, in the registry's order. */
+static int check_devices(const struct machine_desc *d, const struct device_registry *r)
 {
-	if (check_string(path, "ifname", s, size))
-		return -1;
-	char buf[40];
-	if (strpbrk(s, "/ %") || !strcmp(s, ".") || !strcmp(s, ".."))
-		return vmm_fail(PREFIX "%s: ifname \"%s\" (no '/', ' ' or '%%', not \".\" or \"..\")", path,
-				printable(s, size, buf));
-	return 0;
-}
-
-static int check_net(const struct machine_net *n, unsigned i)
-{
-	struct node_path p = net_path(i);
-	const char *path = p.s;
-	if (check_string(path, "name", n->name, sizeof(n->name)) ||
-	    check_ifname(path, n->ifname, sizeof(n->ifname)) || check_queue_pairs(path, n->queue_pairs) ||
-	    check_queue_size(path, n->queue_size))
-		return -1;
-	return 0;
-}
-
-/* Names and ifnames are unique. Nets before i are already checked. */
-static int check_net_unique(const struct machine_desc *d, unsigned i)
-{
-	const struct machine_net *n = &d->nets[i];
-	char buf[40];
-	for (unsigned j = 0; j < i; j++) {
-		if (!strcmp(d->nets[j].name, n->name))
-			return vmm_fail(PREFIX "%s: name \"%s\" already used by /nets/net@%u", net_path(i).s,
-					printable(n->name, sizeof(n->name), buf), j);
-		if (!strcmp(d->nets[j].ifname, n->ifname))
-			return vmm_fail(PREFIX "%s: ifname \"%s\" already used by /nets/net@%u", net_path(i).s,
-					printable(n->ifname, sizeof(n->ifname), buf), j);
+	if (d->ndevices > MACHINE_MAX_DEVICES)
+		return vmm_fail(PREFIX "/devices: %u devices (at most %d)", d->ndevices, MACHINE_MAX_DEVICES);
+	if (strcmp(d->board, r->board))
+		return vmm_fail(PREFIX "/: board \"%s\" (this build has \"%s\")", d->board, r->board);
+	unsigned nboard = 0;
+	while (r->board_types[nboard])
+		nboard++;
+	for (unsigned i = 0; i < d->ndevices; i++) {
+		const struct machine_device *m = &d->devices[i];
+		struct node_path p = device_path(i);
+		if (!m->type)
+			return vmm_fail(PREFIX "%s: no device type", p.s);
+		if (i < nboard && m->type != r->board_types[i])
+			return vmm_fail(PREFIX "%s: kind %s where board %s has %s", p.s, m->type->kind, r->board,
+					r->board_types[i]->kind);
+		if (i >= nboard && !device_registry_addable(r, m->type))
+			return vmm_fail(PREFIX "%s: kind %s is not a device type of this build", p.s, m->type->kind);
+		if (check_string(p.s, "name", m->name, sizeof(m->name)))
+			return -1;
+		if (m->type->config_size && !m->config)
+			return vmm_fail(PREFIX "%s: no configuration", p.s);
+		char where[80];
+		snprintf(where, sizeof(where), PREFIX "%s", p.s);
+		if (dev_fields_check(m->type->fields, m->config, where))
+			return -1;
+		if (m->type->state_version && (m->state_version < m->type->state_min_load ||
+					       m->state_version > m->type->state_version))
+			return vmm_fail(PREFIX "%s: %s state version %u (this build loads %u..%u)", p.s,
+					m->type->kind, m->state_version, m->type->state_min_load,
+					m->type->state_version);
+		const struct dev_field *bf = device_backend_field(m->type);
+		for (unsigned j = 0; j < i; j++) {
+			const struct machine_device *o = &d->devices[j];
+			if (!strcmp(o->name, m->name))
+				return vmm_fail(PREFIX "%s: name \"%s\" already used by device@%u", p.s, m->name, j);
+			if (bf && o->type == m->type && *((const char *)m->config + bf->offset) &&
+			    !strcmp((const char *)o->config + bf->offset, (const char *)m->config + bf->offset))
+				return vmm_fail(PREFIX "%s: %s \"%s\" already used by device@%u", p.s, bf->name,
+						(const char *)m->config + bf->offset, j);
+		}
 	}
+	if (d->ndevices < nboard)
+		return vmm_fail(PREFIX "/devices: %u devices, board %s has %u", d->ndevices, r->board, nboard);
 	return 0;
 }
 
-int machine_desc_check(const struct machine_desc *d)
+int machine_desc_check(const struct machine_desc *d, const struct device_registry *r)
 {
 	if (check_string("/", "name", d->name, sizeof(d->name)) || check_mem_size(d->mem_size) ||
-	    check_vcpus(d->ncpus))
+	    check_vcpus(d->ncpus) || check_string("/", "board", d->board, sizeof(d->board)))
 		return -1;
-	if (d->nnets > MACHINE_MAX_NETS)
-		return vmm_fail(PREFIX "/nets: %u nets (at most %d)", d->nnets, MACHINE_MAX_NETS);
-	for (unsigned i = 0; i < d->nnets; i++)
-		if (check_net(&d->nets[i], i) || check_net_unique(d, i))
-			return -1;
-	return 0;
+	return check_devices(d, r);
+}
+
+bool machine_desc_equal(const struct machine_desc *a, const struct machine_desc *b)
+{
+	if (strcmp(a->name, b->name) || a->mem_size != b->mem_size || a->ncpus != b->ncpus ||
+	    strcmp(a->board, b->board) || a->ndevices != b->ndevices)
+		return false;
+	for (unsigned i = 0; i < a->ndevices && i < MACHINE_MAX_DEVICES; i++) {
+		const struct machine_device *x = &a->devices[i], *y = &b->devices[i];
+		if (x->type != y->type || strcmp(x->name, y->name) || x->state_version != y->state_version ||
+		    x->transfer != y->transfer || x->transfer_allowed != y->transfer_allowed)
+			return false;
+		if (x->type && x->type->config_size && (!x->config || !y->config ||
+							memcmp(x->config, y->config, x->type->config_size)))
+			return false;
+	}
+	return true;
+}
+
+void machine_desc_free(struct machine_desc *d)
+{
+	for (unsigned i = 0; i < d->ndevices && i < MACHINE_MAX_DEVICES; i++)
+		free(d->devices[i].config);
+	memset(d, 0, sizeof(*d));
 }
 
 /* --- builder ---------------------------------------------------------------- */
 
-static int put_net(void *fdt, const struct machine_net *n, unsigned i)
+static int put_field(void *fdt, const struct dev_field *f, const void *config)
 {
-	char node[16];
-	snprintf(node, sizeof(node), "net@%u", i);
+	const char *p = (const char *)config + f->offset;
+	switch (f->kind) {
+	case DEV_STRING:
+		return *p || !f->optional ? fdt_property_string(fdt, f->name, p) : 0;
+	case DEV_U32: {
+		uint32_t v;
+		memcpy(&v, p, sizeof(v));
+		return fdt_property_u32(fdt, f->name, v);
+	}
+	case DEV_U16: {
+		uint16_t v;
+		memcpy(&v, p, sizeof(v));
+		return fdt_property_u32(fdt, f->name, v);
+	}
+	case DEV_FLAG:
+		return *(const bool *)p ? fdt_property(fdt, f->name, NULL, 0) : 0;
+	case DEV_MAC:
+		return fdt_property(fdt, f->name, p, 6);
+	}
+	return 0;
+}
+
+static int put_device(void *fdt, const struct machine_device *m, unsigned i)
+{
+	char node[24];
+	snprintf(node, sizeof(node), "device@%u", i);
 	int err = fdt_begin_node(fdt, node);
 	if (!err)
-		err = fdt_property_string(fdt, "name", n->name);
+		err = fdt_property_string(fdt, "kind", m->type->kind);
 	if (!err)
-		err = fdt_property_string(fdt, "ifname", n->ifname);
-	if (!err)
-		err = fdt_property(fdt, "mac", n->mac, sizeof(n->mac));
-	if (!err)
-		err = fdt_property_u32(fdt, "queue-pairs", n->queue_pairs);
-	if (!err)
-		err = fdt_property_u32(fdt, "queue-size", n->queue_size);
-	if (!err && n->vhost)
-		err = fdt_property(fdt, "vhost", NULL, 0);
-	if (!err && n->transfer)
+		err = fdt_property_string(fdt, "name", m->name);
+	if (!err && m->type->state_version)
+		err = fdt_property_u32(fdt, "state-version", m->state_version);
+	if (!err && m->transfer)
 		err = fdt_property(fdt, "backend-transfer", NULL, 0);
-	if (!err && n->transfer_allowed)
+	if (!err && m->transfer_allowed)
 		err = fdt_property(fdt, "backend-transfer-allowed", NULL, 0);
+	for (const struct dev_field *f = m->type->fields; !err && f && f->name; f++)
+		err = put_field(fdt, f, m->config);
 	if (!err)
 		err = fdt_end_node(fdt);
 	return err;
@@ -187,11 +218,13 @@ static int put_tree(void *buf, int size, const struct machine_desc *d)
 	if (!err)
 		err = fdt_property_u32(buf, "vcpus", d->ncpus);
 	if (!err)
-		err = fdt_begin_node(buf, "nets");
-	for (unsigned i = 0; !err && i < d->nnets; i++)
-		err = put_net(buf, &d->nets[i], i);
+		err = fdt_property_string(buf, "board", d->board);
 	if (!err)
-		err = fdt_end_node(buf); /* nets */
+		err = fdt_begin_node(buf, "devices");
+	for (unsigned i = 0; !err && i < d->ndevices; i++)
+		err = put_device(buf, &d->devices[i], i);
+	if (!err)
+		err = fdt_end_node(buf); /* devices */
 	if (!err)
 		err = fdt_end_node(buf); /* root */
 	if (!err)
@@ -199,11 +232,11 @@ static int put_tree(void *buf, int size, const struct machine_desc *d)
 	return err;
 }
 
-int machine_to_fdt(const struct machine_desc *d, void **blob, size_t *len)
+int machine_to_fdt(const struct machine_desc *d, const struct device_registry *r, void **blob, size_t *len)
 {
 	*blob = NULL;
 	*len = 0;
-	if (machine_desc_check(d))
+	if (machine_desc_check(d, r))
 		return -1;
 	/* A full description takes about 1.5 KiB; grow on the odd chance. */
 	for (int size = 4096; size <= 65536; size *= 2) {
@@ -302,84 +335,137 @@ static int get_flag(const void *fdt, int node, const char *path, const char *pro
 	return 0;
 }
 
-static int get_mac(const void *fdt, int node, const char *path, uint8_t mac[6])
+static int get_field(const void *fdt, int node, const char *path, const struct dev_field *f, void *config)
 {
+	char *p = (char *)config + f->offset;
 	int len;
-	const void *v = get_prop(fdt, node, path, "mac", &len);
-	if (!v)
-		return -1;
-	if (len != 6)
-		return vmm_fail(PREFIX "%s: mac is %d bytes (must be 6)", path, len);
-	memcpy(mac, v, 6);
+	if (f->kind == DEV_FLAG)
+		return get_flag(fdt, node, path, f->name, (bool *)p);
+	if (f->optional && !fdt_getprop(fdt, node, f->name, &len) && len == -FDT_ERR_NOTFOUND)
+		return 0;
+	switch (f->kind) {
+	case DEV_STRING:
+		return get_string(fdt, node, path, f->name, p, f->size);
+	case DEV_U32:
+	case DEV_U16: {
+		uint32_t v;
+		if (get_u32(fdt, node, path, f->name, &v))
+			return -1;
+		if (f->kind == DEV_U16) {
+			if (v > 0xffff)
+				return vmm_fail(PREFIX "%s: %s %u (must be %u..%u)", path, f->name, v, f->min, f->max);
+			uint16_t w = (uint16_t)v;
+			memcpy(p, &w, sizeof(w));
+		} else {
+			memcpy(p, &v, sizeof(v));
+		}
+		return 0;
+	}
+	case DEV_MAC: {
+		const void *v = get_prop(fdt, node, path, f->name, &len);
+		if (!v)
+			return -1;
+		if (len != 6)
+			return vmm_fail(PREFIX "%s: %s is %d bytes (must be 6)", path, f->name, len);
+		memcpy(p, v, 6);
+		return 0;
+	}
+	case DEV_FLAG:
+		break;
+	}
 	return 0;
 }
 
-static int parse_net(const void *fdt, int node, unsigned i, struct machine_net *n)
+static int parse_device(const void *fdt, int node, unsigned i, const struct device_registry *r,
+			struct machine_device *m)
 {
-	struct node_path p = net_path(i);
-	uint32_t pairs, qsize;
-	if (get_string(fdt, node, p.s, "name", n->name, sizeof(n->name)) ||
-	    get_string(fdt, node, p.s, "ifname", n->ifname, sizeof(n->ifname)) ||
-	    check_ifname(p.s, n->ifname, sizeof(n->ifname)) || get_mac(fdt, node, p.s, n->mac) ||
-	    get_u32(fdt, node, p.s, "queue-pairs", &pairs) || check_queue_pairs(p.s, pairs) ||
-	    get_u32(fdt, node, p.s, "queue-size", &qsize) || check_queue_size(p.s, qsize) ||
-	    get_flag(fdt, node, p.s, "vhost", &n->vhost) ||
-	    get_flag(fdt, node, p.s, "backend-transfer", &n->transfer) ||
-	    get_flag(fdt, node, p.s, "backend-transfer-allowed", &n->transfer_allowed))
+	struct node_path p = device_path(i);
+	char kind[32];
+	if (get_string(fdt, node, p.s, "kind", kind, sizeof(kind)))
 		return -1;
-	n->queue_pairs = pairs;
-	n->queue_size = (uint16_t)qsize;
+	m->type = device_registry_find(r, kind);
+	char buf[40];
+	if (!m->type)
+		return vmm_fail(PREFIX "%s: kind \"%s\" is not a device type of this build", p.s,
+				printable(kind, sizeof(kind), buf));
+	if (get_string(fdt, node, p.s, "name", m->name, sizeof(m->name)) ||
+	    get_flag(fdt, node, p.s, "backend-transfer", &m->transfer) ||
+	    get_flag(fdt, node, p.s, "backend-transfer-allowed", &m->transfer_allowed))
+		return -1;
+	if (m->type->state_version) {
+		uint32_t v;
+		if (get_u32(fdt, node, p.s, "state-version", &v))
+			return -1;
+		if (v < m->type->state_min_load || v > m->type->state_version)
+			return vmm_fail(PREFIX "%s: %s state version %u (this build loads %u..%u)", p.s, kind, v,
+					m->type->state_min_load, m->type->state_version);
+		m->state_version = (uint16_t)v;
+	}
+	if (m->type->config_size) {
+		m->config = calloc(1, m->type->config_size);
+		if (!m->config)
+			return vmm_fail(PREFIX "out of memory");
+	}
+	for (const struct dev_field *f = m->type->fields; f && f->name; f++)
+		if (get_field(fdt, node, p.s, f, m->config))
+			return -1;
 	return 0;
 }
 
-/* "net@<i>" with i a decimal without leading zeros, below
- * MACHINE_MAX_NETS: 0 and *index; else -1 with a message. */
-static int net_index(const char *name, int len, unsigned *index)
+/* "device@<i>" with i a decimal without leading zeros, below
+ * MACHINE_MAX_DEVICES: 0 and *index; else -1 with a message. */
+static int device_index(const char *name, int len, unsigned *index)
 {
 	char buf[40];
-	const char *digits = name + 4;
-	int ndigits = len - 4;
-	if (len < 5 || memcmp(name, "net@", 4))
-		return vmm_fail(PREFIX "/nets: unexpected node \"%s\" (only net@<index>)",
+	static const char prefix[] = "device@";
+	const size_t plen = sizeof(prefix) - 1;
+	if ((size_t)len <= plen || memcmp(name, prefix, plen))
+		return vmm_fail(PREFIX "/devices: unexpected node \"%s\" (only device@<index>)",
 				printable(name, (size_t)len, buf));
-	if (ndigits != 1 || digits[0] < '0' || digits[0] >= '0' + MACHINE_MAX_NETS)
-		return vmm_fail(PREFIX "/nets: node \"%s\": index must be 0..%d", printable(name, (size_t)len, buf),
-				MACHINE_MAX_NETS - 1);
-	*index = (unsigned)(digits[0] - '0');
+	unsigned v = 0;
+	for (size_t k = plen; k < (size_t)len; k++) {
+		char c = name[k];
+		if (c < '0' || c > '9' || (k == plen && c == '0' && (size_t)len > plen + 1) || v >= MACHINE_MAX_DEVICES)
+			return vmm_fail(PREFIX "/devices: node \"%s\": index must be 0..%d",
+					printable(name, (size_t)len, buf), MACHINE_MAX_DEVICES - 1);
+		v = v * 10 + (unsigned)(c - '0');
+	}
+	if (v >= MACHINE_MAX_DEVICES)
+		return vmm_fail(PREFIX "/devices: node \"%s\": index must be 0..%d", printable(name, (size_t)len, buf),
+				MACHINE_MAX_DEVICES - 1);
+	*index = v;
 	return 0;
 }
 
-static int parse_nets(const void *fdt, struct machine_desc *d)
+static int parse_devices(const void *fdt, const struct device_registry *r, struct machine_desc *d)
 {
-	int nets = fdt_subnode_offset(fdt, 0, "nets");
-	if (nets < 0)
-		return vmm_fail(PREFIX "/nets: %s", nets == -FDT_ERR_NOTFOUND ? "no such node" : fdt_strerror(nets));
-	unsigned seen = 0; /* bit i: net@i found */
+	int devs = fdt_subnode_offset(fdt, 0, "devices");
+	if (devs < 0)
+		return vmm_fail(PREFIX "/devices: %s", devs == -FDT_ERR_NOTFOUND ? "no such node" : fdt_strerror(devs));
+	uint64_t seen = 0; /* bit i: device@i found */
 	int node;
-	fdt_for_each_subnode(node, fdt, nets) {
+	fdt_for_each_subnode(node, fdt, devs) {
 		int len;
 		const char *name = fdt_get_name(fdt, node, &len);
 		unsigned i = 0;
 		if (!name)
-			return vmm_fail(PREFIX "/nets: a child node: %s", fdt_strerror(len));
-		if (net_index(name, len, &i))
+			return vmm_fail(PREFIX "/devices: a child node: %s", fdt_strerror(len));
+		if (device_index(name, len, &i))
 			return -1;
-		if (seen & (1u << i))
-			return vmm_fail(PREFIX "/nets: two nodes net@%u", i);
-		seen |= 1u << i;
-		if (parse_net(fdt, node, i, &d->nets[i]))
+		if (seen & (1ull << i))
+			return vmm_fail(PREFIX "/devices: two nodes device@%u", i);
+		seen |= 1ull << i;
+		d->ndevices = i + 1 > d->ndevices ? i + 1 : d->ndevices;
+		if (parse_device(fdt, node, i, r, &d->devices[i]))
 			return -1;
 	}
 	if (node != -FDT_ERR_NOTFOUND)
-		return vmm_fail(PREFIX "/nets: %s", fdt_strerror(node));
-	d->nnets = (unsigned)__builtin_popcount(seen);
-	if (seen != (1u << d->nnets) - 1)
-		return vmm_fail(PREFIX "/nets: net@%d missing (indices must run from 0 without gaps)",
-				__builtin_ctz(~seen));
-	for (unsigned i = 0; i < d->nnets; i++)
-		if (check_net_unique(d, i))
-			return -1;
-	return 0;
+		return vmm_fail(PREFIX "/devices: %s", fdt_strerror(node));
+	unsigned n = (unsigned)__builtin_popcountll(seen);
+	if (n != d->ndevices)
+		return vmm_fail(PREFIX "/devices: device@%d missing (indices must run from 0 without gaps)",
+				__builtin_ctzll(~seen));
+	return check_devices(d, r);
 }
 
 static int parse_root(const void *fdt, struct machine_desc *d)
@@ -395,7 +481,8 @@ static int parse_root(const void *fdt, struct machine_desc *d)
 	uint32_t vcpus;
 	if (get_string(fdt, 0, "/", "name", d->name, sizeof(d->name)) ||
 	    get_u64(fdt, 0, "/", "memory-size", &d->mem_size) || check_mem_size(d->mem_size) ||
-	    get_u32(fdt, 0, "/", "vcpus", &vcpus) || check_vcpus(vcpus))
+	    get_u32(fdt, 0, "/", "vcpus", &vcpus) || check_vcpus(vcpus) ||
+	    get_string(fdt, 0, "/", "board", d->board, sizeof(d->board)))
 		return -1;
 	d->ncpus = vcpus;
 	return 0;
@@ -445,7 +532,7 @@ static int check_blob(const void *fdt, size_t len)
 	return 0;
 }
 
-int machine_from_fdt(const void *blob, size_t len, struct machine_desc *d)
+int machine_from_fdt(const void *blob, size_t len, const struct device_registry *r, struct machine_desc *d)
 {
 	memset(d, 0, sizeof(*d));
 	if (len > MACHINE_MAX_BLOB)
@@ -457,9 +544,9 @@ int machine_from_fdt(const void *blob, size_t len, struct machine_desc *d)
 	if (!fdt)
 		return vmm_fail(PREFIX "out of memory");
 	memcpy(fdt, blob, len);
-	int err = check_blob(fdt, len) || parse_root(fdt, d) || parse_nets(fdt, d) ? -1 : 0;
+	int err = check_blob(fdt, len) || parse_root(fdt, d) || parse_devices(fdt, r, d) ? -1 : 0;
 	free(fdt);
 	if (err)
-		memset(d, 0, sizeof(*d));
+		machine_desc_free(d);
 	return err;
 }

@@ -4,29 +4,33 @@
  * tree (libfdt):
  *
  *   / {
- *       compatible = "luavmm,machine-v1";
+ *       compatible = "luavmm,machine-v2";
  *       name = "web";                    string, 1..63 bytes
  *       memory-size = <hi lo>;           u64: multiple of 4096, 32 MiB..1 TiB
  *       vcpus = <2>;                     u32: 1..X86_MAX_VCPUS
- *       nets {
- *           net@0 {                      net@0 .. net@(n-1), n <= MACHINE_MAX_NETS
+ *       board = "pc";                    the registry's board
+ *       devices {
+ *           device@0 {                   device@0 .. device@(n-1): the VM's
+ *                                        list, the board's devices first
+ *               kind = "virtio-net";     a type of the registry (device.h)
  *               name = "net0";           string, 1..15 bytes, unique
- *               ifname = "tap0";         string, 1..15 bytes, unique, no '/', ' ',
- *                                        '%', not "." or ".."
- *               mac = [52 54 00 12 34 56];    exactly 6 bytes
- *               queue-pairs = <1>;       u32: 1..8
- *               queue-size = <256>;      u32: power of 2, 64..1024
- *               vhost;                   empty boolean properties
- *               backend-transfer;        the source offers this net's backend
+ *               state-version = <1>;     the version of its state section
+ *                                        (devices with state only)
+ *               backend-transfer;        the source offers its backend
+ *               backend-transfer-allowed; the device's own opt-in
+ *               ifname = "tap0"; ...     the type's fields (dev_field): a
+ *                                        string, a u32 cell, an empty
+ *                                        property for a flag, 6 bytes for
+ *                                        a MAC; checked by the type's table
  *           };
  *       };
  *   };
  *
  * The parser takes untrusted bytes: every refusal is -1 with a message
  * naming the node, the property and the bad value, e.g.
- * "machine description: /nets/net@1: queue-pairs 9 (must be 1..8)".
- * Unknown properties and nodes are ignored (a later version may add some;
- * the compatible string changes if old parsers must refuse). */
+ * "machine description: /devices/device@4: queues 9 (must be 1..8)".
+ * Unknown properties are ignored (a later version may add some; the
+ * compatible string changes if old parsers must refuse). */
 #ifndef VMM_MACHINE_H
 #define VMM_MACHINE_H
 
@@ -34,42 +38,51 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MACHINE_MAX_NETS 8
-#define MACHINE_COMPATIBLE "luavmm,machine-v1"
+#include "device.h"
+
+#define MACHINE_MAX_DEVICES 48
+#define MACHINE_COMPATIBLE "luavmm,machine-v2"
 #define MACHINE_MAX_BLOB (1u << 20) /* the parser refuses larger inputs */
 
-struct machine_net {
-	char name[16];
-	char ifname[16];
-	uint8_t mac[6];
-	unsigned queue_pairs;
-	uint16_t queue_size;
-	bool vhost;
-	bool transfer; /* the source offers its backend */
-	bool transfer_allowed; /* the device's own opt-in, kept across migrations */
+struct machine_device {
+	const struct device_type *type;
+	char name[DEVICE_NAME_MAX];
+	void *config;           /* type->config_size bytes, owned (NULL when 0) */
+	uint16_t state_version; /* 0 for a device without state */
+	bool transfer;          /* the source offers its backend */
+	bool transfer_allowed;  /* the device's own opt-in, kept across migrations */
 };
 
 struct machine_desc {
 	char name[64];
 	uint64_t mem_size;
 	unsigned ncpus;
-	unsigned nnets;
-	struct machine_net nets[MACHINE_MAX_NETS];
+	char board[16];
+	unsigned ndevices;
+	struct machine_device devices[MACHINE_MAX_DEVICES];
 };
 
+/* Whether a and b describe the same machine (configs compared by value). */
+bool machine_desc_equal(const struct machine_desc *a, const struct machine_desc *b);
+
+/* Frees the configs and zeroes d. */
+void machine_desc_free(struct machine_desc *d);
+
 /* Whether d holds only values the parser accepts (the same checks and
- * messages). machine_to_fdt calls it, so a source never sends a
- * description its target would refuse. */
-int machine_desc_check(const struct machine_desc *d);
+ * messages), the board's devices first as registry r has them.
+ * machine_to_fdt calls it, so a source never sends a description its
+ * target would refuse. */
+int machine_desc_check(const struct machine_desc *d, const struct device_registry *r);
 
 /* Builds the FDT of d (checked first) into a malloc'd *blob of *len bytes.
  * -1 with a message on a bad description or an allocation failure. */
-int machine_to_fdt(const struct machine_desc *d, void **blob, size_t *len);
+int machine_to_fdt(const struct machine_desc *d, const struct device_registry *r, void **blob, size_t *len);
 
 /* Parses and checks an untrusted FDT of len bytes (at most
- * MACHINE_MAX_BLOB; bytes after the FDT's total size are ignored). On
- * success fills all of *d (strings NUL-terminated, unused nets zeroed);
- * on failure *d is zeroed. blob needs no alignment. */
-int machine_from_fdt(const void *blob, size_t len, struct machine_desc *d);
+ * MACHINE_MAX_BLOB; bytes after the FDT's total size are ignored) against
+ * the types of registry r (an unknown kind is refused, naming it). On
+ * success fills all of *d (free it with machine_desc_free); on failure *d is
+ * zeroed. blob needs no alignment. */
+int machine_from_fdt(const void *blob, size_t len, const struct device_registry *r, struct machine_desc *d);
 
 #endif

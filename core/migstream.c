@@ -32,21 +32,21 @@ static const char *const type_names[] = {
 	[MIG_FREEZE] = "freeze",
 	[MIG_VCPU] = "vcpu",
 	[MIG_MACHINE] = "machine",
-	[MIG_SERIAL] = "serial",
-	[MIG_RTC] = "rtc",
-	[MIG_PCI_FUNCTION] = "pci-function",
-	[MIG_NET] = "net",
 	[MIG_END] = "end",
 	[MIG_READY] = "ready",
 	[MIG_COMMIT] = "commit",
 	[MIG_ERROR] = "error",
+	[MIG_DEVICE] = "device",
 };
+
+bool mig_type_known(uint32_t type)
+{
+	return type >= 1 && type <= MIG_TYPE_MAX && type_names[type];
+}
 
 const char *mig_type_name(uint32_t type)
 {
-	if (type == 0 || type > MIG_TYPE_MAX)
-		return "unknown";
-	return type_names[type];
+	return mig_type_known(type) ? type_names[type] : "unknown";
 }
 
 /* --- CRC-32C ---------------------------------------------------------------- */
@@ -336,7 +336,7 @@ int mig_header_decode(const uint8_t raw[MIG_HEADER_SIZE], struct mig_header *h)
 	if (version != MIG_VERSION)
 		return vmm_fail("stream version %u, this vmm speaks %u", version, MIG_VERSION);
 	uint32_t type = le16_load(raw + HDR_TYPE);
-	if (type == 0 || type > MIG_TYPE_MAX)
+	if (!mig_type_known(type))
 		return vmm_fail("unknown section type %u", type);
 	uint32_t len = le32_load(raw + HDR_LEN), nfds = le32_load(raw + HDR_NFDS);
 	if (len > MIG_MAX_SECTION)
@@ -503,7 +503,7 @@ int mig_send(struct mig_conn *c, uint32_t type, uint32_t id, const void *payload
 	} control;
 	uint8_t raw[MIG_HEADER_SIZE];
 
-	if (type == 0 || type > MIG_TYPE_MAX)
+	if (!mig_type_known(type))
 		return vmm_fail("cannot send a section of unknown type %u", type);
 	if (len > MIG_MAX_SECTION)
 		return vmm_fail("%s section: %zu bytes exceed the limit of %u", mig_type_name(type), len,

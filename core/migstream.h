@@ -4,7 +4,7 @@
  * A section is a 24-byte header followed by `len` payload bytes:
  *
  *   u32 magic     MIG_MAGIC ("LVMG" little-endian)
- *   u16 version   MIG_VERSION
+ *   u16 version   MIG_VERSION (the framing; each device's state has its own)
  *   u16 type      enum mig_type
  *   u32 id        which instance (vCPU index, device index), else 0
  *   u32 len       payload bytes, at most MIG_MAX_SECTION
@@ -28,36 +28,42 @@
 #include <stdint.h>
 
 #define MIG_MAGIC       0x474d564cu /* "LVMG" */
-#define MIG_VERSION     1
+#define MIG_VERSION     2
 #define MIG_HEADER_SIZE 24
 #define MIG_MAX_SECTION (16u << 20)
 #define MIG_MAX_FDS     32
 
-/* In protocol order. T = target (the new process), S = source. */
+/* Section types: explicit numbers that never change; new types are
+ * appended. T = target (the new process), S = source. In protocol order: */
 enum mig_type {
-	MIG_HELLO = 1,    /* T->S: u32 pid, u32 flags (MIG_HELLO_*) */
-	MIG_DESCRIPTION,  /* S->T: the machine description, an FDT (machine.h) */
-	MIG_PLAN,         /* T->S: u32 n, then n x u8: take device i's backend */
-	MIG_MEMORY,       /* S->T: u64 bytes; 1 fd: the guest RAM memfd */
-	MIG_BACKEND,      /* S->T: id = net index; payload: tap state; fds: its TAP queues */
-	MIG_PREPARED,     /* T->S: VM built, waiting for the state */
-	MIG_FREEZE,       /* S->T: u64 CLOCK_MONOTONIC ns when the vCPUs stopped */
-	MIG_VCPU,         /* S->T: id = vCPU index (kvm_state.h) */
-	MIG_MACHINE,      /* S->T: irqchip, PIT, clock (kvm_state.h) */
-	MIG_SERIAL,       /* S->T: id = 0 (serial8250.h) */
-	MIG_RTC,          /* S->T: id = 0 (rtc.h) */
-	MIG_PCI_FUNCTION, /* S->T: id = net index: config space, virtio-pci, virtio state */
-	MIG_NET,          /* S->T: id = net index: virtio-net state */
-	MIG_END,          /* S->T: every state section was sent */
-	MIG_READY,        /* T->S: everything loaded; the target may run the VM */
-	MIG_COMMIT,       /* S->T: the source gave the VM up */
-	MIG_ERROR,        /* either way: a message (text, not NUL-terminated) */
-	MIG_TYPE_MAX = MIG_ERROR,
+	MIG_HELLO = 1,        /* T->S: u32 pid, u32 flags (MIG_HELLO_*), the state
+	                       * versions it loads: u32 n, n x {u8 len, kind[len],
+	                       * u16 min, u16 max} */
+	MIG_DESCRIPTION = 2,  /* S->T: the machine description, an FDT (machine.h) */
+	MIG_PLAN = 3,         /* T->S: u32 n, then n x u8: take device i's backend */
+	MIG_MEMORY = 4,       /* S->T: u64 bytes; 1 fd: the guest RAM memfd */
+	MIG_BACKEND = 5,      /* S->T: id = device index; payload: its backend_save;
+	                       * fds: its backend_fds */
+	MIG_PREPARED = 6,     /* T->S: VM built, waiting for the state */
+	MIG_FREEZE = 7,       /* S->T: u64 CLOCK_MONOTONIC ns when the vCPUs stopped */
+	MIG_VCPU = 8,         /* S->T: id = vCPU index (kvm_state.h) */
+	MIG_MACHINE = 9,      /* S->T: irqchip, PIT, clock (kvm_state.h) */
+	/* 10..13: stream version 1's serial, RTC, PCI function and net
+	 * sections, which MIG_DEVICE replaced. */
+	MIG_END = 14,         /* S->T: every state section was sent */
+	MIG_READY = 15,       /* T->S: everything loaded; the target may run the VM */
+	MIG_COMMIT = 16,      /* S->T: the source gave the VM up */
+	MIG_ERROR = 17,       /* either way: a message (text, not NUL-terminated) */
+	MIG_DEVICE = 18,      /* S->T: id = device index: u16 state version (the
+	                       * description's), then the type's state */
+	MIG_TYPE_MAX = MIG_DEVICE,
 };
 
 #define MIG_HELLO_BACKEND_TRANSFER 1u /* the target accepts backends */
 
 const char *mig_type_name(uint32_t type); /* "vcpu", ...; "unknown" */
+/* Whether type is a section type of this stream version. */
+bool mig_type_known(uint32_t type);
 
 /* --- payload writer --------------------------------------------------------- */
 

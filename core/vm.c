@@ -13,16 +13,11 @@
 
 #include "bus.h"
 #include "clock.h"
+#include "device.h"
 #include "err.h"
-#include "i8042.h"
 #include "kvm.h"
 #include "memory.h"
-#include "pci.h"
-#include "rtc.h"
-#include "serial8250.h"
 #include "vcpu.h"
-#include "virtio_net.h"
-#include "virtio_pci.h"
 #include "x86_boot.h"
 #include "vm_priv.h"
 
@@ -94,6 +89,8 @@ static int check_config(const struct vm_config *cfg)
 		return vmm_fail("vcpus %u: must be from 1 to %d", cfg->ncpus, X86_MAX_VCPUS);
 	if (!cfg->kernel_path && !cfg->incoming)
 		return vmm_fail("kernel: missing");
+	if (!cfg->devices)
+		return vmm_fail("no device registry");
 	return 0;
 }
 
@@ -119,19 +116,35 @@ static void drop_payload(struct vm *vm)
 	vm->kernel_image = vm->initrd = NULL;
 }
 
-/* --- devices on the port bus ---------------------------------------------- */
+/* --- what devices get from the VM (device_host) ----------------------------- */
 
-static void serial_irq(void *opaque, int level)
+static void host_irq_line(void *opaque, unsigned gsi, int level)
 {
 	struct vm *vm = opaque;
-	if (vm->kvm.vm_fd >= 0 && kvm_irq_line(&vm->kvm, SERIAL_COM1_IRQ, level))
-		fprintf(stderr, "vmm: %s: serial: %s\n", vm->name, vmm_error());
+	if (vm->kvm.vm_fd >= 0 && kvm_irq_line(&vm->kvm, gsi, level))
+		fprintf(stderr, "vmm: %s: %s\n", vm->name, vmm_error());
 }
 
-static void serial_output(void *opaque, const uint8_t *buf, size_t len)
+static void host_console_output(void *opaque, const uint8_t *buf, size_t len)
 {
 	struct vm *vm = opaque;
 	console_put(&vm->console, buf, len);
+}
+
+static void vcpu_fatal(void *opaque, unsigned vcpu_id, const char *why);
+
+static void host_guest_reset(void *opaque, const char *why)
+{
+	vcpu_fatal(opaque, 0, why);
+}
+
+static struct device *host_find(void *opaque, const char *kind)
+{
+	struct vm *vm = opaque;
+	for (unsigned i = 0; i < vm->ndevices; i++)
+		if (!strcmp(vm->devices[i]->type->kind, kind))
+			return vm->devices[i];
+	return NULL;
 }
 
 static void signal_event(struct vm *vm)
@@ -141,6 +154,7 @@ static void signal_event(struct vm *vm)
 		;
 }
 
+/* The boot-time marker (vm.h): a port of the VM itself, not a device. */
 static void boot_mark_write(void *opaque, uint64_t offset, const void *data, unsigned len)
 {
 	struct vm *vm = opaque;
@@ -155,31 +169,46 @@ static void boot_mark_write(void *opaque, uint64_t offset, const void *data, uns
 
 static const struct bus_ops boot_mark_ops = { .write = boot_mark_write };
 
-static void vcpu_fatal(void *opaque, unsigned vcpu_id, const char *why);
-
-static void guest_reset(void *opaque)
+static int append_device(struct vm *vm, struct device *d, void *config)
 {
-	vcpu_fatal(opaque, 0, "guest reset");
+	struct device **list = realloc(vm->devices, (vm->ndevices + 1) * sizeof(*list));
+	if (!list) {
+		d->type->free(d);
+		free(config);
+		return vmm_fail("%s: out of memory", vm->name);
+	}
+	vm->devices = list;
+	d->config = config;
+	vm->devices[vm->ndevices++] = d;
+	if (!vm->console_dev && d->type->console_input)
+		vm->console_dev = d;
+	return 0;
 }
 
-static int add_devices(struct vm *vm)
+/* The board: every VM has its devices, named by their kind. */
+static int add_board(struct vm *vm)
 {
-	struct serial8250_host host = { serial_irq, serial_output, vm };
-	vm->serial = serial8250_new(&host);
-	vm->rtc = rtc_new();
-	if (!vm->serial || !vm->rtc)
-		return vmm_fail("cannot allocate the legacy devices");
-	if (bus_register(&vm->pio, SERIAL_COM1_BASE, SERIAL_PORTS, &serial8250_bus_ops, vm->serial, "serial0") ||
-	    bus_register(&vm->pio, RTC_PORT_BASE, RTC_PORTS, &rtc_bus_ops, vm->rtc, "rtc") ||
-	    bus_register(&vm->pio, VM_BOOT_MARK_PORT, 1, &boot_mark_ops, vm, "boot-mark"))
+	vm->host = (struct device_host){
+		.vm_name = vm->name,
+		.kvm = &vm->kvm,
+		.mem = &vm->mem,
+		.pio = &vm->pio,
+		.mmio = &vm->mmio,
+		.loop = vm->loop,
+		.opaque = vm,
+		.irq_line = host_irq_line,
+		.console_output = host_console_output,
+		.guest_reset = host_guest_reset,
+		.find = host_find,
+	};
+	if (bus_register(&vm->pio, VM_BOOT_MARK_PORT, 1, &boot_mark_ops, vm, "boot-mark"))
 		return -1;
-	vm->pci = pci_bus_new(&vm->pio, &vm->mmio);
-	if (!vm->pci)
-		return -1;
-	vm->i8042 = (struct i8042){ .reset = guest_reset, .opaque = vm };
-	if (bus_register(&vm->pio, I8042_DATA_PORT, 1, &i8042_data_ops, &vm->i8042, "i8042-data") ||
-	    bus_register(&vm->pio, I8042_COMMAND_PORT, 1, &i8042_command_ops, &vm->i8042, "i8042-command"))
-		return -1;
+	for (const struct device_type *const *t = vm->registry->board_types; *t; t++) {
+		struct device *d = (*t)->create(&vm->host, (*t)->kind, NULL, NULL);
+		if (!d || append_device(vm, d, NULL))
+			return vmm_fail_context("%s: board %s", vm->name, vm->registry->board);
+	}
+	vm->nboard = vm->ndevices;
 	return 0;
 }
 
@@ -218,6 +247,7 @@ struct vm *vm_new(const struct vm_config *cfg)
 	vm->ncpus = cfg->ncpus;
 	vm->loop = cfg->loop;
 	vm->incoming = cfg->incoming;
+	vm->registry = cfg->devices;
 	vm->state = VM_CREATED;
 	if (!vm->name || !vm->cmdline) {
 		vmm_fail("out of memory");
@@ -229,7 +259,7 @@ struct vm *vm_new(const struct vm_config *cfg)
 		goto fail;
 	}
 	if (console_init(&vm->console, cfg->console_fd, vm->event_fd) ||
-	    (!cfg->incoming && load_payload(vm, cfg)) || add_devices(vm))
+	    (!cfg->incoming && load_payload(vm, cfg)) || add_board(vm))
 		goto fail;
 	struct vcpu_host host = { vcpu_fatal, vm };
 	if (vcpu_group_init(&vm->vcpus, vm->ncpus, &vm->pio, &vm->mmio, &host))
@@ -338,9 +368,11 @@ static int load_guest(struct vm *vm, struct x86_boot_info *boot)
 
 static int realize_devices(struct vm *vm)
 {
-	for (unsigned i = 0; i < vm->nnets; i++)
-		if (virtio_pci_realize(vm->nets[i].pci))
-			return vmm_fail_context("%s", virtio_net_device(vm->nets[i].dev)->name);
+	for (unsigned i = 0; i < vm->ndevices; i++) {
+		struct device *d = vm->devices[i];
+		if (d->type->realize && d->type->realize(d))
+			return vmm_fail_context("%s", d->name);
+	}
 	return 0;
 }
 
@@ -378,9 +410,11 @@ int vm_prepare_incoming(struct vm *vm, int mem_fd)
  * datapaths from the loaded state, then its vCPUs start. */
 static int start_loaded(struct vm *vm)
 {
-	for (unsigned i = 0; i < vm->nnets; i++)
-		if (virtio_pci_resume_loaded(vm->nets[i].pci))
-			return vmm_fail_context("%s: %s", vm->name, virtio_net_device(vm->nets[i].dev)->name);
+	for (unsigned i = 0; i < vm->ndevices; i++) {
+		struct device *d = vm->devices[i];
+		if (d->type->resume_loaded && d->type->resume_loaded(d))
+			return vmm_fail_context("%s: %s", vm->name, d->name);
+	}
 	if (vcpu_group_start(&vm->vcpus))
 		return vmm_fail_context("%s: start", vm->name);
 	vm->incoming_loaded = false;
@@ -461,72 +495,80 @@ void vm_poll(struct vm *vm)
 		vm_stop_with(vm, "");
 }
 
-static void describe_net(struct machine_net *d, const struct virtio_net_options *cfg, const char *ifname)
+/* Names are unique, and so are the backends of one type. */
+static int check_unique(struct vm *vm, const struct device_type *t, const char *name, const void *config)
 {
-	memset(d, 0, sizeof(*d));
-	snprintf(d->name, sizeof(d->name), "%s", cfg->name ? cfg->name : "net");
-	snprintf(d->ifname, sizeof(d->ifname), "%s", ifname ? ifname : "");
-	memcpy(d->mac, cfg->mac, sizeof(d->mac));
-	d->queue_pairs = cfg->queue_pairs;
-	d->queue_size = cfg->queue_size ? cfg->queue_size : 256;
-	d->vhost = cfg->vhost;
-}
-
-/* Each network device of a VM has its own name (a migration matches
- * devices by name) and its own TAP (two devices on one multi-queue TAP
- * would each get some of its queues, and the kernel would spread the
- * host's packets between them). */
-static int check_net_unique(const struct vm *vm, const struct virtio_net_options *cfg)
-{
-	const char *name = cfg->name ? cfg->name : "net";
-	for (unsigned i = 0; i < vm->nnets; i++) {
-		const struct machine_net *d = &vm->nets[i].desc;
+	const struct dev_field *bf = device_backend_field(t);
+	const char *backend = bf ? (const char *)config + bf->offset : NULL;
+	for (unsigned i = 0; i < vm->ndevices; i++) {
+		const struct device *d = vm->devices[i];
 		if (!strcmp(d->name, name))
 			return vmm_fail("%s: the device name %s is already taken", vm->name, name);
-		if (cfg->ifname && !strcmp(d->ifname, cfg->ifname))
-			return vmm_fail("%s: %s: TAP %s is already the backend of %s", vm->name, name, cfg->ifname,
-					d->name);
+		if (backend && *backend && d->type == t && !strcmp((const char *)d->config + bf->offset, backend))
+			return vmm_fail("%s: %s: %s %s is already the backend of %s", vm->name, name,
+					t->backend_label ? t->backend_label : bf->name, backend, d->name);
 	}
 	return 0;
 }
 
-int vm_add_net(struct vm *vm, const struct virtio_net_options *cfg)
+int vm_add_device(struct vm *vm, const struct device_type *t, const char *name, const void *config,
+		  bool backend_transfer, const struct dev_backend *in)
 {
 	if (vm->state != VM_CREATED)
 		return vmm_fail("%s: devices can only be added before the VM starts (it is %s)", vm->name,
 				vm_state_name(vm->state));
-	if (!vm->loop)
-		return vmm_fail("%s: no event loop to run a network device on", vm->name);
-	if (vm->nnets == VM_MAX_NETS)
-		return vmm_fail("%s: at most %d network devices", vm->name, VM_MAX_NETS);
-	if (check_net_unique(vm, cfg))
+	if (!device_registry_addable(vm->registry, t))
+		return vmm_fail("%s: %s: a %s is not a device a VM can be given", vm->name, name ? name : "", t->kind);
+	if (vm->ndevices - vm->nboard >= VM_MAX_DEVICES)
+		return vmm_fail("%s: at most %d devices", vm->name, VM_MAX_DEVICES);
+	if (!name || !*name || strlen(name) >= DEVICE_NAME_MAX)
+		return vmm_fail("%s: device name \"%s\": must be 1..%d bytes", vm->name, name ? name : "",
+				DEVICE_NAME_MAX - 1);
+	char where[64];
+	snprintf(where, sizeof(where), "%s: %s", vm->name, name);
+	if (dev_fields_check(t->fields, config, where) || check_unique(vm, t, name, config))
 		return -1;
-	struct virtio_net *dev = virtio_net_new(cfg, &vm->mem, vm->loop);
-	if (!dev)
-		return -1;
-	struct virtio_pci *pci = virtio_pci_new(vm->pci, virtio_net_device(dev), &vm->kvm, vm->loop);
-	if (!pci) {
-		vmm_fail_context("%s", cfg->name);
-		if (cfg->tap_fds) /* handed-in fds stay the caller's on failure */
-			virtio_net_disown_tap(dev);
-		virtio_net_free(dev);
-		return -1;
+	void *copy = calloc(1, t->config_size ? t->config_size : 1);
+	if (!copy)
+		return vmm_fail("%s: out of memory", where);
+	memcpy(copy, config, t->config_size);
+	struct device *d = t->create(&vm->host, name, copy, in);
+	if (!d) {
+		free(copy);
+		return vmm_fail_context("%s", vm->name);
 	}
-	struct vm_net *net = &vm->nets[vm->nnets++];
-	net->dev = dev;
-	net->pci = pci;
-	describe_net(&net->desc, cfg, virtio_net_ifname(dev));
-	return 0;
+	d->backend_transfer = backend_transfer;
+	return append_device(vm, d, copy);
 }
 
-unsigned vm_net_count(struct vm *vm)
+unsigned vm_device_count(struct vm *vm)
 {
-	return vm->nnets;
+	return vm->ndevices;
 }
 
-struct virtio_net *vm_net(struct vm *vm, unsigned i)
+struct device *vm_device(struct vm *vm, unsigned i)
 {
-	return i < vm->nnets ? vm->nets[i].dev : NULL;
+	return i < vm->ndevices ? vm->devices[i] : NULL;
+}
+
+struct device *vm_device_by_name(struct vm *vm, const char *name)
+{
+	for (unsigned i = 0; i < vm->ndevices; i++)
+		if (!strcmp(vm->devices[i]->name, name))
+			return vm->devices[i];
+	return NULL;
+}
+
+void vm_drop_devices(struct vm *vm)
+{
+	while (vm->ndevices > vm->nboard) {
+		struct device *d = vm->devices[--vm->ndevices];
+		void *config = d->config;
+		if (vm->console_dev == d)
+			vm->console_dev = NULL;
+		d->type->free(d);
+		free(config);
+	}
 }
 
 struct console *vm_console(struct vm *vm)
@@ -536,7 +578,8 @@ struct console *vm_console(struct vm *vm)
 
 size_t vm_console_input(struct vm *vm, const void *buf, size_t len)
 {
-	return serial8250_input(vm->serial, buf, len);
+	struct device *d = vm->console_dev;
+	return d ? d->type->console_input(d, buf, len) : 0;
 }
 
 int vm_boot_mark(struct vm *vm, uint64_t *ns)
@@ -561,13 +604,10 @@ void vm_free(struct vm *vm)
 	if (vm->console.buf)
 		console_flush(&vm->console);
 	console_destroy(&vm->console);
-	for (unsigned i = 0; i < vm->nnets; i++) {
-		virtio_pci_free(vm->nets[i].pci);
-		virtio_net_free(vm->nets[i].dev);
-	}
-	pci_bus_free(vm->pci);
-	serial8250_free(vm->serial);
-	rtc_free(vm->rtc);
+	/* In reverse: a PCI function goes before its host bridge. */
+	vm->nboard = 0;
+	vm_drop_devices(vm);
+	free(vm->devices);
 	bus_destroy(&vm->pio);
 	bus_destroy(&vm->mmio);
 	guest_mem_destroy(&vm->mem);

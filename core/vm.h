@@ -1,5 +1,6 @@
 /* A virtual machine: guest RAM, vCPU threads, the in-kernel irqchip and PIT,
- * the serial console, booted directly from a bzImage. This is the whole
+ * and a list of devices (device.h: the board's, then those added), booted
+ * directly from a bzImage. This is the whole
  * interface the Lua binding uses; nothing here knows about Lua or libuv.
  *
  * Threads: vm_* functions are called from one thread (the main thread).
@@ -34,6 +35,7 @@ struct vm_config {
 	const char *cmdline;     /* NULL for "" */
 	int console_fd;          /* sink for guest output, -1 for capture only; not owned */
 	struct uv_loop_s *loop;  /* runs the devices' datapaths; NULL: no such devices */
+	const struct device_registry *devices; /* the types a VM is built from */
 	bool incoming;           /* built by a local migration (vm_migrate.h): no kernel */
 };
 
@@ -68,16 +70,25 @@ const char *vm_stop_reason(struct vm *vm);
 int vm_event_fd(struct vm *vm);
 void vm_poll(struct vm *vm);
 
-/* Adds a virtio-net device on the PCI bus (before vm_start). Its backend
- * (TAP, vhost-net) is opened now, so a bad configuration fails here.
- * Handed-in cfg->tap_fds belong to the VM on success and stay the
- * caller's on failure. */
-struct virtio_net_options;
-struct virtio_net;
-#define VM_MAX_NETS 8
-int vm_add_net(struct vm *vm, const struct virtio_net_options *cfg);
-unsigned vm_net_count(struct vm *vm);
-struct virtio_net *vm_net(struct vm *vm, unsigned i);
+/* Adds a device of type t (before vm_start), built from a copy of config
+ * (checked against the type's fields first; the type may complete it, as
+ * the description will show). Its backend is opened now, so a bad
+ * configuration fails here: -1 with a message naming the device. Names
+ * are unique in a VM, and so are the backends of one type (two devices on
+ * one TAP would each get some of its queues). `in`: a backend adopted
+ * from a migration source (its fds belong to the VM on success and stay
+ * the caller's on failure), NULL otherwise. */
+struct device;
+struct device_type;
+struct dev_backend;
+#define VM_MAX_DEVICES 32
+int vm_add_device(struct vm *vm, const struct device_type *t, const char *name, const void *config,
+		  bool backend_transfer, const struct dev_backend *in);
+/* Every device, the board's first: 0..vm_device_count()-1. */
+unsigned vm_device_count(struct vm *vm);
+struct device *vm_device(struct vm *vm, unsigned i);
+/* The device named name, or NULL. */
+struct device *vm_device_by_name(struct vm *vm, const char *name);
 
 struct console *vm_console(struct vm *vm);
 /* Queues console input for the guest; returns bytes accepted. */

@@ -8,13 +8,10 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "device.h"
 #include "err.h"
 #include "kvm_state.h"
 #include "migstream.h"
-#include "rtc.h"
-#include "serial8250.h"
-#include "virtio_net.h"
-#include "virtio_pci.h"
 #include "vm_priv.h"
 #include "x86_boot.h"
 
@@ -42,9 +39,14 @@ struct migrate_source {
 	struct migrate_options o;
 	struct migrate_report r;
 	uint32_t hello_flags;
+	struct version_range {
+		char kind[32];
+		uint16_t min, max;
+	} versions[MACHINE_MAX_DEVICES]; /* what the target loads */
+	unsigned nversions;
 	struct machine_desc d;
 	bool frozen, was_running;
-	unsigned quiesced; /* nets quiesced so far */
+	unsigned quiesced; /* devices quiesced so far */
 };
 
 static int receive_hello(struct migrate_source *s)
@@ -56,9 +58,51 @@ static int receive_hello(struct migrate_source *s)
 	mig_cursor_init(&cur, sec.payload, sec.len, "hello");
 	s->r.peer_pid = (pid_t)mig_get_u32(&cur);
 	s->hello_flags = mig_get_u32(&cur);
-	int rc = mig_cursor_finish(&cur);
+	uint32_t n = mig_get_u32(&cur);
+	int rc = 0;
+	if (n > MACHINE_MAX_DEVICES)
+		rc = vmm_fail("hello: %u state versions (at most %d)", n, MACHINE_MAX_DEVICES);
+	for (uint32_t i = 0; rc == 0 && i < n && !cur.short_read; i++) {
+		struct version_range *v = &s->versions[i];
+		uint8_t len = mig_get_u8(&cur);
+		if (len == 0 || len >= sizeof(v->kind)) {
+			rc = vmm_fail("hello: a device kind of %u bytes (1..%zu)", len, sizeof(v->kind) - 1);
+			break;
+		}
+		mig_get_bytes(&cur, v->kind, len);
+		v->kind[len] = '\0';
+		v->min = mig_get_u16(&cur);
+		v->max = mig_get_u16(&cur);
+		if (strlen(v->kind) != len || v->min > v->max)
+			rc = vmm_fail("hello: bad state versions for \"%.*s\"", (int)len, v->kind);
+	}
+	s->nversions = n;
+	if (rc == 0)
+		rc = mig_cursor_finish(&cur);
 	mig_section_free(&sec);
 	return rc;
+}
+
+/* The version to write device d's state in: the newest that both ends
+ * know; -1 with one line if there is none. */
+static int pick_version(const struct migrate_source *s, const struct device *d, uint16_t *out)
+{
+	const struct device_type *t = d->type;
+	*out = 0;
+	if (!t->state_version)
+		return 0;
+	for (unsigned i = 0; i < s->nversions; i++) {
+		const struct version_range *v = &s->versions[i];
+		if (strcmp(v->kind, t->kind))
+			continue;
+		uint16_t best = t->state_version < v->max ? t->state_version : v->max;
+		if (best < v->min || best < t->state_min_save)
+			return vmm_fail("%s: the target loads %s state versions %u..%u, this build writes %u..%u",
+					d->name, t->kind, v->min, v->max, t->state_min_save, t->state_version);
+		*out = best;
+		return 0;
+	}
+	return vmm_fail("%s: the target does not know devices of kind %s", d->name, t->kind);
 }
 
 static int send_description(struct migrate_source *s)
@@ -69,16 +113,27 @@ static int send_description(struct migrate_source *s)
 	snprintf(d->name, sizeof(d->name), "%s", vm->name);
 	d->mem_size = vm->mem_size;
 	d->ncpus = vm->ncpus;
-	d->nnets = vm->nnets;
+	snprintf(d->board, sizeof(d->board), "%s", vm->registry->board);
+	if (vm->ndevices > MACHINE_MAX_DEVICES)
+		return vmm_fail("%s: %u devices, a migration carries at most %d", vm->name, vm->ndevices,
+				MACHINE_MAX_DEVICES);
+	d->ndevices = vm->ndevices;
 	bool transfer = s->o.backend_transfer && (s->hello_flags & MIG_HELLO_BACKEND_TRANSFER);
-	for (unsigned i = 0; i < vm->nnets; i++) {
-		d->nets[i] = vm->nets[i].desc;
-		d->nets[i].transfer_allowed = s->o.net_transfer[i];
-		d->nets[i].transfer = transfer && s->o.net_transfer[i];
+	for (unsigned i = 0; i < vm->ndevices; i++) {
+		struct device *dev = vm->devices[i];
+		struct machine_device *m = &d->devices[i];
+		m->type = dev->type;
+		snprintf(m->name, sizeof(m->name), "%s", dev->name);
+		m->config = dev->config; /* borrowed: d is never freed */
+		m->transfer_allowed = dev->backend_transfer;
+		bool allowed = s->o.device[i] ? s->o.device[i] > 0 : dev->backend_transfer;
+		m->transfer = transfer && dev->type->backend_fds && allowed;
+		if (pick_version(s, dev, &m->state_version))
+			return -1;
 	}
 	void *blob;
 	size_t len;
-	if (machine_to_fdt(d, &blob, &len))
+	if (machine_to_fdt(d, vm->registry, &blob, &len))
 		return -1;
 	int rc = mig_send(&s->c, MIG_DESCRIPTION, 0, blob, len, NULL, 0);
 	free(blob);
@@ -94,18 +149,19 @@ static int receive_plan(struct migrate_source *s)
 	mig_cursor_init(&cur, sec.payload, sec.len, "plan");
 	uint32_t n = mig_get_u32(&cur);
 	int rc = 0;
-	if (n != s->d.nnets)
-		rc = vmm_fail("plan: %u devices, the description has %u", n, s->d.nnets);
+	if (n != s->d.ndevices)
+		rc = vmm_fail("plan: %u devices, the description has %u", n, s->d.ndevices);
 	for (unsigned i = 0; rc == 0 && i < n; i++) {
 		uint8_t take = mig_get_u8(&cur);
-		if (take > 1 || (take && !s->d.nets[i].transfer))
-			rc = vmm_fail("plan: %s: takes a backend that was not offered (%u)", s->d.nets[i].name, take);
+		if (take > 1 || (take && !s->d.devices[i].transfer))
+			rc = vmm_fail("plan: %s: takes a backend that was not offered (%u)", s->d.devices[i].name,
+				      take);
 		s->r.transferred[i] = take == 1;
 	}
 	if (rc == 0)
 		rc = mig_cursor_finish(&cur);
 	mig_section_free(&sec);
-	s->r.nnets = s->d.nnets;
+	s->r.ndevices = s->d.ndevices;
 	return rc;
 }
 
@@ -116,14 +172,16 @@ static int send_memory_and_backends(struct migrate_source *s)
 	mig_put_u64(&b, s->vm->mem.size);
 	if (send_buf(&s->c, MIG_MEMORY, 0, &b, &s->vm->mem.fd, 1))
 		return -1;
-	for (unsigned i = 0; i < s->vm->nnets; i++) {
+	for (unsigned i = 0; i < s->vm->ndevices; i++) {
 		if (!s->r.transferred[i])
 			continue;
-		struct virtio_net *n = s->vm->nets[i].dev;
+		struct device *d = s->vm->devices[i];
 		int fds[MIG_MAX_FDS];
-		unsigned nfds = virtio_net_tap_fds(n, fds, MIG_MAX_FDS);
+		unsigned nfds = d->type->backend_fds(d, fds, MIG_MAX_FDS);
+		if (nfds > MIG_MAX_FDS)
+			return vmm_fail("%s: %u backend fds, a section carries at most %d", d->name, nfds, MIG_MAX_FDS);
 		mig_buf_init(&b);
-		if (virtio_net_backend_save(n, &b)) {
+		if (d->type->backend_save && d->type->backend_save(d, &b)) {
 			mig_buf_free(&b);
 			return -1;
 		}
@@ -151,9 +209,11 @@ static int freeze(struct migrate_source *s)
 		return -1;
 	s->frozen = true;
 	s->r.freeze_ns = monotonic_ns();
-	for (; s->quiesced < vm->nnets; s->quiesced++)
-		if (virtio_net_quiesce(vm->nets[s->quiesced].dev))
+	for (; s->quiesced < vm->ndevices; s->quiesced++) {
+		struct device *d = vm->devices[s->quiesced];
+		if (d->type->quiesce && d->type->quiesce(d))
 			return -1;
+	}
 	return 0;
 }
 
@@ -161,9 +221,11 @@ static int freeze(struct migrate_source *s)
 static void thaw(struct migrate_source *s)
 {
 	struct vm *vm = s->vm;
-	while (s->quiesced > 0)
-		if (virtio_net_unquiesce(vm->nets[--s->quiesced].dev))
+	while (s->quiesced > 0) {
+		struct device *d = vm->devices[--s->quiesced];
+		if (d->type->unquiesce && d->type->unquiesce(d))
 			fprintf(stderr, "vmm: %s: rollback: %s\n", vm->name, vmm_error());
+	}
 	if (s->frozen && s->was_running && vm_resume(vm))
 		fprintf(stderr, "vmm: %s: rollback: %s\n", vm->name, vmm_error());
 	s->frozen = false;
@@ -195,19 +257,15 @@ static int send_state(struct migrate_source *s)
 	mig_buf_init(&b);
 	if (send_saved(s, MIG_MACHINE, 0, machine_state_save(&vm->kvm, &b), &b))
 		return -1;
-	mig_buf_init(&b);
-	if (send_saved(s, MIG_SERIAL, 0, serial8250_save(vm->serial, &b), &b))
-		return -1;
-	mig_buf_init(&b);
-	if (send_saved(s, MIG_RTC, 0, rtc_save(vm->rtc, &b), &b))
-		return -1;
-	for (unsigned i = 0; i < vm->nnets; i++) {
+	for (unsigned i = 0; i < vm->ndevices; i++) {
+		struct device *d = vm->devices[i];
+		if (!d->type->save)
+			continue;
+		uint16_t version = s->d.devices[i].state_version;
 		mig_buf_init(&b);
-		if (send_saved(s, MIG_PCI_FUNCTION, i, virtio_pci_save(vm->nets[i].pci, &b), &b))
-			return -1;
-		mig_buf_init(&b);
-		if (send_saved(s, MIG_NET, i, virtio_net_save(vm->nets[i].dev, &b), &b))
-			return -1;
+		mig_put_u16(&b, version);
+		if (send_saved(s, MIG_DEVICE, i, d->type->save(d, version, &b), &b))
+			return vmm_fail_context("%s", d->name);
 	}
 	return mig_send(&s->c, MIG_END, 0, NULL, 0, NULL, 0);
 }
@@ -221,11 +279,7 @@ static void give_up(struct migrate_source *s)
 	char why[64];
 	snprintf(why, sizeof(why), "migrated to process %d", (int)s->r.peer_pid);
 	vm_stop_with(vm, why);
-	for (unsigned i = 0; i < vm->nnets; i++) {
-		virtio_pci_free(vm->nets[i].pci);
-		virtio_net_free(vm->nets[i].dev);
-	}
-	vm->nnets = 0;
+	vm_drop_devices(vm);
 }
 
 static int check_migratable(struct vm *vm)
@@ -310,6 +364,7 @@ int migrate_send(struct vm *vm, int fd, const struct migrate_options *o, struct 
 struct migrate_target {
 	struct mig_conn c;
 	bool offered;
+	const struct device_registry *registry;
 	struct machine_desc d;
 };
 
@@ -326,10 +381,34 @@ struct migrate_target *migrate_target_new(int fd, int timeout_ms)
 
 void migrate_target_free(struct migrate_target *t)
 {
+	if (t)
+		machine_desc_free(&t->d);
 	free(t);
 }
 
-int migrate_offer(struct migrate_target *t, bool backend_transfer, struct machine_desc *d)
+/* The state versions this build loads, of every type that has state. */
+static void put_versions(struct mig_buf *b, const struct device_registry *r)
+{
+	uint32_t n = 0;
+	const struct device_type *const *lists[] = { r->board_types, r->types };
+	for (unsigned l = 0; l < 2; l++)
+		for (const struct device_type *const *t = lists[l]; *t; t++)
+			n += (*t)->state_version != 0;
+	mig_put_u32(b, n);
+	for (unsigned l = 0; l < 2; l++)
+		for (const struct device_type *const *t = lists[l]; *t; t++) {
+			if (!(*t)->state_version)
+				continue;
+			size_t len = strlen((*t)->kind);
+			mig_put_u8(b, (uint8_t)len);
+			mig_put_bytes(b, (*t)->kind, len);
+			mig_put_u16(b, (*t)->state_min_load);
+			mig_put_u16(b, (*t)->state_version);
+		}
+}
+
+int migrate_offer(struct migrate_target *t, bool backend_transfer, const struct device_registry *r,
+		  const struct machine_desc **d)
 {
 	if (t->offered)
 		return vmm_fail("migration: the description was already received");
@@ -337,17 +416,20 @@ int migrate_offer(struct migrate_target *t, bool backend_transfer, struct machin
 	mig_buf_init(&b);
 	mig_put_u32(&b, (uint32_t)getpid());
 	mig_put_u32(&b, backend_transfer ? MIG_HELLO_BACKEND_TRANSFER : 0);
+	put_versions(&b, r);
 	if (send_buf(&t->c, MIG_HELLO, 0, &b, NULL, 0))
 		return -1;
 	struct mig_section sec;
 	if (mig_expect(&t->c, MIG_DESCRIPTION, &sec))
 		return -1;
-	int rc = machine_from_fdt(sec.payload, sec.len, &t->d);
+	machine_desc_free(&t->d);
+	int rc = machine_from_fdt(sec.payload, sec.len, r, &t->d);
 	mig_section_free(&sec);
 	if (rc)
 		return -1;
+	t->registry = r;
 	t->offered = true;
-	*d = t->d;
+	*d = &t->d;
 	return 0;
 }
 
@@ -358,9 +440,9 @@ struct incoming {
 	struct migrate_report *r;
 	struct vm *vm;
 	struct mig_section memory;
-	struct mig_section backend[VM_MAX_NETS];
-	bool got_vcpu[X86_MAX_VCPUS], got_machine, got_serial, got_rtc;
-	bool got_pci[VM_MAX_NETS], got_net[VM_MAX_NETS];
+	struct mig_section backend[MACHINE_MAX_DEVICES];
+	bool got_vcpu[X86_MAX_VCPUS], got_machine;
+	bool got_device[MACHINE_MAX_DEVICES];
 };
 
 static int send_plan(struct incoming *in)
@@ -368,21 +450,24 @@ static int send_plan(struct incoming *in)
 	const struct machine_desc *d = &in->t->d;
 	struct mig_buf b;
 	mig_buf_init(&b);
-	mig_put_u32(&b, d->nnets);
-	for (unsigned i = 0; i < d->nnets; i++) {
+	mig_put_u32(&b, d->ndevices);
+	for (unsigned i = 0; i < d->ndevices; i++) {
+		const struct machine_device *m = &d->devices[i];
 		bool take = in->p->take_backend[i];
-		if (take && !d->nets[i].transfer) {
+		int rc = 0;
+		if (take && !m->transfer)
+			rc = vmm_fail("%s: its backend was not offered", m->name);
+		else if (!take && device_backend_field(m->type) && !in->p->backend[i][0])
+			rc = vmm_fail("%s: no %s named to replace the backend", m->name,
+				      m->type->backend_label ? m->type->backend_label : "backend");
+		if (rc) {
 			mig_buf_free(&b);
-			return vmm_fail("%s: its backend was not offered", d->nets[i].name);
-		}
-		if (!take && !in->p->ifname[i][0]) {
-			mig_buf_free(&b);
-			return vmm_fail("%s: no TAP named to replace the backend", d->nets[i].name);
+			return -1;
 		}
 		mig_put_u8(&b, take);
 		in->r->transferred[i] = take;
 	}
-	in->r->nnets = d->nnets;
+	in->r->ndevices = d->ndevices;
 	return send_buf(&in->t->c, MIG_PLAN, 0, &b, NULL, 0);
 }
 
@@ -407,45 +492,40 @@ static int receive_memory(struct incoming *in)
 static int receive_backends(struct incoming *in)
 {
 	const struct machine_desc *d = &in->t->d;
-	for (unsigned i = 0; i < d->nnets; i++) {
+	for (unsigned i = 0; i < d->ndevices; i++) {
 		if (!in->p->take_backend[i])
 			continue;
 		struct mig_section *s = &in->backend[i];
 		if (mig_expect(&in->t->c, MIG_BACKEND, s))
 			return -1;
 		if (s->id != i)
-			return vmm_fail("backend section for device %u, expected %u (%s)", s->id, i, d->nets[i].name);
-		if (s->nfds != d->nets[i].queue_pairs)
-			return vmm_fail("%s: backend: %u fds, the description has %u queue pairs", d->nets[i].name,
-					s->nfds, d->nets[i].queue_pairs);
+			return vmm_fail("backend section for device %u, expected %u (%s)", s->id, i, d->devices[i].name);
 	}
 	return 0;
 }
 
-static int add_net(struct incoming *in, unsigned i)
+/* Device i of the description, beyond the board's: created from its
+ * configuration, with the source's backend or the one the plan names. */
+static int add_device(struct incoming *in, unsigned i)
 {
-	const struct machine_net *m = &in->t->d.nets[i];
+	const struct machine_device *m = &in->t->d.devices[i];
+	const struct device_type *t = m->type;
 	bool take = in->p->take_backend[i];
-	struct virtio_net_options o = {
-		.name = m->name,
-		.ifname = take ? NULL : in->p->ifname[i],
-		.tap_fds = take ? in->backend[i].fds : NULL,
-		.queue_pairs = m->queue_pairs,
-		.queue_size = m->queue_size,
-		.vhost = m->vhost,
-		.incoming = take,
-	};
-	memcpy(o.mac, m->mac, sizeof(o.mac));
-	if (vm_add_net(in->vm, &o))
-		return -1;
-	if (take) { /* the device owns them now */
-		for (unsigned q = 0; q < in->backend[i].nfds; q++)
-			in->backend[i].fds[q] = -1;
-		struct vm_net *net = &in->vm->nets[i];
-		snprintf(net->desc.ifname, sizeof(net->desc.ifname), "%s", m->ifname);
-		if (virtio_net_backend_check(net->dev, in->backend[i].payload, in->backend[i].len))
-			return vmm_fail_context("%s", m->name);
+	uint8_t config[t->config_size ? t->config_size : 1];
+	memcpy(config, m->config, t->config_size);
+	const struct dev_field *bf = device_backend_field(t);
+	if (!take && bf) {
+		if (strlen(in->p->backend[i]) >= bf->size)
+			return vmm_fail("%s: %s \"%s\" is too long", m->name, bf->name, in->p->backend[i]);
+		snprintf((char *)config + bf->offset, bf->size, "%s", in->p->backend[i]);
 	}
+	struct mig_section *b = &in->backend[i];
+	struct dev_backend backend = { b->fds, b->nfds, b->payload, b->len };
+	if (vm_add_device(in->vm, t, m->name, config, m->transfer_allowed, take ? &backend : NULL))
+		return -1;
+	if (take) /* the device owns them now */
+		for (unsigned q = 0; q < b->nfds; q++)
+			b->fds[q] = -1;
 	return 0;
 }
 
@@ -458,13 +538,18 @@ static int build_vm(struct incoming *in, const struct vm_config *local)
 		.ncpus = d->ncpus,
 		.console_fd = local->console_fd,
 		.loop = local->loop,
+		.devices = in->t->registry,
 		.incoming = true,
 	};
 	in->vm = vm_new(&cfg);
 	if (!in->vm)
 		return -1;
-	for (unsigned i = 0; i < d->nnets; i++)
-		if (add_net(in, i))
+	/* The board made the same devices as the source's (the description
+	 * was checked against it); the rest come from their nodes. */
+	if (in->vm->nboard > d->ndevices)
+		return vmm_fail("the description has %u devices, the board alone %u", d->ndevices, in->vm->nboard);
+	for (unsigned i = in->vm->nboard; i < d->ndevices; i++)
+		if (add_device(in, i))
 			return -1;
 	if (vm_prepare_incoming(in->vm, in->memory.fds[0]))
 		return -1;
@@ -483,6 +568,28 @@ static int seen_once(bool *seen, unsigned n, uint32_t id, const char *what)
 	return 0;
 }
 
+static int load_device(struct incoming *in, const struct mig_section *s)
+{
+	struct vm *vm = in->vm;
+	if (seen_once(in->got_device, vm->ndevices, s->id, "device"))
+		return -1;
+	struct device *d = vm->devices[s->id];
+	if (!d->type->load)
+		return vmm_fail("device section for %u (%s): a %s has no state", s->id, d->name, d->type->kind);
+	struct mig_cursor cur;
+	mig_cursor_init(&cur, s->payload, s->len, d->name);
+	uint16_t version = mig_get_u16(&cur);
+	if (cur.short_read)
+		return vmm_fail("device section for %u (%s): no version", s->id, d->name);
+	uint16_t want = in->t->d.devices[s->id].state_version;
+	if (version != want)
+		return vmm_fail("%s: %s state version %u, the description said %u", d->name, d->type->kind, version,
+				want);
+	if (d->type->load(d, version, s->payload + 2, s->len - 2))
+		return vmm_fail_context("%s", d->name);
+	return 0;
+}
+
 static int load_section(struct incoming *in, const struct mig_section *s)
 {
 	struct vm *vm = in->vm;
@@ -494,21 +601,8 @@ static int load_section(struct incoming *in, const struct mig_section *s)
 	case MIG_MACHINE:
 		return seen_once(&in->got_machine, 1, s->id, "machine") ||
 		       machine_state_load(&vm->kvm, s->payload, s->len) ? -1 : 0;
-	case MIG_SERIAL:
-		return seen_once(&in->got_serial, 1, s->id, "serial") ||
-		       serial8250_load(vm->serial, s->payload, s->len) ? -1 : 0;
-	case MIG_RTC:
-		return seen_once(&in->got_rtc, 1, s->id, "rtc") || rtc_load(vm->rtc, s->payload, s->len) ? -1 : 0;
-	case MIG_PCI_FUNCTION:
-		if (seen_once(in->got_pci, vm->nnets, s->id, "pci function"))
-			return -1;
-		return virtio_pci_load(vm->nets[s->id].pci, s->payload, s->len);
-	case MIG_NET:
-		if (seen_once(in->got_net, vm->nnets, s->id, "net"))
-			return -1;
-		if (!in->got_pci[s->id])
-			return vmm_fail("net section for %u before its pci function", s->id);
-		return virtio_net_load(vm->nets[s->id].dev, s->payload, s->len);
+	case MIG_DEVICE:
+		return load_device(in, s);
 	default:
 		return vmm_fail("unexpected %s section in the VM state", mig_type_name(s->type));
 	}
@@ -520,13 +614,11 @@ static int check_complete(struct incoming *in)
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		if (!in->got_vcpu[i])
 			return vmm_fail("the state ended without vcpu %u", i);
-	if (!in->got_machine || !in->got_serial || !in->got_rtc)
-		return vmm_fail("the state ended without the %s", !in->got_machine ? "machine (irqchip, PIT, clock)"
-								  : !in->got_serial ? "serial port" : "RTC");
-	for (unsigned i = 0; i < vm->nnets; i++)
-		if (!in->got_pci[i] || !in->got_net[i])
-			return vmm_fail("the state ended without %s's %s", vm->nets[i].desc.name,
-					!in->got_pci[i] ? "pci function" : "net state");
+	if (!in->got_machine)
+		return vmm_fail("the state ended without the machine (irqchip, PIT, clock)");
+	for (unsigned i = 0; i < vm->ndevices; i++)
+		if (vm->devices[i]->type->load && !in->got_device[i])
+			return vmm_fail("the state ended without %s's", vm->devices[i]->name);
 	return 0;
 }
 
@@ -581,11 +673,11 @@ struct vm *migrate_receive(struct migrate_target *t, const struct migrate_plan *
 	char msg[512];
 	snprintf(msg, sizeof(msg), "%s", vmm_error());
 	mig_section_free(&in.memory);
-	for (unsigned i = 0; i < VM_MAX_NETS; i++)
+	for (unsigned i = 0; i < MACHINE_MAX_DEVICES; i++)
 		mig_section_free(&in.backend[i]);
 	if (rc) {
 		mig_send_error(&t->c, msg);
-		vm_free(in.vm);
+		vm_free(in.vm); /* closes our copies of adopted fds; the source keeps its own */
 		vmm_fail("migration: %s", msg);
 		return NULL;
 	}

@@ -1,30 +1,44 @@
 /* Local migration: moving a running VM to a new VMM process on the same
  * host over a connected UNIX stream socket (core/migstream.h is the wire
- * format). Guest RAM travels as its memfd; a network device's TAP queues
- * travel as fds when its backend is transferred.
+ * format). Guest RAM travels as its memfd; a device's backend (a TAP's
+ * queues) travels as fds when it is transferred. Everything about devices
+ * is a loop over the VM's device list (device.h): the description has one
+ * node per device, the plan one entry, the state one section each, with its
+ * own version.
  *
  *   target                                  source
- *   HELLO (pid, accepts backends?)   --->
- *                                    <---   DESCRIPTION (FDT, machine.h)
+ *   HELLO (pid, accepts backends?,   --->
+ *     the state versions it loads)
+ *                                    <---   DESCRIPTION (FDT, machine.h): the
+ *                                           devices, each with the version its
+ *                                           state will have and whether its
+ *                                           backend is offered
  *   PLAN (which backends it takes)   --->
- *                                    <---   MEMORY (memfd), BACKEND x k (TAP fds)
+ *                                    <---   MEMORY (memfd), BACKEND x k (fds)
  *   builds the VM: KVM, vCPUs,
- *   devices (opens new TAPs)
+ *   devices (new backends opened)
  *   PREPARED                         --->
- *                                           freeze: vCPUs paused, vhost stopped
- *                                    <---   FREEZE, VCPU x n, MACHINE, SERIAL,
- *                                           RTC, PCI_FUNCTION + NET per device, END
+ *                                           freeze: vCPUs paused, devices
+ *                                           quiesced
+ *                                    <---   FREEZE, VCPU x n, MACHINE,
+ *                                           DEVICE x m, END
  *   loads it all (no guest memory
- *   written, no TAP touched)
+ *   written, no backend touched)
  *   READY                            --->
  *                                    <---   COMMIT; the source stops the VM
  *   vm_resume(): datapaths, vCPUs
  *
+ * Versions: a source writes each device's state in the newest version the
+ * target loads and it can write; where there is none it refuses in one
+ * line, before anything is frozen. So an older build can hand its VM to a
+ * newer one, and back while the formats allow it.
+ *
  * Until COMMIT the source owns the VM: any failure (a refused or corrupt
  * section, a timeout, the target gone) makes it send ERROR if it can, undo
  * the freeze and resume with its backends as they were; the target then
- * frees what it built and reports one error. The source never reads a TAP
- * while it waits: its main thread, which runs the datapath, is in here. */
+ * frees what it built and reports one error. The source never reads a
+ * backend while it waits: its main thread, which runs the datapaths, is in
+ * here. */
 #ifndef VMM_VM_MIGRATE_H
 #define VMM_VM_MIGRATE_H
 
@@ -38,11 +52,12 @@
 #define MIGRATE_DEFAULT_TIMEOUT_MS 30000
 
 /* Source policy. A device's backend goes over only if backend_transfer,
- * its net_transfer[i], and the target's HELLO all allow it, and the
- * target's PLAN takes it. */
+ * device[i] (0: the device's own opt-in, device.backend_transfer; 1: yes;
+ * -1: no) and the target's HELLO all allow it, and the target's PLAN
+ * takes it. */
 struct migrate_options {
 	bool backend_transfer;
-	bool net_transfer[VM_MAX_NETS];
+	signed char device[MACHINE_MAX_DEVICES]; /* by device index */
 	int timeout_ms;         /* bound on each wait for the peer; 0: default */
 };
 
@@ -53,8 +68,8 @@ struct migrate_report {
 	uint64_t freeze_ns;     /* the source's vCPUs stopped */
 	uint64_t loaded_ns;     /* READY sent (target) / received (source) */
 	uint64_t commit_ns;     /* COMMIT sent (source) / received (target) */
-	unsigned nnets;
-	bool transferred[VM_MAX_NETS];
+	unsigned ndevices;
+	bool transferred[MACHINE_MAX_DEVICES]; /* by device index */
 };
 
 /* Source: sends `vm` over fd, the target speaking first. 0: the target
@@ -80,18 +95,22 @@ void migrate_source_cancel(struct migrate_source *s, const char *why);        /*
 struct migrate_target;
 struct migrate_target *migrate_target_new(int fd, int timeout_ms); /* fd stays the caller's */
 void migrate_target_free(struct migrate_target *t);
-/* HELLO, then the source's DESCRIPTION: what the VM is and which
- * backends are offered (d->nets[i].transfer). */
-int migrate_offer(struct migrate_target *t, bool backend_transfer, struct machine_desc *d);
+/* HELLO, then the source's DESCRIPTION, checked against the registry:
+ * what the VM is and which backends are offered (d->devices[i].transfer).
+ * *d stays the target's (do not free it). */
+int migrate_offer(struct migrate_target *t, bool backend_transfer, const struct device_registry *r,
+		  const struct machine_desc **d);
 
+/* By device index. A device with a backend field either takes the offered
+ * backend or names the one to open here (its backend field, "tap1"). */
 struct migrate_plan {
-	bool take_backend[VM_MAX_NETS];  /* only where offered */
-	char ifname[VM_MAX_NETS][16];    /* otherwise: the TAP to open here */
+	bool take_backend[MACHINE_MAX_DEVICES];
+	char backend[MACHINE_MAX_DEVICES][64];
 };
 
 /* Runs the rest of the protocol. The VM comes back committed and "paused":
- * vm_resume() starts it. `local` gives this process's console_fd and loop
- * (the rest comes from the description). NULL with a message on failure,
+ * vm_resume() starts it. `local` gives this process's console_fd, loop and
+ * registry (the rest comes from the description). NULL with a message on failure,
  * after telling the source (which then resumes). */
 struct vm *migrate_receive(struct migrate_target *t, const struct migrate_plan *p,
 			   const struct vm_config *local, struct migrate_report *r);

@@ -10,7 +10,7 @@
 #include "bus.h"
 #include "x86_boot.h"
 #include "console.h"
-#include "i8042.h"
+#include "device.h"
 #include "kvm.h"
 #include "machine.h"
 #include "memory.h"
@@ -34,20 +34,18 @@ struct vm {
 	struct guest_mem mem;
 	struct bus pio, mmio;
 	struct vcpu_group vcpus;
-	struct serial8250 *serial;
-	struct rtc *rtc;
-	struct i8042 i8042;
 	struct console console;
 	int event_fd;
 
 	struct uv_loop_s *loop;
-	struct pci_bus *pci;
-	unsigned nnets;
-	struct vm_net {
-		struct virtio_net *dev;
-		struct virtio_pci *pci;
-		struct machine_net desc; /* how it was configured: the migration describes it */
-	} nets[VM_MAX_NETS];
+	/* Every device, the board's first (in the registry's order), then
+	 * those added, in order: a migration's target rebuilds the same list,
+	 * and state sections name devices by their index in it. */
+	const struct device_registry *registry;
+	struct device_host host;
+	struct device **devices;
+	unsigned ndevices, nboard;
+	struct device *console_dev; /* the first device with console_input */
 
 	bool incoming;                /* built by a migration, not booted */
 	bool incoming_loaded;         /* loaded and committed, vCPUs never ran here */
@@ -61,5 +59,8 @@ struct vm {
 
 /* vm.c, for vm_migrate.c. */
 void vm_stop_with(struct vm *vm, const char *reason);
+/* Frees every device that vm_add_device added (the board's stay), after
+ * the vCPUs stopped. */
+void vm_drop_devices(struct vm *vm);
 
 #endif

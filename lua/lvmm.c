@@ -18,7 +18,7 @@
 #include "clock.h"
 #include "err.h"
 #include "kvm_probe.h"
-#include "virtio_net.h"
+#include "registry.h"
 #include "vm.h"
 
 #ifndef VMM_VERSION
@@ -170,6 +170,7 @@ static int l_vm_new(lua_State *L)
 		return luaL_error(L, "vm_new: fields name and kernel are required");
 	cfg.console_fd = open_console(L, u, opt_string(L, "console"));
 	cfg.loop = lvmm_loop();
+	cfg.devices = &device_registry;
 
 	u->vm = vm_new(&cfg);
 	if (!u->vm)
@@ -357,109 +358,6 @@ static int l_stop_reason(lua_State *L)
 	return 1;
 }
 
-/* ---- VM userdata: devices ---- */
-
-static int net_integer(lua_State *L, const char *key, lua_Integer min, lua_Integer max)
-{
-	lua_getfield(L, 2, key);
-	int ok = 0;
-	lua_Integer v = lua_tointegerx(L, -1, &ok);
-	lua_pop(L, 1);
-	if (!ok || v < min || v > max)
-		luaL_error(L, "vm_add_net: field %s must be an integer from %d to %d", key, (int)min, (int)max);
-	return v;
-}
-
-static const char *net_string(lua_State *L, const char *key)
-{
-	if (lua_getfield(L, 2, key) != LUA_TSTRING)
-		luaL_error(L, "vm_add_net: field %s must be a string", key);
-	const char *s = lua_tostring(L, -1);
-	lua_pop(L, 1); /* still referenced by the table, which the VM keeps */
-	return s;
-}
-
-/* core.vm_add_net(vm, {name, ifname, mac, queues, vhost, queue_size}):
- * fields checked and normalised by vmm.config.check_net. true, or nil and
- * the core's message (e.g. the TAP cannot be opened). */
-static int l_add_net(lua_State *L)
-{
-	struct vm *vm = check_vm(L);
-	luaL_checktype(L, 2, LUA_TTABLE);
-	struct virtio_net_options cfg = { 0 };
-	cfg.name = net_string(L, "name");
-	cfg.ifname = net_string(L, "ifname");
-	const char *mac = net_string(L, "mac");
-	unsigned b[6];
-	char end;
-	if (sscanf(mac, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &end) != 6)
-		return luaL_error(L, "vm_add_net: field mac: bad address %s", mac);
-	for (int i = 0; i < 6; i++)
-		cfg.mac[i] = (uint8_t)b[i];
-	cfg.queue_pairs = (unsigned)net_integer(L, "queues", 1, VIRTIO_NET_MAX_PAIRS);
-	cfg.queue_size = (uint16_t)net_integer(L, "queue_size", 1, 32768);
-	lua_getfield(L, 2, "vhost");
-	cfg.vhost = lua_toboolean(L, -1);
-	lua_pop(L, 1);
-	/* Keep the settings (and their strings) as long as the VM. */
-	lua_getiuservalue(L, 1, 1);
-	lua_pushvalue(L, 2);
-	lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
-	lua_pop(L, 1);
-	return lvmm_result(L, vm_add_net(vm, &cfg));
-}
-
-static void set_number(lua_State *L, const char *key, uint64_t v)
-{
-	lua_pushinteger(L, (lua_Integer)v);
-	lua_setfield(L, -2, key);
-}
-
-/* (vm, i): the VM's i-th (1-based) network device, or NULL past the last. */
-static struct virtio_net *arg_net(lua_State *L)
-{
-	struct vm *vm = check_vm(L);
-	lua_Integer i = luaL_checkinteger(L, 2);
-	return i >= 1 && i <= (lua_Integer)vm_net_count(vm) ? vm_net(vm, (unsigned)(i - 1)) : NULL;
-}
-
-/* core.vm_net_stats(vm, i) -> {ifname, rx_packets, ...} of the i-th (1-based)
- * network device, or nil past the last. */
-static int l_net_stats(lua_State *L)
-{
-	struct virtio_net *n = arg_net(L);
-	if (!n)
-		return 0;
-	struct virtio_net_stats s;
-	virtio_net_get_stats(n, &s);
-	lua_createtable(L, 0, 10);
-	lua_pushstring(L, virtio_net_device(n)->name);
-	lua_setfield(L, -2, "name");
-	lua_pushstring(L, virtio_net_ifname(n));
-	lua_setfield(L, -2, "ifname");
-	set_number(L, "rx_packets", s.rx_packets);
-	set_number(L, "rx_bytes", s.rx_bytes);
-	set_number(L, "rx_dropped", s.rx_dropped);
-	set_number(L, "tx_packets", s.tx_packets);
-	set_number(L, "tx_bytes", s.tx_bytes);
-	set_number(L, "tx_errors", s.tx_errors);
-	set_number(L, "active_pairs", s.active_pairs);
-	return 1;
-}
-
-/* core.vm_net_state(vm, i) -> the i-th (1-based) network device's datapath
- * state as text (virtio_net_describe), or nil past the last. */
-static int l_net_state(lua_State *L)
-{
-	struct virtio_net *n = arg_net(L);
-	if (!n)
-		return 0;
-	char buf[4096];
-	size_t len = virtio_net_describe(n, buf, sizeof(buf));
-	lua_pushlstring(L, buf, len);
-	return 1;
-}
-
 /* ---- VM userdata: console and queries ---- */
 
 static int l_send(lua_State *L)
@@ -575,9 +473,6 @@ static const luaL_Reg vm_methods[] = {
 	{ "state", l_state },
 	{ "stop_reason", l_stop_reason },
 	{ "send", l_send },
-	{ "_add_net", l_add_net },
-	{ "net_stats", l_net_stats },
-	{ "net_state", l_net_state },
 	{ "console_peek", l_console_peek },
 	{ "console_consume", l_console_consume },
 	{ "console_unread", l_console_unread },
@@ -600,6 +495,7 @@ static void vm_metatable(lua_State *L)
 	if (luaL_newmetatable(L, VM_MT)) {
 		luaL_setfuncs(L, vm_meta, 0);
 		luaL_newlib(L, vm_methods);
+		luaL_setfuncs(L, lvmm_device_methods, 0);
 		lua_setfield(L, -2, "__index");
 	}
 	lua_getfield(L, -1, "__index");
@@ -648,5 +544,6 @@ static int open_core(lua_State *L)
 	lvmm_process_register(L);
 	lvmm_fs_register(L);
 	lvmm_migrate_register(L);
+	lvmm_device_register(L);
 	return 1;
 }

@@ -47,6 +47,17 @@ struct vm *lvmm_to_vm(lua_State *L, int idx);
 struct lvm *lvmm_push_vm(lua_State *L, const char *console, int *console_fd);
 int lvmm_adopt_vm(struct lvm *u, struct vm *vm);
 
+/* The generic device binding (lvmm_device.c): vm methods, and
+ * core.device_types on the table on the top. A config as a Lua table,
+ * through the type's fields: pushed, or read from idx (raising with
+ * "<where>: field ..."). */
+#include <lauxlib.h>
+struct device_type;
+extern const luaL_Reg lvmm_device_methods[];
+void lvmm_device_register(lua_State *L);
+void lvmm_push_config(lua_State *L, const struct device_type *t, const void *config);
+void lvmm_read_config(lua_State *L, int idx, const struct device_type *t, void *config, const char *where);
+
 /* Adds the migration functions (core.mig_*) to the table on the top. */
 void lvmm_migrate_register(lua_State *L);
 

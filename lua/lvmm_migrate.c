@@ -25,6 +25,7 @@
 
 #include "err.h"
 #include "lvmm.h"
+#include "registry.h"
 #include "vm.h"
 #include "vm_migrate.h"
 
@@ -165,7 +166,7 @@ static void set_seconds(lua_State *L, const char *key, uint64_t ns)
 }
 
 /* {peer_pid, freeze, loaded, commit (seconds, core.now()'s clock),
- *  transferred = {bool per device}} */
+ *  transferred = {bool per device, by index}} */
 static void push_report(lua_State *L, const struct migrate_report *r)
 {
 	lua_createtable(L, 0, 5);
@@ -174,15 +175,17 @@ static void push_report(lua_State *L, const struct migrate_report *r)
 	set_seconds(L, "freeze", r->freeze_ns);
 	set_seconds(L, "loaded", r->loaded_ns);
 	set_seconds(L, "commit", r->commit_ns);
-	lua_createtable(L, (int)r->nnets, 0);
-	for (unsigned i = 0; i < r->nnets; i++) {
+	lua_createtable(L, (int)r->ndevices, 0);
+	for (unsigned i = 0; i < r->ndevices; i++) {
 		lua_pushboolean(L, r->transferred[i]);
 		lua_rawseti(L, -2, i + 1);
 	}
 	lua_setfield(L, -2, "transferred");
 }
 
-/* conn:send_begin(vm, {backend_transfer, nets = {bool...}, timeout}) */
+/* conn:send_begin(vm, {backend_transfer, devices = {bool...}, timeout}):
+ * devices[i] true or false decides for device i; nil leaves it to the
+ * device's own opt-in. */
 static int l_send_begin(lua_State *L)
 {
 	struct conn *c = check_conn(L);
@@ -193,14 +196,11 @@ static int l_send_begin(lua_State *L)
 	struct migrate_options o = { .timeout_ms = timeout_ms(L, 3, "timeout") };
 	lua_getfield(L, 3, "backend_transfer");
 	o.backend_transfer = lua_toboolean(L, -1);
-	lua_getfield(L, 3, "nets");
-	for (unsigned i = 0; i < VM_MAX_NETS; i++) {
-		o.net_transfer[i] = true;
-		if (lua_istable(L, -1)) {
-			lua_rawgeti(L, -1, i + 1);
-			o.net_transfer[i] = lua_isnil(L, -1) || lua_toboolean(L, -1);
-			lua_pop(L, 1);
-		}
+	lua_getfield(L, 3, "devices");
+	for (unsigned i = 0; i < MACHINE_MAX_DEVICES && lua_istable(L, -1); i++) {
+		lua_rawgeti(L, -1, i + 1);
+		o.device[i] = lua_isnil(L, -1) ? 0 : lua_toboolean(L, -1) ? 1 : -1;
+		lua_pop(L, 1);
 	}
 	lua_pop(L, 2);
 	c->source = migrate_source_begin(vm, c->fd, &o);
@@ -266,28 +266,25 @@ static void set_string(lua_State *L, const char *key, const char *v)
 	lua_setfield(L, -2, key);
 }
 
-static void push_net(lua_State *L, const struct machine_net *n)
+/* {kind, name, config = {...}, backend = "ifname" (the backend field's
+ *  name) | nil, transfer_offered, backend_transfer} */
+static void push_device(lua_State *L, const struct machine_device *m)
 {
-	lua_createtable(L, 0, 8);
-	set_string(L, "name", n->name);
-	set_string(L, "ifname", n->ifname);
-	char mac[18];
-	snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", n->mac[0], n->mac[1], n->mac[2], n->mac[3],
-		 n->mac[4], n->mac[5]);
-	set_string(L, "mac", mac);
-	lua_pushinteger(L, n->queue_pairs);
-	lua_setfield(L, -2, "queues");
-	lua_pushinteger(L, n->queue_size);
-	lua_setfield(L, -2, "queue_size");
-	lua_pushboolean(L, n->vhost);
-	lua_setfield(L, -2, "vhost");
-	lua_pushboolean(L, n->transfer);
+	lua_createtable(L, 0, 6);
+	set_string(L, "kind", m->type->kind);
+	set_string(L, "name", m->name);
+	lvmm_push_config(L, m->type, m->config);
+	lua_setfield(L, -2, "config");
+	const struct dev_field *bf = device_backend_field(m->type);
+	if (bf)
+		set_string(L, "backend", bf->name);
+	lua_pushboolean(L, m->transfer);
 	lua_setfield(L, -2, "transfer_offered");
-	lua_pushboolean(L, n->transfer_allowed);
+	lua_pushboolean(L, m->transfer_allowed);
 	lua_setfield(L, -2, "backend_transfer");
 }
 
-/* conn:offer(accept_backends, timeout_s) -> {name, memory, vcpus, nets} */
+/* conn:offer(accept_backends, timeout_s) -> {name, memory, vcpus, devices} */
 static int l_offer(lua_State *L)
 {
 	struct conn *c = check_conn(L);
@@ -296,41 +293,47 @@ static int l_offer(lua_State *L)
 	if (c->target)
 		return luaL_error(L, "migration connection: offer() was already called");
 	c->target = migrate_target_new(c->fd, (int)(t * 1000));
-	struct machine_desc d;
-	if (!c->target || migrate_offer(c->target, accept, &d))
+	const struct machine_desc *d;
+	if (!c->target || migrate_offer(c->target, accept, &device_registry, &d))
 		return fail_result(L);
 	lua_createtable(L, 0, 4);
-	set_string(L, "name", d.name);
-	lua_pushinteger(L, (lua_Integer)d.mem_size);
+	set_string(L, "name", d->name);
+	lua_pushinteger(L, (lua_Integer)d->mem_size);
 	lua_setfield(L, -2, "memory");
-	lua_pushinteger(L, d.ncpus);
+	lua_pushinteger(L, d->ncpus);
 	lua_setfield(L, -2, "vcpus");
-	lua_createtable(L, (int)d.nnets, 0);
-	for (unsigned i = 0; i < d.nnets; i++) {
-		push_net(L, &d.nets[i]);
+	lua_createtable(L, (int)d->ndevices, 0);
+	for (unsigned i = 0; i < d->ndevices; i++) {
+		push_device(L, &d->devices[i]);
 		lua_rawseti(L, -2, i + 1);
 	}
-	lua_setfield(L, -2, "nets");
+	lua_setfield(L, -2, "devices");
 	return 1;
 }
 
-/* plan: { {transfer = true} | {ifname = "tap1"}, ... } in device order */
+/* plan: one entry per device of the description, by index:
+ * {transfer = true}, or {backend = "tap1"} naming the backend to open
+ * here; devices without a backend take {} (or nil). */
 static void read_plan(lua_State *L, int idx, struct migrate_plan *p)
 {
 	memset(p, 0, sizeof(*p));
-	for (unsigned i = 0; i < VM_MAX_NETS; i++) {
-		if (lua_rawgeti(L, idx, i + 1) != LUA_TTABLE) {
+	for (unsigned i = 0; i < MACHINE_MAX_DEVICES; i++) {
+		int t = lua_rawgeti(L, idx, i + 1);
+		if (t == LUA_TNIL) {
 			lua_pop(L, 1);
-			break;
+			continue;
 		}
+		if (t != LUA_TTABLE)
+			luaL_error(L, "migration plan: device %d: expected a table", (int)i + 1);
 		lua_getfield(L, -1, "transfer");
 		p->take_backend[i] = lua_toboolean(L, -1);
-		lua_getfield(L, -2, "ifname");
-		const char *ifname = lua_tostring(L, -1);
-		if (!p->take_backend[i] && (!ifname || strlen(ifname) >= sizeof(p->ifname[i])))
-			luaL_error(L, "migration plan: device %d: field ifname: a TAP name of 1..15 bytes", (int)i + 1);
-		if (ifname)
-			snprintf(p->ifname[i], sizeof(p->ifname[i]), "%s", ifname);
+		lua_getfield(L, -2, "backend");
+		const char *b = lua_tostring(L, -1);
+		if (b && strlen(b) >= sizeof(p->backend[i]))
+			luaL_error(L, "migration plan: device %d: field backend: at most %d bytes", (int)i + 1,
+				   (int)sizeof(p->backend[i]) - 1);
+		if (b)
+			snprintf(p->backend[i], sizeof(p->backend[i]), "%s", b);
 		lua_pop(L, 3);
 	}
 }
@@ -347,7 +350,7 @@ static int l_receive(lua_State *L)
 	read_plan(L, 2, &p);
 	int console_fd;
 	struct lvm *u = lvmm_push_vm(L, console, &console_fd);
-	struct vm_config local = { .console_fd = console_fd, .loop = lvmm_loop() };
+	struct vm_config local = { .console_fd = console_fd, .loop = lvmm_loop(), .devices = &device_registry };
 	struct migrate_report r;
 	struct vm *vm = migrate_receive(c->target, &p, &local, &r);
 	if (!vm || lvmm_adopt_vm(u, vm))

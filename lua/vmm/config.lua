@@ -159,7 +159,10 @@ end
 
 -- ---- vm:add_net{...} ------------------------------------------------------
 
-M.MAX_QUEUE_PAIRS = 8
+-- The limits are the C device type's (core.device_types()), not copies.
+local NET_LIMITS = require("vmm.core").device_types()["virtio-net"].fields
+M.MAX_QUEUE_PAIRS = NET_LIMITS.queues.max
+local QSIZE = NET_LIMITS.queue_size
 local NET_FIELDS = { "ifname", "mac", "queues", "vhost", "queue_size", "name", "backend_transfer" }
 local NET_DEFAULTS = { queues = 1, vhost = false, queue_size = 256, backend_transfer = true }
 
@@ -176,8 +179,9 @@ end
 
 local NET_CHECKS = {
   ifname = function(v)
-    if type(v) ~= "string" or not v:match("^[%w_.-]+$") or #v > 15 then
-      return net_fail("ifname", "expected an interface name of 1 to 15 letters, digits, '_', '.' or '-', got %s", show(v))
+    if type(v) ~= "string" or not v:match("^[%w_.-]+$") or #v > NET_LIMITS.ifname.max then
+      return net_fail("ifname", "expected an interface name of 1 to %d letters, digits, '_', '.' or '-', got %s",
+                      NET_LIMITS.ifname.max, show(v))
     end
     return v
   end,
@@ -214,8 +218,8 @@ local NET_CHECKS = {
   end,
   queue_size = function(v)
     local n = math.type(v) == "float" and math.tointeger(v) or v
-    if math.type(n) ~= "integer" or n < 64 or n > 1024 or n & (n - 1) ~= 0 then
-      return net_fail("queue_size", "expected a power of 2 from 64 to 1024, got %s", show(v))
+    if math.type(n) ~= "integer" or n < QSIZE.min or n > QSIZE.max or n & (n - 1) ~= 0 then
+      return net_fail("queue_size", "expected a power of 2 from %d to %d, got %s", QSIZE.min, QSIZE.max, show(v))
     end
     return n
   end,

@@ -21,14 +21,6 @@ local methods = core.vm_methods
 
 M.DEFAULT_TIMEOUT = 30
 
--- Per-VM policy set at composition (vm:add_net{backend_transfer = ...}).
-local opt_in = setmetatable({}, { __mode = "k" })
-
-function M.set_device_opt_in(vm, index, allowed)
-  opt_in[vm] = opt_in[vm] or {}
-  opt_in[vm][index] = allowed
-end
-
 local function check_table(fn, t, fields)
   if type(t) ~= "table" then error(fn .. ": expected a table of settings, got " .. type(t), 3) end
   for k in pairs(t) do
@@ -61,18 +53,20 @@ end
 
 -- ---- source ---------------------------------------------------------------
 
-local MIGRATE_FIELDS = { to = true, backend_transfer = true, nets = true, timeout = true }
+local MIGRATE_FIELDS = { to = true, backend_transfer = true, nets = true, devices = true, timeout = true }
 
--- vm:migrate{to, backend_transfer = true, nets = {net0 = false}, timeout = 30}
+-- vm:migrate{to, backend_transfer = true, devices = {net0 = false}, timeout = 30}
 -- -> report | nil, err. `to` is the socket path of a target waiting in
--- vmm.receive{listen = ...}, or a connection from vm:serve's socket. nets
--- overrides the per-device opt-in of vm:add_net{backend_transfer}.
+-- vmm.receive{listen = ...}, or a connection from vm:serve's socket.
+-- devices (or its older name nets) overrides, by device name, the
+-- per-device opt-in of vm:add_net{backend_transfer}.
 -- report: {peer_pid, transferred = {net0 = true, ...}, freeze (core.now()
 -- clock), commit}. Afterwards this VM is stopped ("migrated to process N").
 function methods:migrate(opts)
   check_table("vm:migrate", opts, MIGRATE_FIELDS)
   local transfer = check_field("vm:migrate", opts, "backend_transfer", "boolean", true)
-  local overrides = check_field("vm:migrate", opts, "nets", "table", {})
+  local overrides = check_field("vm:migrate", opts, "devices", "table", nil)
+    or check_field("vm:migrate", opts, "nets", "table", {})
   local timeout = check_timeout("vm:migrate", opts)
   local conn, err = opts.to, nil
   if type(conn) == "string" then
@@ -81,17 +75,15 @@ function methods:migrate(opts)
   elseif getmetatable(conn) == nil or not conn.send_begin then
     error("vm:migrate: field to: expected a socket path or a control connection, got " .. type(conn), 2)
   end
-  local names, allowed = {}, {}
-  for i, n in ipairs(self:nets()) do
-    names[i] = n.name
-    local o = overrides[n.name]
-    if o == nil then o = (opt_in[self] or {})[i] end
-    allowed[i] = o ~= false
+  local names, allowed, has_backend = {}, {}, {}
+  for i, d in ipairs(self:devices()) do
+    names[i], has_backend[i] = d.name, d.backend ~= nil
+    if overrides[d.name] ~= nil then allowed[i] = overrides[d.name] ~= false end
   end
   -- The target builds its VM while this VM, its datapath and console run
   -- on: only then does the freeze start (send_finish).
   local report
-  report, err = conn:send_begin(self, { backend_transfer = transfer, nets = allowed, timeout = timeout })
+  report, err = conn:send_begin(self, { backend_transfer = transfer, devices = allowed, timeout = timeout })
   if report then
     if task.wait(function() return conn:readable() end, timeout) then
       report, err = conn:send_finish()
@@ -101,10 +93,18 @@ function methods:migrate(opts)
   end
   if type(opts.to) == "string" then conn:close() end
   if not report then return nil, err end
-  local by_name = {}
-  for i, name in ipairs(names) do by_name[name] = report.transferred[i] end
-  report.transferred = by_name
+  report.transferred = M.by_name(names, report.transferred, has_backend)
   return report
+end
+
+-- {true, false, ...} by device index -> {net0 = true, ...} for the devices
+-- whose backend could travel (the others, the board's, are left out).
+function M.by_name(names, list, keep)
+  local t = {}
+  for i, name in ipairs(names) do
+    if keep == nil or keep[i] then t[name] = list[i] end
+  end
+  return t
 end
 
 -- vm:serve(path, {backend_transfer = true, timeout = 30, on_migrated}) ->
@@ -174,15 +174,23 @@ local function accept_one(path, timeout)
   return conn
 end
 
--- What happens to device `n` of the description: the policy hook, else
--- take the backend when offered, else a new TAP named by replacement_ifname.
-local function decide(n, hook)
-  local choice = hook and hook(n) or {}
+-- What happens to device `d` of the description (one with a backend):
+-- the policy hook, else take the backend when offered, else a new backend
+-- (for a network device, a new TAP named by replacement_ifname).
+-- The hook sees the device as a table: {kind, name, the fields of its
+-- configuration (ifname, mac, queues, ...), transfer_offered,
+-- backend_transfer}; it returns {transfer = false, <backend field> = name}.
+local function decide(d, hook)
+  local view = { kind = d.kind, name = d.name, transfer_offered = d.transfer_offered,
+                 backend_transfer = d.backend_transfer }
+  for k, v in pairs(d.config) do view[k] = v end
+  local choice = hook and hook(view) or {}
   if type(choice) ~= "table" then
-    error("vmm.receive: device hook: expected a table {transfer = bool, ifname = name}, got " .. type(choice), 0)
+    error("vmm.receive: device hook: expected a table {transfer = bool, " .. d.backend .. " = name}, got "
+          .. type(choice), 0)
   end
-  if n.transfer_offered and choice.transfer ~= false then return { transfer = true } end
-  return { ifname = choice.ifname or M.replacement_ifname(n.ifname) }
+  if d.transfer_offered and choice.transfer ~= false then return { transfer = true } end
+  return { backend = choice[d.backend] or M.replacement_ifname(d.config[d.backend]) }
 end
 
 -- migrate.switch_network{old, new, addresses, mac} -> list of problems
@@ -209,10 +217,11 @@ end
 -- device = function(net) -> {transfer = bool, ifname = name}, console,
 -- timeout = 30, switch_network = true} -> vm, report | nil, err.
 -- `from`: the control socket of the VM's process (vm:serve); `listen`:
--- wait there for a vm:migrate{to = ...}. device(net) sees {name, ifname,
--- mac, queues, vhost, queue_size, transfer_offered, backend_transfer (the
--- device's own opt-in, which it keeps here)} and may decline the
--- backend or name the new TAP. The VM comes back running.
+-- wait there for a vm:migrate{to = ...}. device(d) is called for each
+-- device with a backend and sees {kind, name, ifname, mac, queues, vhost,
+-- queue_size (its configuration), transfer_offered, backend_transfer (the
+-- device's own opt-in, which it keeps here)}; it may decline the backend
+-- or name the new one (ifname). The VM comes back running.
 -- report: {peer_pid, freeze_ms, transferred = {net0 = true},
 -- new_taps = {net1 = "tap1-b"}, switch_problems = {...}}.
 function M.receive(opts)
@@ -235,16 +244,22 @@ function M.receive(opts)
   desc, err = conn:offer(accept, timeout)
   if not desc then conn:close() return nil, "vmm.receive: " .. err end
 
-  local plan, switches, new_taps = {}, {}, {}
-  for i, n in ipairs(desc.nets) do
-    local ok, choice = pcall(decide, n, hook)
-    if not ok then conn:close() error(choice, 2) end
-    plan[i] = choice
-    if choice.ifname then
-      new_taps[n.name] = choice.ifname
-      local link = net.link(n.ifname)
-      switches[#switches + 1] = { old = n.ifname, new = choice.ifname,
-                                  addresses = net.addresses(n.ifname), mac = link and link.mac }
+  local plan, switches, new_taps, names, has_backend = {}, {}, {}, {}, {}
+  for i, d in ipairs(desc.devices) do
+    names[i], has_backend[i], plan[i] = d.name, d.backend ~= nil, {}
+    if d.backend then
+      local ok, choice = pcall(decide, d, hook)
+      if not ok then conn:close() error(choice, 2) end
+      plan[i] = choice
+      if choice.backend then
+        new_taps[d.name] = choice.backend
+        if d.kind == "virtio-net" then -- the network switch-over is this policy's
+          local old = d.config.ifname
+          local link = net.link(old)
+          switches[#switches + 1] = { old = old, new = choice.backend,
+                                      addresses = net.addresses(old), mac = link and link.mac }
+        end
+      end
     end
   end
   local vm, report = conn:receive(plan, console)
@@ -260,12 +275,7 @@ function M.receive(opts)
   ok, err = vm:resume()
   local resumed = core.now()
   if not ok then vm:close() return nil, "vmm.receive: " .. err end
-  local by_name = {}
-  for i, n in ipairs(desc.nets) do
-    by_name[n.name] = report.transferred[i]
-    M.set_device_opt_in(vm, i, n.backend_transfer) -- the device keeps its policy
-  end
-  report.transferred = by_name
+  report.transferred = M.by_name(names, report.transferred, has_backend)
   report.new_taps = new_taps
   report.switch_problems = problems
   report.resumed = resumed

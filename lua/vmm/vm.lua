@@ -132,30 +132,44 @@ end
 -- The TAP `ifname` is opened now (created if absent); with vhost = true,
 -- /dev/vhost-net too. Raises naming the field or the failing backend.
 function methods:add_net(settings)
-  local index = 0
-  while self:net_stats(index + 1) do index = index + 1 end
-  local cfg, err = config.check_net(settings, index)
+  local cfg, err = config.check_net(settings, #self:nets())
   if not cfg then error(err, 2) end
-  local ok, why = self:_add_net(cfg)
+  local ok, why = self:_add_device("virtio-net", cfg.name, {
+    ifname = cfg.ifname, mac = cfg.mac, queues = cfg.queues, queue_size = cfg.queue_size, vhost = cfg.vhost,
+  }, cfg.backend_transfer)
   if not ok then error("vm:add_net: " .. why, 2) end
-  migrate.set_device_opt_in(self, index + 1, cfg.backend_transfer)
   return self
 end
 
--- vm:net_state(i) (C) -> the i-th device's datapath state as text: per
+-- The network devices: the VM's devices of kind "virtio-net", with their
+-- index in vm:devices().
+local function net_indices(vm)
+  local list = {}
+  for i, d in ipairs(vm:devices()) do
+    if d.kind == "virtio-net" then list[#list + 1] = { index = i, device = d } end
+  end
+  return list
+end
+
+-- vm:net_state(i) -> the i-th network device's datapath state as text: per
 -- queue pair, whether rx waits for guest buffers or holds a packet, whether
 -- tx waits for the TAP, and both rings' indices and notification fields
 -- (for a stalled device); nil past the last device.
+function methods:net_state(i)
+  local n = net_indices(self)[i]
+  return n and self:device_state(n.index)
+end
 
 -- vm:nets() -> list of {name, ifname, rx_packets, rx_bytes, rx_dropped,
 -- tx_packets, tx_bytes, tx_errors, active_pairs}
 function methods:nets()
   local list = {}
-  while true do
-    local s = self:net_stats(#list + 1)
-    if not s then return list end
+  for _, n in ipairs(net_indices(self)) do
+    local s = self:device_stats(n.index)
+    s.name, s.ifname = n.device.name, n.device.config.ifname
     list[#list + 1] = s
   end
+  return list
 end
 
 M.DETACH_KEY = "\29" -- Ctrl-]

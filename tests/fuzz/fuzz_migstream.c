@@ -7,14 +7,17 @@
  *   MIG_MACHINE       machine_state_load(kvm with    } passes the checks fails
  *                     fds -1)                        } at its first ioctl
  *                                                    } (EBADF)
- *   MIG_SERIAL        serial8250_load on a serial8250_new() UART
- *   MIG_RTC           rtc_load on an rtc_new() clock
- *   MIG_PCI_FUNCTION  virtio_pci_load on a virtio-pci function over a dummy
+ *   MIG_DEVICE 0      serial8250_load on a serial8250_new() UART
+ *   MIG_DEVICE 1      rtc_load on an rtc_new() clock
+ *   MIG_DEVICE 4      virtio_pci_load on a virtio-pci function over a dummy
  *                     virtio device (3 queues), on its own PCI bus, no KVM,
  *                     guest RAM wrapped from a static buffer (as
  *                     tests/unit/test_virtio_pci_migrate.c builds one)
- * Not loaded: MIG_NET (virtio_net_load needs a real TAP; its refusals are
- * covered by tests/unit/test_net_migrate.c), MIG_MEMORY and MIG_BACKEND
+ * A MIG_DEVICE section carries the state version the description gave
+ * (1) before the state; the fuzz machine's devices are the PC board's
+ * (0..3), then one PCI function (4). Not loaded: the virtio-net part of a
+ * virtio-net device's state (virtio_net_load needs a real TAP; its
+ * refusals are covered by tests/unit/test_net_migrate.c), MIG_MEMORY and MIG_BACKEND
  * (they carry fds, which a stream from memory cannot have), and the
  * protocol sections (HELLO, FREEZE, END...), which hold no device state.
  * A section goes to the instance as the previous sections of the input
@@ -72,8 +75,10 @@
 #include "memory.h"
 #include "migstream.h"
 #include "pci.h"
+#include "registry.h"
 #include "rtc.h"
 #include "serial8250.h"
+#include "virtio_net_pci.h"
 #include "virtio.h"
 #include "virtio_pci.h"
 #include "virtqueue.h"
@@ -94,7 +99,15 @@ static size_t current_len;
 /* Sections parsed and loads refused; per section type, loads reached and
  * accepted (for vCPU and machine: passed every check, failed at KVM). */
 static unsigned long long stat_sections, stat_refused;
-static unsigned long long stat_reached[MIG_TYPE_MAX + 1], stat_accepted[MIG_TYPE_MAX + 1];
+/* MIG_DEVICE sections count by device: the fuzz machine's devices are the
+ * PC board's (0 serial8250, 1 rtc, 2 i8042, 3 pci-host), then one PCI
+ * function (4); those with state have their state version 1 first. */
+#define DEV_SERIAL   0
+#define DEV_RTC      1
+#define DEV_FUNCTION 4
+#define DEV_STAT(id) (MIG_TYPE_MAX + 1 + ((id) == DEV_FUNCTION ? 2 : (id)))
+#define NSTATS       (MIG_TYPE_MAX + 4)
+static unsigned long long stat_reached[NSTATS], stat_accepted[NSTATS];
 
 static char last_refusal[512]; /* for the seed check's message */
 
@@ -369,7 +382,7 @@ static void check_accepted(const struct mig_section *s, const struct device_load
 	mig_buf_free(&again);
 }
 
-static void load_device(const struct mig_section *s, const struct device_loader *l)
+static void load_device(const struct mig_section *s, const struct device_loader *l, unsigned stat)
 {
 	struct mig_buf before, after;
 	save_state(l, &before, "before");
@@ -382,7 +395,7 @@ static void load_device(const struct mig_section *s, const struct device_loader 
 		REQUIRE(vmm_error()[0], "%s: a refusal without a message", l->name);
 		require_saved(l, &after, before.data, before.len, "a refused load changed the device");
 	} else {
-		stat_accepted[s->type]++;
+		stat_accepted[stat]++;
 		*l->dirty = true;
 		check_accepted(s, l, &after);
 	}
@@ -410,22 +423,46 @@ static void load_description(const struct mig_section *s)
 {
 	struct machine_desc d, again;
 	clear_error();
-	if (machine_from_fdt(s->payload, s->len, &d)) {
+	if (machine_from_fdt(s->payload, s->len, &device_registry, &d)) {
 		count_refusal("description");
 		REQUIRE(vmm_error()[0], "a refusal without a message");
 		return;
 	}
 	stat_accepted[MIG_DESCRIPTION]++;
-	REQUIRE(machine_desc_check(&d) == 0, "parsed description out of bounds: %s", vmm_error());
-	REQUIRE(d.nnets <= MACHINE_MAX_NETS, "nnets %u", d.nnets);
+	REQUIRE(machine_desc_check(&d, &device_registry) == 0, "parsed description out of bounds: %s", vmm_error());
+	REQUIRE(d.ndevices <= MACHINE_MAX_DEVICES, "ndevices %u", d.ndevices);
 
 	void *blob;
 	size_t len;
-	REQUIRE(machine_to_fdt(&d, &blob, &len) == 0, "cannot rebuild a parsed description: %s", vmm_error());
-	REQUIRE(machine_from_fdt(blob, len, &again) == 0, "cannot reparse a rebuilt description: %s",
+	REQUIRE(machine_to_fdt(&d, &device_registry, &blob, &len) == 0, "cannot rebuild a parsed description: %s",
 		vmm_error());
-	REQUIRE(!memcmp(&d, &again, sizeof(d)), "round trip changed the description");
+	REQUIRE(machine_from_fdt(blob, len, &device_registry, &again) == 0,
+		"cannot reparse a rebuilt description: %s", vmm_error());
+	REQUIRE(machine_desc_equal(&d, &again), "round trip changed the description");
 	free(blob);
+	machine_desc_free(&d);
+	machine_desc_free(&again);
+}
+
+/* A MIG_DEVICE section: the version the description gave (1), then the
+ * device's state, to the loader of the device it names. */
+static void load_device_section(const struct mig_section *s)
+{
+	const struct device_loader *l = s->id == DEV_SERIAL ? &serial_loader
+				      : s->id == DEV_RTC    ? &rtc_loader
+				      : s->id == DEV_FUNCTION ? &function_loader
+							      : NULL;
+	if (!l)
+		return; /* no device, or one without state: the target refuses it by id */
+	stat_reached[DEV_STAT(s->id)]++;
+	if (s->len < 2 || (s->payload[0] | s->payload[1] << 8) != 1) {
+		stat_refused++; /* the target refuses a version the description did not give */
+		return;
+	}
+	struct mig_section state = *s;
+	state.payload += 2;
+	state.len -= 2;
+	load_device(&state, l, DEV_STAT(s->id));
 }
 
 /* One section that mig_parse() accepted. */
@@ -441,19 +478,10 @@ static void load_section(const struct mig_section *s)
 		stat_reached[s->type]++;
 		load_kvm_state(s);
 		break;
-	case MIG_SERIAL:
-		stat_reached[s->type]++;
-		load_device(s, &serial_loader);
+	case MIG_DEVICE:
+		load_device_section(s);
 		break;
-	case MIG_RTC:
-		stat_reached[s->type]++;
-		load_device(s, &rtc_loader);
-		break;
-	case MIG_PCI_FUNCTION:
-		stat_reached[s->type]++;
-		load_device(s, &function_loader);
-		break;
-	default: /* MIG_NET needs a TAP; the others hold no state or carry fds */
+	default: /* the others hold no state or carry fds */
 		break;
 	}
 }
@@ -480,7 +508,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		REQUIRE(s.len == used - MIG_HEADER_SIZE, "len %u, used %zu", s.len, used);
 		REQUIRE(s.len == 0 || s.payload, "no payload for %u bytes", s.len);
 		REQUIRE(s.nfds == 0, "%u fds from memory", s.nfds);
-		REQUIRE(s.type >= 1 && s.type <= MIG_TYPE_MAX, "type %u", s.type);
+		REQUIRE(mig_type_known(s.type), "type %u", s.type);
 		load_section(&s);
 		mig_section_free(&s);
 		off += used;
@@ -551,17 +579,29 @@ static void sample_desc(struct machine_desc *d, unsigned nnets)
 	snprintf(d->name, sizeof(d->name), "fuzz-%u", nnets);
 	d->mem_size = (64ull + nnets) << 20;
 	d->ncpus = 1 + nnets;
-	d->nnets = nnets;
+	snprintf(d->board, sizeof(d->board), "%s", device_registry.board);
+	for (unsigned i = 0; device_registry.board_types[i]; i++) {
+		struct machine_device *m = &d->devices[d->ndevices++];
+		m->type = device_registry.board_types[i];
+		snprintf(m->name, sizeof(m->name), "%s", m->type->kind);
+		m->state_version = m->type->state_version;
+	}
 	for (unsigned i = 0; i < nnets; i++) {
-		struct machine_net *n = &d->nets[i];
-		snprintf(n->name, sizeof(n->name), "net%u", i);
+		struct machine_device *m = &d->devices[d->ndevices++];
+		struct virtio_net_pci_config *n = calloc(1, sizeof(*n));
+		if (!n)
+			setup_failed("sample description");
+		m->type = &virtio_net_pci_type;
+		m->config = n;
+		m->state_version = 1;
+		snprintf(m->name, sizeof(m->name), "net%u", i);
 		snprintf(n->ifname, sizeof(n->ifname), "tap%u", i);
 		uint8_t mac[6] = { 0x52, 0x54, 0, 0, 0, (uint8_t)i };
 		memcpy(n->mac, mac, 6);
-		n->queue_pairs = 1 + i % 8;
+		n->queues = 1 + i % 8;
 		n->queue_size = (uint16_t)(64u << (i % 5));
 		n->vhost = i & 1;
-		n->transfer = (i & 2) != 0;
+		m->transfer = (i & 2) != 0;
 	}
 }
 
@@ -571,10 +611,22 @@ static void append_description(struct bytes *b, unsigned nnets)
 	void *blob;
 	size_t len;
 	sample_desc(&d, nnets);
-	if (machine_to_fdt(&d, &blob, &len))
+	if (machine_to_fdt(&d, &device_registry, &blob, &len))
 		setup_failed("machine_to_fdt");
+	machine_desc_free(&d);
 	append_section(b, MIG_DESCRIPTION, 0, blob, (uint32_t)len);
 	free(blob);
+}
+
+/* A device's state as its MIG_DEVICE section: version 1, then the state. */
+static void append_device(struct bytes *out, uint32_t id, struct mig_buf *state)
+{
+	struct mig_buf b;
+	mig_buf_init(&b);
+	mig_put_u16(&b, 1);
+	mig_put_bytes(&b, state->data, state->len);
+	mig_buf_free(state);
+	append_buf(out, MIG_DEVICE, id, &b);
 }
 
 static void append_u64_section(struct bytes *b, uint32_t type, uint64_t v)
@@ -720,7 +772,7 @@ static void append_serial(struct bytes *out, bool busy)
 	mig_buf_init(&b);
 	if (serial8250_save(s, &b))
 		setup_failed("serial8250_save");
-	append_buf(out, MIG_SERIAL, 0, &b);
+	append_device(out, DEV_SERIAL, &b);
 	bus_destroy(&pio);
 	serial8250_free(s);
 }
@@ -741,7 +793,7 @@ static void append_rtc(struct bytes *out)
 	mig_buf_init(&b);
 	if (rtc_save(r, &b))
 		setup_failed("rtc_save");
-	append_buf(out, MIG_RTC, 0, &b);
+	append_device(out, DEV_RTC, &b);
 	rtc_free(r);
 }
 
@@ -872,7 +924,7 @@ static void append_function(struct bytes *out, bool driven)
 	mig_buf_init(&b);
 	if (virtio_pci_save(src.vp, &b))
 		setup_failed("virtio_pci_save");
-	append_buf(out, MIG_PCI_FUNCTION, 0, &b);
+	append_device(out, DEV_FUNCTION, &b);
 	function_down(&src);
 	memset(ram, 0, RAM_SIZE); /* the target's loads must leave it as it is */
 }
@@ -880,12 +932,13 @@ static void append_function(struct bytes *out, bool driven)
 /* Valid streams: what a source sends, as far as it is fd-free. */
 static unsigned build_seeds(struct bytes *seeds)
 {
-	static const uint8_t hello[8] = { 0x39, 0x30, 0, 0, 1, 0, 0, 0 }; /* pid 12345, backend transfer */
+	/* pid 12345, backend transfer, no state versions */
+	static const uint8_t hello[12] = { 0x39, 0x30, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0 };
 	static const char err[] = "source: out of patience";
 	memset(seeds, 0, MAX_SEEDS * sizeof(*seeds));
 
 	append_section(&seeds[0], MIG_HELLO, 0, hello, sizeof(hello));
-	append_description(&seeds[0], MACHINE_MAX_NETS);
+	append_description(&seeds[0], 8);
 	append_section(&seeds[0], MIG_END, 0, NULL, 0);
 
 	append_description(&seeds[1], 0);
@@ -924,6 +977,7 @@ static unsigned build_seeds(struct bytes *seeds)
 
 /* Header fields, little-endian, at these offsets (migstream.h). */
 #define H_TYPE 6
+#define H_ID 8
 #define H_LEN 12
 #define H_NFDS 16
 
@@ -988,9 +1042,23 @@ static size_t pick_section(const struct bytes *b, uint32_t types)
 	return SIZE_MAX;
 }
 
+/* The same, for the MIG_DEVICE section of device id. */
+static size_t pick_device(const struct bytes *b, uint32_t id)
+{
+	size_t offs[64];
+	size_t n = find_headers(b, offs, 64), start = below(n);
+	for (size_t i = 0; i < n; i++) {
+		size_t h = offs[(start + i) % n];
+		if (section_type(b, h) == MIG_DEVICE && load_le32(b->p + h + H_ID) == id &&
+		    section_len(b, h) <= b->len - h - MIG_HEADER_SIZE)
+			return h;
+	}
+	return SIZE_MAX;
+}
+
 #define TYPE_BIT(t)  (1u << (t))
 #define KVM_TYPES    (TYPE_BIT(MIG_VCPU) | TYPE_BIT(MIG_MACHINE))
-#define STATE_TYPES  (KVM_TYPES | TYPE_BIT(MIG_SERIAL) | TYPE_BIT(MIG_RTC) | TYPE_BIT(MIG_PCI_FUNCTION))
+#define STATE_TYPES  (KVM_TYPES | TYPE_BIT(MIG_DEVICE))
 
 /* Rewrites every complete section's header with a correct CRC (and the
  * right magic and version). */
@@ -1219,22 +1287,23 @@ static void resize_payload(struct bytes *b)
 }
 
 /* The UART's queue: bytes added or removed with the count following, or
- * a FIFO fill level set. Offsets: 10 fifo, 14 count (serial8250.h). */
+ * a FIFO fill level set. Offsets after the 2-byte version: 10 fifo, 14
+ * count (serial8250.h). */
 static void edit_serial_queue(struct bytes *b)
 {
-	size_t h = pick_section(b, TYPE_BIT(MIG_SERIAL));
-	if (h == SIZE_MAX || section_len(b, h) < 18)
+	size_t h = pick_device(b, DEV_SERIAL);
+	if (h == SIZE_MAX || section_len(b, h) < 20)
 		return;
-	uint8_t *p = b->p + h + MIG_HEADER_SIZE;
+	uint8_t *p = b->p + h + MIG_HEADER_SIZE + 2;
 	uint32_t len = section_len(b, h), count = load_le32(p + 14);
 	if (rng() % 3 == 0) {
 		store_le32(p + 10, (uint32_t)below(18));
 		return;
 	}
-	if ((rng() & 1) && count && len > 18) {
+	if ((rng() & 1) && count && len > 20) {
 		size_t cut = 1 + below(count < 32 ? count : 32);
-		if (cut > len - 18)
-			cut = len - 18;
+		if (cut > len - 20)
+			cut = len - 20;
 		store_le32(p + 14, count - (uint32_t)cut);
 		splice_payload(b, h, len - cut, cut, NULL, 0);
 	} else {
@@ -1442,12 +1511,15 @@ static int write_seeds(const char *dir, const struct bytes *seeds, unsigned nsee
 
 static void print_stats(unsigned long long runs, unsigned long long seed)
 {
-	static const uint32_t loaded[] = { MIG_DESCRIPTION, MIG_VCPU, MIG_MACHINE, MIG_SERIAL, MIG_RTC,
-					   MIG_PCI_FUNCTION };
+	static const struct { unsigned stat; const char *name; } loaded[] = {
+		{ MIG_DESCRIPTION, "description" }, { MIG_VCPU, "vcpu" }, { MIG_MACHINE, "machine" },
+		{ DEV_STAT(DEV_SERIAL), "serial" }, { DEV_STAT(DEV_RTC), "rtc" },
+		{ DEV_STAT(DEV_FUNCTION), "pci-function" },
+	};
 	printf("fuzz_migstream: %llu runs, seed %llu: %llu sections parsed; loads accepted/reached:", runs, seed,
 	       stat_sections);
 	for (size_t i = 0; i < sizeof(loaded) / sizeof(loaded[0]); i++)
-		printf(" %s %llu/%llu", mig_type_name(loaded[i]), stat_accepted[loaded[i]], stat_reached[loaded[i]]);
+		printf(" %s %llu/%llu", loaded[i].name, stat_accepted[loaded[i].stat], stat_reached[loaded[i].stat]);
 	printf(" (vcpu, machine: passed the checks, failed at KVM)\n");
 }
 

@@ -113,9 +113,10 @@ describe("failed local migrations (userspace TAP datapath, backend transfer)", f
   end)
 
   it("refuses a target's plan that names more devices than the VM has; the target reports the source's reason", function()
-    local out, status, log = attempt_through_proxy { "--plan-count", "2" } -- valid CRC: the source's own check
+    -- The description has the board's four devices, then net0 (device 4).
+    local out, status, log = attempt_through_proxy { "--plan-count", "6" } -- valid CRC: the source's own check
     local err = assert_one_error(out, status, log)
-    assert.matches("plan: 2 devices, the description has 1", err, 1, true)
+    assert.matches("plan: 6 devices, the description has 5", err, 1, true)
     assert_source_intact()
   end)
 
@@ -125,12 +126,12 @@ describe("failed local migrations (userspace TAP datapath, backend transfer)", f
       server = assert(vm:serve(sock, { backend_transfer = transfer, timeout = SERVE_TIMEOUT }))
     end
     serve(false)
-    local ok, out, status, log = pcall(attempt_through_proxy, { "--plan-take", "0" })
+    local ok, out, status, log = pcall(attempt_through_proxy, { "--plan-take", "4" }) -- net0
     serve(true)
     assert(ok, out)
     local err = assert_one_error(out, status, log)
     assert.matches("plan: net0: takes a backend that was not offered (1)", err, 1, true)
-    assert.matches("made the plan take the backend of device 0", log, 1, true)
+    assert.matches("made the plan take the backend of device 4", log, 1, true)
     assert_source_intact()
   end)
 

@@ -211,14 +211,20 @@ static void test_header_decode_rejects_bad_fields_naming_the_value(void)
 {
 	uint8_t raw[MIG_HEADER_SIZE];
 	struct mig_header h;
-	mig_header_encode(raw, MIG_NET, 7, "ab", 2, 3);
+	mig_header_encode(raw, MIG_DEVICE, 7, "ab", 2, 3);
 	CHECK_EQ(mig_header_decode(raw, &h), 0);
-	CHECK(h.type == MIG_NET && h.id == 7 && h.len == 2 && h.nfds == 3);
+	CHECK(h.type == MIG_DEVICE && h.id == 7 && h.len == 2 && h.nfds == 3);
 
 	check_header_rejected(0, (const uint8_t[]){ 0xef, 0xbe, 0xad, 0xde }, 4, "bad magic 0xdeadbeef");
-	check_header_rejected(4, (const uint8_t[]){ 9, 0 }, 2, "stream version 9, this vmm speaks 1");
+	check_header_rejected(4, (const uint8_t[]){ 9, 0 }, 2, "stream version 9, this vmm speaks 2");
 	check_header_rejected(6, (const uint8_t[]){ 0, 0 }, 2, "unknown section type 0");
-	check_header_rejected(6, (const uint8_t[]){ MIG_TYPE_MAX + 1, 0 }, 2, "unknown section type 18");
+	check_header_rejected(6, (const uint8_t[]){ MIG_TYPE_MAX + 1, 0 }, 2, "unknown section type 19");
+	/* stream version 1's per-kind sections are gone, and stay refused */
+	for (uint8_t retired = 10; retired <= 13; retired++) {
+		char want[32];
+		snprintf(want, sizeof(want), "unknown section type %u", retired);
+		check_header_rejected(6, (const uint8_t[]){ retired, 0 }, 2, want);
+	}
 	check_header_rejected(12, (const uint8_t[]){ 1, 0, 0, 1 }, 4, "16777217");
 	check_header_rejected(16, (const uint8_t[]){ 33, 0, 0, 0 }, 4, "33 fds");
 }
@@ -236,10 +242,10 @@ static void test_parse_valid_section_and_its_failures(void)
 {
 	size_t total, used = 99;
 	struct mig_section s;
-	uint8_t *raw = encode_section(MIG_RTC, 4, "payload", 7, 0, &total);
+	uint8_t *raw = encode_section(MIG_DEVICE, 4, "payload", 7, 0, &total);
 	CHECK_EQ(mig_parse(raw, total, &used, &s), 0);
 	CHECK_EQ(used, total);
-	CHECK(s.type == MIG_RTC && s.id == 4 && s.len == 7 && s.nfds == 0);
+	CHECK(s.type == MIG_DEVICE && s.id == 4 && s.len == 7 && s.nfds == 0);
 	CHECK(s.payload && memcmp(s.payload, "payload", 7) == 0);
 	mig_section_free(&s);
 
@@ -249,7 +255,7 @@ static void test_parse_valid_section_and_its_failures(void)
 	CHECK_CONTAINS(vmm_error(), "truncated");
 	raw[MIG_HEADER_SIZE + 3] ^= 0x10;
 	CHECK_EQ(mig_parse(raw, total, &used, &s), -1);
-	CHECK_CONTAINS(vmm_error(), "rtc section: checksum mismatch (corrupt stream)");
+	CHECK_CONTAINS(vmm_error(), "device section: checksum mismatch (corrupt stream)");
 	free(raw);
 
 	raw = encode_section(MIG_MEMORY, 0, NULL, 0, 1, &total);
@@ -548,13 +554,13 @@ static void test_bad_header_from_peer_is_named(void)
 	make_pair(sv);
 	uint8_t raw[MIG_HEADER_SIZE];
 	mig_header_encode(raw, MIG_VCPU, 0, NULL, 0, 0);
-	raw[4] = 2; /* version */
+	raw[4] = 3; /* version */
 	send_raw(sv[0], raw, sizeof(raw), NULL, 0);
 	struct mig_conn dst = conn(sv[1], 1000, "source");
 	struct mig_section s;
 	CHECK_EQ(mig_recv(&dst, &s), -1);
 	CHECK_CONTAINS(vmm_error(), "source");
-	CHECK_CONTAINS(vmm_error(), "stream version 2, this vmm speaks 1");
+	CHECK_CONTAINS(vmm_error(), "stream version 3, this vmm speaks 2");
 	close(sv[0]);
 	close(sv[1]);
 }
@@ -630,7 +636,7 @@ static void test_fd_failures_leak_nothing(void)
 	free(raw);
 
 	/* an fd arriving with the payload, not the header */
-	raw = encode_section(MIG_NET, 0, "payload", 7, 1, &total);
+	raw = encode_section(MIG_DEVICE, 0, "payload", 7, 1, &total);
 	send_raw(sv[0], raw, MIG_HEADER_SIZE, files, 1);
 	send_raw(sv[0], raw + MIG_HEADER_SIZE, total - MIG_HEADER_SIZE, files + 1, 1);
 	CHECK_EQ(mig_recv(&dst, &s), -1);
