@@ -121,10 +121,29 @@ static int check_devices(const struct machine_desc *d, const struct device_regis
 	return 0;
 }
 
+#define CPUID_FLAG_SIGNIFICANT_INDEX 1u /* KVM_CPUID_FLAG_SIGNIFCANT_INDEX */
+
+static int check_cpuid(const struct machine_desc *d)
+{
+	if (d->ncpuid < 1 || d->ncpuid > MACHINE_MAX_CPUID)
+		return vmm_fail(PREFIX "/: cpuid has %u entries (must be 1..%d)", d->ncpuid, MACHINE_MAX_CPUID);
+	for (unsigned i = 0; i < d->ncpuid; i++) {
+		const struct machine_cpuid *e = &d->cpuid[i];
+		if (e->flags & ~CPUID_FLAG_SIGNIFICANT_INDEX)
+			return vmm_fail(PREFIX "/: cpuid entry %u (0x%x.%u): flags 0x%x (only 0x1, a significant index)",
+					i, e->function, e->index, e->flags);
+		for (unsigned j = 0; j < i; j++)
+			if (d->cpuid[j].function == e->function && d->cpuid[j].index == e->index)
+				return vmm_fail(PREFIX "/: cpuid entry %u: 0x%x.%u already given by entry %u", i,
+						e->function, e->index, j);
+	}
+	return 0;
+}
+
 int machine_desc_check(const struct machine_desc *d, const struct device_registry *r)
 {
 	if (check_string("/", "name", d->name, sizeof(d->name)) || check_mem_size(d->mem_size) ||
-	    check_vcpus(d->ncpus) || check_string("/", "board", d->board, sizeof(d->board)))
+	    check_vcpus(d->ncpus) || check_string("/", "board", d->board, sizeof(d->board)) || check_cpuid(d))
 		return -1;
 	return check_devices(d, r);
 }
@@ -132,7 +151,8 @@ int machine_desc_check(const struct machine_desc *d, const struct device_registr
 bool machine_desc_equal(const struct machine_desc *a, const struct machine_desc *b)
 {
 	if (strcmp(a->name, b->name) || a->mem_size != b->mem_size || a->ncpus != b->ncpus ||
-	    strcmp(a->board, b->board) || a->ndevices != b->ndevices)
+	    strcmp(a->board, b->board) || a->ndevices != b->ndevices || a->ncpuid != b->ncpuid ||
+	    memcmp(a->cpuid, b->cpuid, a->ncpuid * sizeof(a->cpuid[0])))
 		return false;
 	for (unsigned i = 0; i < a->ndevices && i < MACHINE_MAX_DEVICES; i++) {
 		const struct machine_device *x = &a->devices[i], *y = &b->devices[i];
@@ -201,6 +221,18 @@ static int put_device(void *fdt, const struct machine_device *m, unsigned i)
 	return err;
 }
 
+static int put_cpuid(void *fdt, const struct machine_desc *d)
+{
+	fdt32_t cells[MACHINE_MAX_CPUID * 7];
+	for (unsigned i = 0; i < d->ncpuid; i++) {
+		const struct machine_cpuid *e = &d->cpuid[i];
+		const uint32_t v[7] = { e->function, e->index, e->flags, e->eax, e->ebx, e->ecx, e->edx };
+		for (unsigned k = 0; k < 7; k++)
+			cells[i * 7 + k] = cpu_to_fdt32(v[k]);
+	}
+	return fdt_property(fdt, "cpuid", cells, (int)(d->ncpuid * 7 * sizeof(fdt32_t)));
+}
+
 /* Writes the whole tree into buf (size bytes): 0 or a libfdt error. */
 static int put_tree(void *buf, int size, const struct machine_desc *d)
 {
@@ -220,6 +252,8 @@ static int put_tree(void *buf, int size, const struct machine_desc *d)
 	if (!err)
 		err = fdt_property_string(buf, "board", d->board);
 	if (!err)
+		err = put_cpuid(buf, d);
+	if (!err)
 		err = fdt_begin_node(buf, "devices");
 	for (unsigned i = 0; !err && i < d->ndevices; i++)
 		err = put_device(buf, &d->devices[i], i);
@@ -238,8 +272,8 @@ int machine_to_fdt(const struct machine_desc *d, const struct device_registry *r
 	*len = 0;
 	if (machine_desc_check(d, r))
 		return -1;
-	/* A full description takes about 1.5 KiB; grow on the odd chance. */
-	for (int size = 4096; size <= 65536; size *= 2) {
+	/* A full description takes a few KiB; grow on the odd chance. */
+	for (int size = 8192; size <= 65536; size *= 2) {
 		void *buf = calloc(1, (size_t)size);
 		if (!buf)
 			return vmm_fail(PREFIX "out of memory");
@@ -468,6 +502,27 @@ static int parse_devices(const void *fdt, const struct device_registry *r, struc
 	return check_devices(d, r);
 }
 
+static int parse_cpuid(const void *fdt, struct machine_desc *d)
+{
+	int len;
+	const uint8_t *v = get_prop(fdt, 0, "/", "cpuid", &len);
+	if (!v)
+		return -1;
+	if (len % 28 || len / 28 < 1 || len / 28 > MACHINE_MAX_CPUID)
+		return vmm_fail(PREFIX "/: cpuid is %d bytes (must be 1..%d entries of 28)", len, MACHINE_MAX_CPUID);
+	d->ncpuid = (unsigned)len / 28;
+	for (unsigned i = 0; i < d->ncpuid; i++) {
+		uint32_t w[7];
+		for (unsigned k = 0; k < 7; k++) {
+			fdt32_t raw;
+			memcpy(&raw, v + (i * 7 + k) * 4, 4);
+			w[k] = fdt32_to_cpu(raw);
+		}
+		d->cpuid[i] = (struct machine_cpuid){ w[0], w[1], w[2], w[3], w[4], w[5], w[6] };
+	}
+	return check_cpuid(d);
+}
+
 static int parse_root(const void *fdt, struct machine_desc *d)
 {
 	int len;
@@ -482,7 +537,7 @@ static int parse_root(const void *fdt, struct machine_desc *d)
 	if (get_string(fdt, 0, "/", "name", d->name, sizeof(d->name)) ||
 	    get_u64(fdt, 0, "/", "memory-size", &d->mem_size) || check_mem_size(d->mem_size) ||
 	    get_u32(fdt, 0, "/", "vcpus", &vcpus) || check_vcpus(vcpus) ||
-	    get_string(fdt, 0, "/", "board", d->board, sizeof(d->board)))
+	    get_string(fdt, 0, "/", "board", d->board, sizeof(d->board)) || parse_cpuid(fdt, d))
 		return -1;
 	d->ncpus = vcpus;
 	return 0;

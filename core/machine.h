@@ -9,6 +9,15 @@
  *       memory-size = <hi lo>;           u64: multiple of 4096, 32 MiB..1 TiB
  *       vcpus = <2>;                     u32: 1..X86_MAX_VCPUS
  *       board = "pc";                    the registry's board
+ *       cpuid = <f i fl a b c d ...>;    the CPUID table the guest was given
+ *                                        (before the per-vCPU APIC ids): 7
+ *                                        cells an entry (function, index,
+ *                                        flags, eax, ebx, ecx, edx),
+ *                                        1..MACHINE_MAX_CPUID entries, each
+ *                                        (function, index) once, flags 0 or
+ *                                        KVM_CPUID_FLAG_SIGNIFCANT_INDEX; the
+ *                                        target gives the guest this table,
+ *                                        not its own build's
  *       devices {
  *           device@0 {                   device@0 .. device@(n-1): the VM's
  *                                        list, the board's devices first
@@ -41,6 +50,7 @@
 #include "device.h"
 
 #define MACHINE_MAX_DEVICES 48
+#define MACHINE_MAX_CPUID 256 /* KVM's own limit (KVM_MAX_CPUID_ENTRIES) */
 #define MACHINE_COMPATIBLE "luavmm,machine-v2"
 #define MACHINE_MAX_BLOB (1u << 20) /* the parser refuses larger inputs */
 
@@ -53,11 +63,17 @@ struct machine_device {
 	bool transfer_allowed;  /* the device's own opt-in, kept across migrations */
 };
 
+struct machine_cpuid {
+	uint32_t function, index, flags, eax, ebx, ecx, edx;
+};
+
 struct machine_desc {
 	char name[64];
 	uint64_t mem_size;
 	unsigned ncpus;
 	char board[16];
+	unsigned ncpuid;
+	struct machine_cpuid cpuid[MACHINE_MAX_CPUID];
 	unsigned ndevices;
 	struct machine_device devices[MACHINE_MAX_DEVICES];
 };

@@ -326,9 +326,9 @@ static int setup_bsp_registers(struct vcpu *v, const struct x86_boot_info *boot)
 
 static int create_vcpus(struct vm *vm, const struct x86_boot_info *boot)
 {
-	struct kvm_cpuid2 *cpuid = kvm_supported_cpuid(&vm->kvm);
-	if (!cpuid)
+	if (!vm->cpuid && !(vm->cpuid = kvm_supported_cpuid(&vm->kvm)))
 		return -1;
+	struct kvm_cpuid2 *cpuid = vm->cpuid;
 	int rc = 0;
 	for (unsigned i = 0; i < vm->ncpus && rc == 0; i++) {
 		struct vcpu *v = &vm->vcpus.vcpus[i];
@@ -344,8 +344,24 @@ static int create_vcpus(struct vm *vm, const struct x86_boot_info *boot)
 		else if (boot) /* an incoming VM gets its whole state from the stream */
 			rc = setup_fpu(v) || setup_lapic(v) || (i == 0 && setup_bsp_registers(v, boot)) ? -1 : 0;
 	}
-	free(cpuid);
 	return rc;
+}
+
+int vm_set_cpuid(struct vm *vm, const struct machine_cpuid *entries, unsigned n)
+{
+	struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
+	if (!c)
+		return vmm_fail("%s: CPUID table: out of memory", vm->name);
+	c->nent = n;
+	for (unsigned i = 0; i < n; i++) {
+		const struct machine_cpuid *e = &entries[i];
+		c->entries[i] = (struct kvm_cpuid_entry2){ .function = e->function, .index = e->index,
+							   .flags = e->flags, .eax = e->eax, .ebx = e->ebx,
+							   .ecx = e->ecx, .edx = e->edx };
+	}
+	free(vm->cpuid);
+	vm->cpuid = c;
+	return 0;
 }
 
 static int load_guest(struct vm *vm, struct x86_boot_info *boot)
@@ -612,6 +628,7 @@ void vm_free(struct vm *vm)
 	bus_destroy(&vm->mmio);
 	guest_mem_destroy(&vm->mem);
 	kvm_destroy(&vm->kvm);
+	free(vm->cpuid);
 	if (vm->event_fd >= 0)
 		close(vm->event_fd);
 	drop_payload(vm);

@@ -114,6 +114,13 @@ static int send_description(struct migrate_source *s)
 	d->mem_size = vm->mem_size;
 	d->ncpus = vm->ncpus;
 	snprintf(d->board, sizeof(d->board), "%s", vm->registry->board);
+	if (!vm->cpuid || vm->cpuid->nent > MACHINE_MAX_CPUID)
+		return vmm_fail("%s: %s CPUID table to describe", vm->name, vm->cpuid ? "too large a" : "no");
+	d->ncpuid = vm->cpuid->nent;
+	for (unsigned i = 0; i < d->ncpuid; i++) {
+		const struct kvm_cpuid_entry2 *e = &vm->cpuid->entries[i];
+		d->cpuid[i] = (struct machine_cpuid){ e->function, e->index, e->flags, e->eax, e->ebx, e->ecx, e->edx };
+	}
 	if (vm->ndevices > MACHINE_MAX_DEVICES)
 		return vmm_fail("%s: %u devices, a migration carries at most %d", vm->name, vm->ndevices,
 				MACHINE_MAX_DEVICES);
@@ -551,7 +558,7 @@ static int build_vm(struct incoming *in, const struct vm_config *local)
 	for (unsigned i = in->vm->nboard; i < d->ndevices; i++)
 		if (add_device(in, i))
 			return -1;
-	if (vm_prepare_incoming(in->vm, in->memory.fds[0]))
+	if (vm_set_cpuid(in->vm, d->cpuid, d->ncpuid) || vm_prepare_incoming(in->vm, in->memory.fds[0]))
 		return -1;
 	in->memory.fds[0] = -1; /* the VM's now */
 	return 0;

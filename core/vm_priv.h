@@ -34,6 +34,11 @@ struct vm {
 	struct guest_mem mem;
 	struct bus pio, mmio;
 	struct vcpu_group vcpus;
+	/* The CPUID table the guest is given (each vCPU's APIC ids set on top):
+	 * KVM's supported table at start, the source's on a migration target
+	 * (it travels in the description, so a newer build never changes a
+	 * running guest's CPU). */
+	struct kvm_cpuid2 *cpuid;
 	struct console console;
 	int event_fd;
 
@@ -59,6 +64,8 @@ struct vm {
 
 /* vm.c, for vm_migrate.c. */
 void vm_stop_with(struct vm *vm, const char *reason);
+/* The CPUID table of an incoming VM, before vm_prepare_incoming. */
+int vm_set_cpuid(struct vm *vm, const struct machine_cpuid *entries, unsigned n);
 /* Frees every device that vm_add_device added (the board's stay), after
  * the vCPUs stopped. */
 void vm_drop_devices(struct vm *vm);

@@ -580,6 +580,9 @@ static void sample_desc(struct machine_desc *d, unsigned nnets)
 	d->mem_size = (64ull + nnets) << 20;
 	d->ncpus = 1 + nnets;
 	snprintf(d->board, sizeof(d->board), "%s", device_registry.board);
+	d->ncpuid = 2 + nnets % 3;
+	for (unsigned i = 0; i < d->ncpuid; i++)
+		d->cpuid[i] = (struct machine_cpuid){ .function = i, .index = 0, .eax = 0x10 + i, .ebx = 0x756e6547 };
 	for (unsigned i = 0; device_registry.board_types[i]; i++) {
 		struct machine_device *m = &d->devices[d->ndevices++];
 		m->type = device_registry.board_types[i];

@@ -22,8 +22,24 @@
 
 static const struct device_registry *R = &device_registry;
 
+/* A CPUID table like KVM's: leaf 0, leaf 1, leaf 7 with a significant
+ * index (two subleaves), and a hypervisor leaf. */
+static void add_cpuid(struct machine_desc *d)
+{
+	static const struct machine_cpuid table[] = {
+		{ 0x0, 0, 0, 0xd, 0x68747541, 0x444d4163, 0x69746e65 },
+		{ 0x1, 0, 0, 0x830f10, 0x800, 0xfed83203, 0x178bfbff },
+		{ 0x7, 0, 1, 0x1, 0x219c91a9, 0x400004, 0x0 },
+		{ 0x7, 1, 1, 0x0, 0x0, 0x0, 0x0 },
+		{ 0x40000001, 0, 0, 0x1000089b, 0, 0, 0 },
+	};
+	d->ncpuid = sizeof(table) / sizeof(table[0]);
+	memcpy(d->cpuid, table, sizeof(table));
+}
+
 static void add_board(struct machine_desc *d)
 {
+	add_cpuid(d);
 	for (unsigned i = 0; R->board_types[i]; i++) {
 		struct machine_device *m = &d->devices[d->ndevices++];
 		m->type = R->board_types[i];
@@ -226,7 +242,42 @@ static void layout(void)
 	CHECK(!fdt_getprop(fdt, fdt_path_offset(fdt, "/devices/device@2"), "state-version", &plen));
 	const fdt32_t *mem = fdt_getprop(fdt, 0, "memory-size", &plen);
 	CHECK(mem && plen == 8 && fdt32_to_cpu(mem[0]) == 0 && fdt32_to_cpu(mem[1]) == 512 * MiB);
+	const fdt32_t *cpuid = fdt_getprop(fdt, 0, "cpuid", &plen);
+	CHECK(cpuid && plen == 5 * 28);
+	CHECK(cpuid && fdt32_to_cpu(cpuid[7]) == 1 && fdt32_to_cpu(cpuid[7 * 2 + 2]) == 1); /* leaf 1; 7's flags */
 	free(fdt);
+}
+
+/* The CPUID table travels whole: a bad one is refused, naming the entry. */
+static void refuses_cpuid(void)
+{
+	refuse_missing("/", "cpuid", "/: no property cpuid");
+	refuse_prop("/", "cpuid", "\0\0\0\1", 4, "/: cpuid is 4 bytes (must be 1..256 entries of 28)");
+	refuse_prop("/", "cpuid", "", 0, "/: cpuid is 0 bytes");
+	fdt32_t two[14] = { 0 };
+	two[7 + 1] = 0; /* the same 0x0.0 twice */
+	refuse_prop("/", "cpuid", two, sizeof(two), "/: cpuid entry 1: 0x0.0 already given by entry 0");
+	two[7] = cpu_to_fdt32(7);
+	two[7 + 2] = cpu_to_fdt32(2);
+	refuse_prop("/", "cpuid", two, sizeof(two), "/: cpuid entry 1 (0x7.0): flags 0x2");
+	static fdt32_t many[(MACHINE_MAX_CPUID + 1) * 7];
+	for (unsigned i = 0; i <= MACHINE_MAX_CPUID; i++)
+		many[i * 7] = cpu_to_fdt32(i);
+	refuse_prop("/", "cpuid", many, sizeof(many), "/: cpuid is 7196 bytes (must be 1..256 entries of 28)");
+	/* 256 distinct entries are fine. */
+	struct machine_desc d, back;
+	full_desc(&d);
+	d.ncpuid = MACHINE_MAX_CPUID;
+	for (unsigned i = 0; i < MACHINE_MAX_CPUID; i++)
+		d.cpuid[i] = (struct machine_cpuid){ .function = 0x80000000u + i, .eax = i };
+	void *blob;
+	size_t len;
+	CHECK_EQ(machine_to_fdt(&d, R, &blob, &len), 0);
+	CHECK_EQ(machine_from_fdt(blob, len, R, &back), 0);
+	CHECK(machine_desc_equal(&d, &back));
+	machine_desc_free(&back);
+	free(blob);
+	machine_desc_free(&d);
 }
 
 static void refuses_root(void)
@@ -533,6 +584,7 @@ int main(void)
 	RUN(round_trip);
 	RUN(layout);
 	RUN(refuses_root);
+	RUN(refuses_cpuid);
 	RUN(refuses_device_values);
 	RUN(refuses_device_names);
 	RUN(refuses_device_nodes);
