@@ -10,9 +10,10 @@
  *   HELLO (pid, accepts backends?,   --->
  *     the state versions it loads)
  *                                    <---   DESCRIPTION (FDT, machine.h): the
- *                                           devices, each with the version its
- *                                           state will have and whether its
- *                                           backend is offered
+ *                                           guest's CPUID table, the devices,
+ *                                           each with the version its state
+ *                                           will have and whether its backend
+ *                                           is offered
  *   PLAN (which backends it takes)   --->
  *                                    <---   MEMORY (memfd), BACKEND x k (fds)
  *   builds the VM: KVM, vCPUs,
