@@ -51,12 +51,12 @@ static void test_target_vcpus_get_the_described_table(void)
 	CHECK_EQ(rc, 0);
 	for (unsigned v = 0; rc == 0 && v < cfg.ncpus; v++) {
 		struct kvm_cpuid2 *got = calloc(1, sizeof(*got) + 64 * sizeof(got->entries[0]));
-		/* KVM says how many entries the vCPU has only when they do not
-		 * fit (E2BIG): exactly the table's two. */
+		/* Exactly the table's two entries: they do not fit in one
+		 * (E2BIG), they do in two. (KVM_GET_CPUID2 does not write the
+		 * count back, on success or on E2BIG.) */
 		got->nent = 1;
 		CHECK_EQ(ioctl(vm->vcpus.vcpus[v].fd, KVM_GET_CPUID2, got), -1);
 		CHECK_EQ(errno, E2BIG);
-		CHECK_EQ(got->nent, 2);
 		got->nent = 2;
 		CHECK_EQ(ioctl(vm->vcpus.vcpus[v].fd, KVM_GET_CPUID2, got), 0);
 		const struct kvm_cpuid_entry2 *l0 = find_leaf(got, 0), *l1 = find_leaf(got, 1);
