@@ -29,6 +29,14 @@ local function guest_md5(vm, path)
   return out:match("^(%x+)")
 end
 
+-- What a failed connection leaves to look at (the flake of issue 9/14: the
+-- host cannot resolve the guest's address): the device's datapath state,
+-- the guest's virtio interrupts per CPU and its neighbour table.
+local function diagnose(vm, out)
+  return tostring(out) .. "\n-- device state:\n" .. tostring(vm:net_state(1)) .. "\n-- guest:\n" ..
+    tostring((vm:sh("grep -i -e CPU -e virtio /proc/interrupts; cat /proc/net/arp; cat /proc/net/softnet_stat", 30)))
+end
+
 for _, backend in ipairs {
   { name = "the TAP backend (userspace datapath)", vhost = false, ifname = "lvtap0", subnet = "10.0.2" },
   { name = "the vhost-net backend (kernel datapath)", vhost = true, ifname = "lvvhost0", subnet = "10.0.3" },
@@ -60,6 +68,7 @@ for _, backend in ipairs {
     it("gives the guest its MAC and address, and ping works from host to guest and back", function()
       assert.are.equal("52:54:00:12:34:56", (vm:sh("cat /sys/class/net/eth0/address", 30)))
       local out, status = vmm.command({ "ping", "-c", "3", "-W", "5", guest_ip }, { timeout = 60 })
+      if status ~= 0 then out = diagnose(vm, out) end
       assert.are.equal(0, status, out)
       assert.matches("3 received", out, 1, true)
       out, status = vm:sh("ping -c 3 -W 5 " .. host_ip, 60)
@@ -85,6 +94,7 @@ for _, backend in ipairs {
       local sent = guest_md5(vm, "/tmp/out")
       local out
       out, status = vm:sh("nc " .. host_ip .. " 5000 < /tmp/out", 300)
+      if status ~= 0 then out = diagnose(vm, out) end
       assert.are.equal(0, status, out)
       assert(vmm.wait_until(function() return file_size(sink) >= MIB16 end, 60))
       server:kill(9)
@@ -99,6 +109,7 @@ for _, backend in ipairs {
       local sent = host_md5(blob)
       vm:sh("rm -f /tmp/in; (sleep 600 | nc -l -p 5001 > /tmp/in) & sleep 1", 30)
       local out, status = vmm.command({ "busybox", "nc", guest_ip, "5001" }, { stdin = blob, timeout = 300 })
+      if status ~= 0 then out = diagnose(vm, out) end
       assert.are.equal(0, status, out)
       out, status = vm:sh("i=0; while [ $(stat -c %s /tmp/in) -lt " .. MIB16 ..
         " ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; stat -c %s /tmp/in", 120)
