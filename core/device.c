@@ -18,9 +18,9 @@ void *device_alloc(size_t size, const struct device_type *t, const char *name)
 	return d;
 }
 
-/* A DEV_U32 or DEV_U16 field's value. */
-static uint32_t field_number(const struct dev_field *f, const char *p)
+uint32_t dev_field_number(const struct dev_field *f, const void *config)
 {
+	const char *p = (const char *)config + f->offset;
 	if (f->kind == DEV_U16) {
 		uint16_t v;
 		memcpy(&v, p, sizeof(v));
@@ -76,7 +76,7 @@ int dev_fields_check(const struct dev_field *fields, const void *config, const c
 		}
 		case DEV_U32:
 		case DEV_U16: {
-			uint32_t v = field_number(f, p);
+			uint32_t v = dev_field_number(f, config);
 			present = v != 0;
 			if ((present || !f->optional) && check_number(where, f, v))
 				return -1;

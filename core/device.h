@@ -55,6 +55,9 @@ struct dev_field {
  * "<where>: <field> ..." naming the bad value. */
 int dev_fields_check(const struct dev_field *fields, const void *config, const char *where);
 
+/* The value of a DEV_U32 or DEV_U16 field of config. */
+uint32_t dev_field_number(const struct dev_field *f, const void *config);
+
 /* "52:54:00:12:34:56" <-> 6 bytes. */
 int dev_mac_parse(const char *s, uint8_t mac[6]);
 void dev_mac_format(const uint8_t mac[6], char out[18]);

@@ -181,16 +181,9 @@ static int put_field(void *fdt, const struct dev_field *f, const void *config)
 	switch (f->kind) {
 	case DEV_STRING:
 		return *p || !f->optional ? fdt_property_string(fdt, f->name, p) : 0;
-	case DEV_U32: {
-		uint32_t v;
-		memcpy(&v, p, sizeof(v));
-		return fdt_property_u32(fdt, f->name, v);
-	}
-	case DEV_U16: {
-		uint16_t v;
-		memcpy(&v, p, sizeof(v));
-		return fdt_property_u32(fdt, f->name, v);
-	}
+	case DEV_U32:
+	case DEV_U16:
+		return fdt_property_u32(fdt, f->name, dev_field_number(f, config));
 	case DEV_FLAG:
 		return *(const bool *)p ? fdt_property(fdt, f->name, NULL, 0) : 0;
 	case DEV_MAC:

@@ -32,18 +32,10 @@ void lvmm_push_config(lua_State *L, const struct device_type *t, const void *con
 		case DEV_STRING:
 			lua_pushstring(L, p);
 			break;
-		case DEV_U32: {
-			uint32_t v;
-			memcpy(&v, p, sizeof(v));
-			lua_pushinteger(L, v);
+		case DEV_U32:
+		case DEV_U16:
+			lua_pushinteger(L, dev_field_number(f, config));
 			break;
-		}
-		case DEV_U16: {
-			uint16_t v;
-			memcpy(&v, p, sizeof(v));
-			lua_pushinteger(L, v);
-			break;
-		}
 		case DEV_FLAG:
 			lua_pushboolean(L, *(const bool *)p);
 			break;
