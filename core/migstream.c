@@ -35,6 +35,7 @@ static const char *const type_names[] = {
 	[MIG_END] = "end",
 	[MIG_READY] = "ready",
 	[MIG_COMMIT] = "commit",
+	[MIG_STARTING] = "starting",
 	[MIG_ERROR] = "error",
 	[MIG_DEVICE] = "device",
 };
@@ -409,6 +410,63 @@ int mig_parse(const uint8_t *buf, size_t len, size_t *used, struct mig_section *
 	}
 	*used = MIG_HEADER_SIZE + (size_t)h.len;
 	return 0;
+}
+
+/* --- HELLO ----------------------------------------------------------------- */
+
+void mig_hello_encode(struct mig_buf *b, const struct mig_hello *h)
+{
+	mig_put_u32(b, h->pid);
+	mig_put_u32(b, h->flags);
+	mig_put_u32(b, h->nkinds);
+	for (unsigned i = 0; i < h->nkinds; i++) {
+		const struct mig_kind_versions *k = &h->kinds[i];
+		size_t len = strlen(k->kind);
+		mig_put_u8(b, (uint8_t)len);
+		mig_put_bytes(b, k->kind, len);
+		mig_put_u16(b, k->min);
+		mig_put_u16(b, k->max);
+	}
+}
+
+int mig_hello_decode(const void *payload, size_t len, struct mig_hello *h)
+{
+	struct mig_cursor cur;
+	mig_cursor_init(&cur, payload, len, "hello");
+	memset(h, 0, sizeof(*h));
+	h->pid = mig_get_u32(&cur);
+	h->flags = mig_get_u32(&cur);
+	uint32_t n = mig_get_u32(&cur);
+	if (cur.short_read)
+		return mig_cursor_finish(&cur);
+	if (h->pid == 0 || h->pid > INT32_MAX)
+		return vmm_fail("hello: target pid %u is not a process id", h->pid);
+	if (h->flags & ~MIG_HELLO_BACKEND_TRANSFER)
+		return vmm_fail("hello: unknown flags 0x%x", h->flags & ~MIG_HELLO_BACKEND_TRANSFER);
+	if (n > MIG_HELLO_MAX_KINDS)
+		return vmm_fail("hello: %u state version ranges (at most %d)", n, MIG_HELLO_MAX_KINDS);
+	for (uint32_t i = 0; i < n; i++) {
+		struct mig_kind_versions *k = &h->kinds[i];
+		uint8_t klen = mig_get_u8(&cur);
+		if (cur.short_read)
+			break;
+		if (klen == 0 || klen > MIG_KIND_MAX)
+			return vmm_fail("hello: range %u: a device kind of %u bytes (1..%d)", i, klen, MIG_KIND_MAX);
+		mig_get_bytes(&cur, k->kind, klen);
+		k->min = mig_get_u16(&cur);
+		k->max = mig_get_u16(&cur);
+		if (cur.short_read)
+			break;
+		if (strlen(k->kind) != klen)
+			return vmm_fail("hello: range %u: the device kind has a NUL byte", i);
+		if (k->min > k->max)
+			return vmm_fail("hello: %s: state versions %u..%u (min above max)", k->kind, k->min, k->max);
+		for (uint32_t j = 0; j < i; j++)
+			if (!strcmp(h->kinds[j].kind, k->kind))
+				return vmm_fail("hello: %s: state versions given twice", k->kind);
+		h->nkinds = i + 1;
+	}
+	return mig_cursor_finish(&cur);
 }
 
 /* --- the socket ------------------------------------------------------------- */

@@ -52,11 +52,14 @@ enum mig_type {
 	 * sections, which MIG_DEVICE replaced. */
 	MIG_END = 14,         /* S->T: every state section was sent */
 	MIG_READY = 15,       /* T->S: everything loaded; the target may run the VM */
-	MIG_COMMIT = 16,      /* S->T: the source gave the VM up */
+	MIG_COMMIT = 16,      /* S->T: the target may finish; the source stays
+	                       * paused, able to resume, until MIG_STARTING */
 	MIG_ERROR = 17,       /* either way: a message (text, not NUL-terminated) */
 	MIG_DEVICE = 18,      /* S->T: id = device index: u16 state version (the
 	                       * description's), then the type's state */
-	MIG_TYPE_MAX = MIG_DEVICE,
+	MIG_STARTING = 19,    /* T->S: everything is done, the vCPUs start now:
+	                       * the point of no return */
+	MIG_TYPE_MAX = MIG_STARTING,
 };
 
 #define MIG_HELLO_BACKEND_TRANSFER 1u /* the target accepts backends */
@@ -105,6 +108,31 @@ size_t mig_cursor_left(const struct mig_cursor *c);
  * "<what>: truncated (needs more than N bytes)" or "<what>: N unexpected
  * trailing bytes". */
 int mig_cursor_finish(struct mig_cursor *c);
+
+/* --- HELLO ------------------------------------------------------------------ */
+
+#define MIG_HELLO_MAX_KINDS 64        /* state version ranges in a HELLO */
+#define MIG_KIND_MAX 31               /* bytes in a device kind's name */
+
+/* The HELLO payload: who the target is and which device state versions
+ * it loads, by device kind. */
+struct mig_hello {
+	uint32_t pid;   /* the target's process (1..INT32_MAX) */
+	uint32_t flags; /* MIG_HELLO_* */
+	unsigned nkinds;
+	struct mig_kind_versions {
+		char kind[MIG_KIND_MAX + 1];
+		uint16_t min, max;
+	} kinds[MIG_HELLO_MAX_KINDS];
+};
+
+/* Appends h to b (its bounds are the caller's: nkinds, kind lengths). */
+void mig_hello_encode(struct mig_buf *b, const struct mig_hello *h);
+/* Decodes and checks an untrusted HELLO payload: pid in range, at most
+ * MIG_HELLO_MAX_KINDS kinds, each named by 1..MIG_KIND_MAX bytes without
+ * NUL, min <= max, no kind twice, nothing left over. -1 with a message
+ * naming the bad field. Pure: the fuzz target calls it. */
+int mig_hello_decode(const void *payload, size_t len, struct mig_hello *h);
 
 /* --- sections --------------------------------------------------------------- */
 

@@ -2,6 +2,7 @@
  * as the target receives it (without fds). It is walked section by section
  * with mig_parse(), and each state section goes to its real loader, on
  * instances that need neither KVM nor a TAP:
+ *   MIG_HELLO         mig_hello_decode (as the source reads it)
  *   MIG_DESCRIPTION   machine_from_fdt
  *   MIG_VCPU          vcpu_state_load(fds -1)        } on fds -1: a payload that
  *   MIG_MACHINE       machine_state_load(kvm with    } passes the checks fails
@@ -465,10 +466,35 @@ static void load_device_section(const struct mig_section *s)
 	load_device(&state, l, DEV_STAT(s->id));
 }
 
+/* A HELLO: what the source decodes before anything else. One that decodes
+ * encodes back to exactly its bytes. */
+static void load_hello(const struct mig_section *s)
+{
+	struct mig_hello h;
+	clear_error();
+	if (mig_hello_decode(s->payload, s->len, &h)) {
+		count_refusal("hello");
+		REQUIRE(vmm_error()[0], "a refusal without a message");
+		return;
+	}
+	stat_accepted[MIG_HELLO]++;
+	REQUIRE(h.pid >= 1 && h.pid <= INT32_MAX && h.nkinds <= MIG_HELLO_MAX_KINDS, "hello out of bounds");
+	struct mig_buf b;
+	mig_buf_init(&b);
+	mig_hello_encode(&b, &h);
+	REQUIRE(b.len == s->len && (!b.len || memcmp(b.data, s->payload, b.len) == 0),
+		"hello: a decoded HELLO encodes to other bytes");
+	mig_buf_free(&b);
+}
+
 /* One section that mig_parse() accepted. */
 static void load_section(const struct mig_section *s)
 {
 	switch (s->type) {
+	case MIG_HELLO:
+		stat_reached[s->type]++;
+		load_hello(s);
+		break;
 	case MIG_DESCRIPTION:
 		stat_reached[s->type]++;
 		load_description(s);
@@ -935,8 +961,10 @@ static void append_function(struct bytes *out, bool driven)
 /* Valid streams: what a source sends, as far as it is fd-free. */
 static unsigned build_seeds(struct bytes *seeds)
 {
-	/* pid 12345, backend transfer, no state versions */
-	static const uint8_t hello[12] = { 0x39, 0x30, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0 };
+	/* pid 12345, backend transfer, the state versions of two kinds */
+	static const uint8_t hello[] = { 0x39, 0x30, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0,
+					 3, 'r', 't', 'c', 1, 0, 1, 0,
+					 10, 'v', 'i', 'r', 't', 'i', 'o', '-', 'n', 'e', 't', 1, 0, 2, 0 };
 	static const char err[] = "source: out of patience";
 	memset(seeds, 0, MAX_SEEDS * sizeof(*seeds));
 
@@ -1277,7 +1305,7 @@ static void edit_piece(struct bytes *b)
  * length following. */
 static void resize_payload(struct bytes *b)
 {
-	size_t h = pick_section(b, STATE_TYPES | TYPE_BIT(MIG_DESCRIPTION));
+	size_t h = pick_section(b, STATE_TYPES | TYPE_BIT(MIG_DESCRIPTION) | TYPE_BIT(MIG_HELLO));
 	if (h == SIZE_MAX)
 		return;
 	uint32_t len = section_len(b, h);
@@ -1515,8 +1543,8 @@ static int write_seeds(const char *dir, const struct bytes *seeds, unsigned nsee
 static void print_stats(unsigned long long runs, unsigned long long seed)
 {
 	static const struct { unsigned stat; const char *name; } loaded[] = {
-		{ MIG_DESCRIPTION, "description" }, { MIG_VCPU, "vcpu" }, { MIG_MACHINE, "machine" },
-		{ DEV_STAT(DEV_SERIAL), "serial" }, { DEV_STAT(DEV_RTC), "rtc" },
+		{ MIG_HELLO, "hello" }, { MIG_DESCRIPTION, "description" }, { MIG_VCPU, "vcpu" },
+		{ MIG_MACHINE, "machine" }, { DEV_STAT(DEV_SERIAL), "serial" }, { DEV_STAT(DEV_RTC), "rtc" },
 		{ DEV_STAT(DEV_FUNCTION), "pci-function" },
 	};
 	printf("fuzz_migstream: %llu runs, seed %llu: %llu sections parsed; loads accepted/reached:", runs, seed,

@@ -218,7 +218,7 @@ static void test_header_decode_rejects_bad_fields_naming_the_value(void)
 	check_header_rejected(0, (const uint8_t[]){ 0xef, 0xbe, 0xad, 0xde }, 4, "bad magic 0xdeadbeef");
 	check_header_rejected(4, (const uint8_t[]){ 9, 0 }, 2, "stream version 9, this vmm speaks 2");
 	check_header_rejected(6, (const uint8_t[]){ 0, 0 }, 2, "unknown section type 0");
-	check_header_rejected(6, (const uint8_t[]){ MIG_TYPE_MAX + 1, 0 }, 2, "unknown section type 19");
+	check_header_rejected(6, (const uint8_t[]){ MIG_TYPE_MAX + 1, 0 }, 2, "unknown section type 20");
 	/* stream version 1's per-kind sections are gone, and stay refused */
 	for (uint8_t retired = 10; retired <= 13; retired++) {
 		char want[32];
@@ -684,6 +684,100 @@ static void test_fd_failures_leak_nothing(void)
 	CHECK_EQ(count_open_fds(), before);
 }
 
+/* ---- HELLO ---- */
+
+static struct mig_hello sample_hello(void)
+{
+	struct mig_hello h = { .pid = 4242, .flags = MIG_HELLO_BACKEND_TRANSFER, .nkinds = 2 };
+	snprintf(h.kinds[0].kind, sizeof(h.kinds[0].kind), "serial8250");
+	h.kinds[0].min = 1, h.kinds[0].max = 1;
+	snprintf(h.kinds[1].kind, sizeof(h.kinds[1].kind), "virtio-net");
+	h.kinds[1].min = 1, h.kinds[1].max = 3;
+	return h;
+}
+
+static void test_hello_round_trip(void)
+{
+	struct mig_hello h = sample_hello(), back;
+	struct mig_buf b;
+	mig_buf_init(&b);
+	mig_hello_encode(&b, &h);
+	CHECK_EQ(b.len, 12 + (1 + 10 + 4) * 2);
+	CHECK_EQ(mig_hello_decode(b.data, b.len, &back), 0);
+	CHECK(memcmp(&h, &back, sizeof(h)) == 0);
+	mig_buf_free(&b);
+}
+
+/* Encodes h, lets edit() change the bytes, and expects decode to fail
+ * with a message containing want. */
+static void check_hello_rejected(const struct mig_hello *h, void (*edit)(struct mig_buf *), const char *want)
+{
+	struct mig_buf b;
+	mig_buf_init(&b);
+	mig_hello_encode(&b, h);
+	if (edit)
+		edit(&b);
+	struct mig_hello out;
+	CHECK_EQ(mig_hello_decode(b.data, b.len, &out), (unsigned long long)-1);
+	CHECK_CONTAINS(vmm_error(), want);
+	mig_buf_free(&b);
+}
+
+static void drop_last_byte(struct mig_buf *b) { b->len--; }
+static void add_trailing_byte(struct mig_buf *b) { mig_put_u8(b, 0); }
+static void count_says_65(struct mig_buf *b) { b->data[8] = 65; }
+static void count_says_3(struct mig_buf *b) { b->data[8] = 3; }
+static void kind_length_0(struct mig_buf *b) { b->data[12] = 0; }
+static void kind_length_32(struct mig_buf *b) { b->data[12] = 32; }
+static void nul_in_kind(struct mig_buf *b) { b->data[13 + 3] = 0; }
+
+static void test_hello_decode_refuses_bad_input_naming_the_field(void)
+{
+	struct mig_hello h = sample_hello();
+	check_hello_rejected(&h, drop_last_byte, "hello: truncated");
+	check_hello_rejected(&h, add_trailing_byte, "hello: 1 unexpected trailing byte");
+	check_hello_rejected(&h, count_says_65, "hello: 65 state version ranges (at most 64)");
+	check_hello_rejected(&h, count_says_3, "hello: truncated");
+	check_hello_rejected(&h, kind_length_0, "hello: range 0: a device kind of 0 bytes (1..31)");
+	check_hello_rejected(&h, kind_length_32, "hello: range 0: a device kind of 32 bytes (1..31)");
+	check_hello_rejected(&h, nul_in_kind, "hello: range 0: the device kind has a NUL byte");
+	check_hello_rejected(&(struct mig_hello){ .pid = 0 }, NULL, "hello: target pid 0 is not a process id");
+	check_hello_rejected(&(struct mig_hello){ .pid = 0x80000000u }, NULL,
+			     "hello: target pid 2147483648 is not a process id");
+	check_hello_rejected(&(struct mig_hello){ .pid = 7, .flags = 6 }, NULL, "hello: unknown flags 0x6");
+	struct mig_hello inverted = sample_hello();
+	inverted.kinds[1].min = 4;
+	check_hello_rejected(&inverted, NULL, "hello: virtio-net: state versions 4..3 (min above max)");
+	struct mig_hello twice = sample_hello();
+	memcpy(&twice.kinds[1], &twice.kinds[0], sizeof(twice.kinds[0]));
+	check_hello_rejected(&twice, NULL, "hello: serial8250: state versions given twice");
+	struct mig_hello out;
+	CHECK_EQ(mig_hello_decode(NULL, 0, &out), (unsigned long long)-1);
+	CHECK_CONTAINS(vmm_error(), "hello: truncated");
+}
+
+static void test_hello_decode_of_random_bytes_never_crashes(void)
+{
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+	struct mig_hello h = sample_hello(), out;
+	struct mig_buf b;
+	mig_buf_init(&b);
+	mig_hello_encode(&b, &h);
+	for (int i = 0; i < 20000; i++) {
+		uint8_t copy[64];
+		memcpy(copy, b.data, b.len);
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		copy[x % b.len] ^= (uint8_t)(x >> 32);
+		size_t len = (x >> 40) % (b.len + 1);
+		if (mig_hello_decode(copy, len, &out) == 0) {
+			CHECK(out.pid >= 1 && out.pid <= INT32_MAX && out.nkinds <= MIG_HELLO_MAX_KINDS);
+			for (unsigned k = 0; k < out.nkinds; k++)
+				CHECK(out.kinds[k].kind[0] && out.kinds[k].min <= out.kinds[k].max);
+		}
+	}
+	mig_buf_free(&b);
+}
+
 int main(void)
 {
 	RUN(test_crc32c_known_vector_and_chaining);
@@ -693,6 +787,9 @@ int main(void)
 	RUN(test_cursor_trailing_bytes_fail);
 	RUN(test_header_decode_rejects_bad_fields_naming_the_value);
 	RUN(test_type_names);
+	RUN(test_hello_round_trip);
+	RUN(test_hello_decode_refuses_bad_input_naming_the_field);
+	RUN(test_hello_decode_of_random_bytes_never_crashes);
 	RUN(test_parse_valid_section_and_its_failures);
 	RUN(test_parse_random_garbage_never_crashes);
 	RUN(test_send_recv_section_without_fds);
