@@ -454,6 +454,9 @@ int vm_resume(struct vm *vm)
 {
 	if (vm->state != VM_PAUSED)
 		return vmm_fail("%s: cannot resume: the VM is %s", vm->name, vm_state_name(vm->state));
+	if (vm->awaiting_start)
+		return vmm_fail("%s: cannot resume: its migration is not finished (the source may still resume it); "
+				"the migration starts it", vm->name);
 	if (vm->incoming_loaded)
 		return start_loaded(vm);
 	if (vcpu_group_resume(&vm->vcpus))

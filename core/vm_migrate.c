@@ -1,9 +1,12 @@
 #include "vm_migrate.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/pidfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -38,49 +41,35 @@ struct migrate_source {
 	struct mig_conn c;
 	struct migrate_options o;
 	struct migrate_report r;
-	uint32_t hello_flags;
-	struct version_range {
-		char kind[32];
-		uint16_t min, max;
-	} versions[MACHINE_MAX_DEVICES]; /* what the target loads */
-	unsigned nversions;
+	struct mig_hello hello; /* the target's pid, flags, the versions it loads */
 	struct machine_desc d;
+	int pidfd; /* the target's process (HELLO's pid): the late rollback kills it */
 	bool frozen, was_running;
 	unsigned quiesced; /* devices quiesced so far */
 };
+
+static void free_source(struct migrate_source *s)
+{
+	if (s->pidfd >= 0)
+		close(s->pidfd);
+	free(s);
+}
 
 static int receive_hello(struct migrate_source *s)
 {
 	struct mig_section sec;
 	if (mig_expect(&s->c, MIG_HELLO, &sec))
 		return -1;
-	struct mig_cursor cur;
-	mig_cursor_init(&cur, sec.payload, sec.len, "hello");
-	s->r.peer_pid = (pid_t)mig_get_u32(&cur);
-	s->hello_flags = mig_get_u32(&cur);
-	uint32_t n = mig_get_u32(&cur);
-	int rc = 0;
-	if (n > MACHINE_MAX_DEVICES)
-		rc = vmm_fail("hello: %u state versions (at most %d)", n, MACHINE_MAX_DEVICES);
-	for (uint32_t i = 0; rc == 0 && i < n && !cur.short_read; i++) {
-		struct version_range *v = &s->versions[i];
-		uint8_t len = mig_get_u8(&cur);
-		if (len == 0 || len >= sizeof(v->kind)) {
-			rc = vmm_fail("hello: a device kind of %u bytes (1..%zu)", len, sizeof(v->kind) - 1);
-			break;
-		}
-		mig_get_bytes(&cur, v->kind, len);
-		v->kind[len] = '\0';
-		v->min = mig_get_u16(&cur);
-		v->max = mig_get_u16(&cur);
-		if (strlen(v->kind) != len || v->min > v->max)
-			rc = vmm_fail("hello: bad state versions for \"%.*s\"", (int)len, v->kind);
-	}
-	s->nversions = n;
-	if (rc == 0)
-		rc = mig_cursor_finish(&cur);
+	int rc = mig_hello_decode(sec.payload, sec.len, &s->hello);
 	mig_section_free(&sec);
-	return rc;
+	if (rc)
+		return -1;
+	s->r.peer_pid = (pid_t)s->hello.pid;
+	/* The process that will run the VM: if it fails after COMMIT, it is
+	 * killed before the VM may resume here, so it must exist now. */
+	if ((s->pidfd = pidfd_open(s->r.peer_pid, 0)) < 0)
+		return vmm_fail_errno("hello: target pid %u: pidfd_open", s->hello.pid);
+	return 0;
 }
 
 /* The version to write device d's state in: the newest that both ends
@@ -91,8 +80,8 @@ static int pick_version(const struct migrate_source *s, const struct device *d, 
 	*out = 0;
 	if (!t->state_version)
 		return 0;
-	for (unsigned i = 0; i < s->nversions; i++) {
-		const struct version_range *v = &s->versions[i];
+	for (unsigned i = 0; i < s->hello.nkinds; i++) {
+		const struct mig_kind_versions *v = &s->hello.kinds[i];
 		if (strcmp(v->kind, t->kind))
 			continue;
 		uint16_t best = t->state_version < v->max ? t->state_version : v->max;
@@ -125,7 +114,7 @@ static int send_description(struct migrate_source *s)
 		return vmm_fail("%s: %u devices, a migration carries at most %d", vm->name, vm->ndevices,
 				MACHINE_MAX_DEVICES);
 	d->ndevices = vm->ndevices;
-	bool transfer = s->o.backend_transfer && (s->hello_flags & MIG_HELLO_BACKEND_TRANSFER);
+	bool transfer = s->o.backend_transfer && (s->hello.flags & MIG_HELLO_BACKEND_TRANSFER);
 	for (unsigned i = 0; i < vm->ndevices; i++) {
 		struct device *dev = vm->devices[i];
 		struct machine_device *m = &d->devices[i];
@@ -306,7 +295,7 @@ static int fail_source(struct migrate_source *s)
 	mig_send_error(&s->c, msg);
 	thaw(s);
 	vmm_fail("%s: migration failed, the VM runs on here: %s", s->vm->name, msg);
-	free(s);
+	free_source(s);
 	return -1;
 }
 
@@ -319,7 +308,9 @@ struct migrate_source *migrate_source_begin(struct vm *vm, int fd, const struct 
 		vmm_fail("out of memory");
 		return NULL;
 	}
-	*s = (struct migrate_source){ .vm = vm, .c = { fd, timeout_of(o->timeout_ms), "target" }, .o = *o };
+	*s = (struct migrate_source){
+		.vm = vm, .c = { fd, timeout_of(o->timeout_ms), "target" }, .o = *o, .pidfd = -1
+	};
 	if (receive_hello(s) || send_description(s) || receive_plan(s) || send_memory_and_backends(s)) {
 		fail_source(s);
 		return NULL;
@@ -340,6 +331,65 @@ void migrate_source_cancel(struct migrate_source *s, const char *why)
 	}
 }
 
+/* Whether the target sent MIG_STARTING before it went: everything it sent
+ * is in the socket now, so nothing here waits. */
+static bool said_starting(struct migrate_source *s)
+{
+	struct mig_conn c = s->c;
+	c.timeout_ms = 0;
+	struct mig_section sec;
+	while (mig_recv(&c, &sec) == 0) {
+		bool starting = sec.type == MIG_STARTING;
+		mig_section_free(&sec);
+		if (starting)
+			return true;
+	}
+	return false;
+}
+
+/* The target failed between COMMIT and MIG_STARTING (`why`). Its vCPUs
+ * have not run, but it holds the guest RAM and may hold the backends: the
+ * VM resumes here only once the target is certainly gone, never on a mere
+ * timeout. -1 always; the message says where the VM is. */
+static int fail_after_commit(struct migrate_source *s, struct migrate_report *r)
+{
+	char why[512];
+	snprintf(why, sizeof(why), "%s", vmm_error());
+	struct vm *vm = s->vm;
+	int pid = (int)s->r.peer_pid;
+	r->after_commit = true;
+	if (pidfd_send_signal(s->pidfd, SIGKILL, NULL, 0) < 0 && errno != ESRCH) {
+		vmm_fail_errno("%s: migration failed after the commit point (%s), and killing target process %d failed; "
+			       "the VM stays paused here: kill it, then vm:resume()", vm->name, why, pid);
+		free_source(s);
+		return -1;
+	}
+	struct pollfd p = { .fd = s->pidfd, .events = POLLIN };
+	int n;
+	while ((n = poll(&p, 1, s->c.timeout_ms)) < 0 && errno == EINTR)
+		;
+	if (n != 1) {
+		vmm_fail("%s: migration failed after the commit point (%s); target process %d did not exit within %d ms "
+			 "of SIGKILL, so the VM stays paused here: vm:resume() once it is gone", vm->name, why, pid,
+			 s->c.timeout_ms);
+		free_source(s);
+		return -1;
+	}
+	if (said_starting(s)) {
+		/* It may have run the guest: this copy of the state is stale. */
+		give_up(s);
+		vmm_fail("%s: the target process %d started the VM and then died (%s); the VM is lost", vm->name, pid,
+			 why);
+		free_source(s);
+		return -1;
+	}
+	thaw(s);
+	vmm_fail("%s: migration failed after the commit point, the VM runs on here (target process %d killed): %s",
+		 vm->name, pid, why);
+	free_source(s);
+	return -1;
+}
+
 int migrate_source_finish(struct migrate_source *s, struct migrate_report *r)
 {
 	memset(r, 0, sizeof(*r));
@@ -350,9 +400,12 @@ int migrate_source_finish(struct migrate_source *s, struct migrate_report *r)
 	if (mig_send(&s->c, MIG_COMMIT, 0, NULL, 0, NULL, 0))
 		return fail_source(s);
 	s->r.commit_ns = monotonic_ns();
+	/* Still paused, devices and backends kept, until the target starts. */
+	if (expect_empty(&s->c, MIG_STARTING))
+		return fail_after_commit(s, r);
 	give_up(s);
 	*r = s->r;
-	free(s);
+	free_source(s);
 	return 0;
 }
 
@@ -394,24 +447,25 @@ void migrate_target_free(struct migrate_target *t)
 }
 
 /* The state versions this build loads, of every type that has state. */
-static void put_versions(struct mig_buf *b, const struct device_registry *r)
+static int hello_of(const struct device_registry *r, bool backend_transfer, struct mig_hello *h)
 {
-	uint32_t n = 0;
+	memset(h, 0, sizeof(*h));
+	h->pid = (uint32_t)getpid();
+	h->flags = backend_transfer ? MIG_HELLO_BACKEND_TRANSFER : 0;
 	const struct device_type *const *lists[] = { r->board_types, r->types };
-	for (unsigned l = 0; l < 2; l++)
-		for (const struct device_type *const *t = lists[l]; *t; t++)
-			n += (*t)->state_version != 0;
-	mig_put_u32(b, n);
 	for (unsigned l = 0; l < 2; l++)
 		for (const struct device_type *const *t = lists[l]; *t; t++) {
 			if (!(*t)->state_version)
 				continue;
-			size_t len = strlen((*t)->kind);
-			mig_put_u8(b, (uint8_t)len);
-			mig_put_bytes(b, (*t)->kind, len);
-			mig_put_u16(b, (*t)->state_min_load);
-			mig_put_u16(b, (*t)->state_version);
+			if (h->nkinds == MIG_HELLO_MAX_KINDS || strlen((*t)->kind) > MIG_KIND_MAX)
+				return vmm_fail("hello: device kind %s: more than %d kinds, or a name over %d bytes",
+						(*t)->kind, MIG_HELLO_MAX_KINDS, MIG_KIND_MAX);
+			struct mig_kind_versions *k = &h->kinds[h->nkinds++];
+			snprintf(k->kind, sizeof(k->kind), "%s", (*t)->kind);
+			k->min = (*t)->state_min_load;
+			k->max = (*t)->state_version;
 		}
+	return 0;
 }
 
 int migrate_offer(struct migrate_target *t, bool backend_transfer, const struct device_registry *r,
@@ -419,11 +473,12 @@ int migrate_offer(struct migrate_target *t, bool backend_transfer, const struct 
 {
 	if (t->offered)
 		return vmm_fail("migration: the description was already received");
+	struct mig_hello h;
+	if (hello_of(r, backend_transfer, &h))
+		return -1;
 	struct mig_buf b;
 	mig_buf_init(&b);
-	mig_put_u32(&b, (uint32_t)getpid());
-	mig_put_u32(&b, backend_transfer ? MIG_HELLO_BACKEND_TRANSFER : 0);
-	put_versions(&b, r);
+	mig_hello_encode(&b, &h);
 	if (send_buf(&t->c, MIG_HELLO, 0, &b, NULL, 0))
 		return -1;
 	struct mig_section sec;
@@ -690,6 +745,20 @@ struct vm *migrate_receive(struct migrate_target *t, const struct migrate_plan *
 	}
 	r->commit_ns = monotonic_ns();
 	in.vm->incoming_loaded = true;
+	in.vm->awaiting_start = true;
 	in.vm->state = VM_PAUSED;
 	return in.vm;
+}
+
+int migrate_start(struct migrate_target *t, struct vm *vm)
+{
+	if (!vm->awaiting_start)
+		return vmm_fail("%s: not a VM received on this connection and waiting to start", vm->name);
+	/* Once this is sent, the source never resumes its copy. If it cannot
+	 * be sent, the source is gone or rolling back (it kills this process
+	 * first): the VM must not run here. */
+	if (mig_send(&t->c, MIG_STARTING, 0, NULL, 0, NULL, 0))
+		return vmm_fail_context("%s: not started", vm->name);
+	vm->awaiting_start = false;
+	return vm_resume(vm);
 }

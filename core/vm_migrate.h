@@ -26,8 +26,10 @@
  *   loads it all (no guest memory
  *   written, no backend touched)
  *   READY                            --->
- *                                    <---   COMMIT; the source stops the VM
- *   vm_resume(): datapaths, vCPUs
+ *                                    <---   COMMIT; the source stays paused
+ *   the caller's switch-over
+ *   STARTING                         --->   the source stops the VM and
+ *   datapaths, vCPUs                        frees its devices
  *
  * Versions: a source writes each device's state in the newest version the
  * target loads and it can write; where there is none it refuses in one
@@ -37,9 +39,14 @@
  * Until COMMIT the source owns the VM: any failure (a refused or corrupt
  * section, a timeout, the target gone) makes it send ERROR if it can, undo
  * the freeze and resume with its backends as they were; the target then
- * frees what it built and reports one error. The source never reads a
- * backend while it waits: its main thread, which runs the datapaths, is in
- * here. */
+ * frees what it built and reports one error. Between COMMIT and STARTING
+ * the target must not run the guest or touch a backend; if it fails there
+ * (dies, gives up, times out), the source kills it through a pidfd taken
+ * from HELLO's pid, waits until it is gone, and only then resumes -- unless
+ * a STARTING reached the socket before it died, in which case the guest
+ * may have run there and the VM is lost rather than run twice. The source
+ * never reads a backend while it waits: its main thread, which runs the
+ * datapaths, is in here. */
 #ifndef VMM_VM_MIGRATE_H
 #define VMM_VM_MIGRATE_H
 
@@ -69,6 +76,7 @@ struct migrate_report {
 	uint64_t freeze_ns;     /* the source's vCPUs stopped */
 	uint64_t loaded_ns;     /* READY sent (target) / received (source) */
 	uint64_t commit_ns;     /* COMMIT sent (source) / received (target) */
+	bool after_commit;      /* source: failed after COMMIT (the target was killed) */
 	unsigned ndevices;
 	bool transferred[MACHINE_MAX_DEVICES]; /* by device index */
 };
@@ -109,11 +117,19 @@ struct migrate_plan {
 	char backend[MACHINE_MAX_DEVICES][64];
 };
 
-/* Runs the rest of the protocol. The VM comes back committed and "paused":
- * vm_resume() starts it. `local` gives this process's console_fd, loop and
- * registry (the rest comes from the description). NULL with a message on failure,
- * after telling the source (which then resumes). */
+/* Runs the protocol up to COMMIT. The VM comes back loaded and paused,
+ * with no datapath started, and vm_resume() refuses it: the caller does
+ * the rest of its work (the network switch-over), then migrate_start().
+ * `local` gives this process's console_fd, loop and registry (the rest
+ * comes from the description). NULL with a message on failure, after
+ * telling the source (which then resumes). */
 struct vm *migrate_receive(struct migrate_target *t, const struct migrate_plan *p,
 			   const struct vm_config *local, struct migrate_report *r);
+
+/* Tells the source that the VM starts here (MIG_STARTING, the point of no
+ * return), then starts its datapaths and vCPUs. If the source cannot be
+ * told, the VM does not start (-1). A target that gives up instead, or
+ * dies, is killed by the source, which then resumes the VM. */
+int migrate_start(struct migrate_target *t, struct vm *vm);
 
 #endif

@@ -54,6 +54,7 @@ struct vm {
 
 	bool incoming;                /* built by a migration, not booted */
 	bool incoming_loaded;         /* loaded and committed, vCPUs never ran here */
+	bool awaiting_start;          /* ...and the source not told yet (migrate_start) */
 
 	enum vm_state state;
 	pthread_mutex_t lock;         /* guards stop_reason and stop_pending */

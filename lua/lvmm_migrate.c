@@ -5,9 +5,10 @@
  *   core.mig_connect(path) -> conn | nil, err
  *   conn:send_begin(vm, opts) -> true | nil, err         (source, VM running)
  *   conn:readable() -> bool                              (wakes the loop when it becomes so)
- *   conn:send_finish() -> report | nil, err              (source: freeze, state, commit)
+ *   conn:send_finish() -> report | nil, err, after_commit (source: freeze, state, commit)
  *   conn:offer(accept_backends) -> desc | nil, err       (target)
- *   conn:receive(plan, console) -> vm, report | nil, err (target)
+ *   conn:receive(plan, console) -> vm, report | nil, err (target: up to COMMIT)
+ *   conn:start(vm) -> true | nil, err                    (target: STARTING, then run)
  *
  * Policy (which backends go over, which TAP replaces one that does not,
  * the network switch-over) is the caller's. */
@@ -229,8 +230,11 @@ static int l_send_finish(lua_State *L)
 		return fail_result(L);
 	}
 	struct migrate_report r;
-	if (migrate_source_finish(s, &r))
-		return fail_result(L);
+	if (migrate_source_finish(s, &r)) {
+		fail_result(L);
+		lua_pushboolean(L, r.after_commit);
+		return 3;
+	}
 	push_report(L, &r);
 	return 1;
 }
@@ -359,6 +363,17 @@ static int l_receive(lua_State *L)
 	return 2;
 }
 
+/* conn:start(vm) -> true | nil, err: the VM that receive() gave starts
+ * (the source is told first, and lets go of it). */
+static int l_start(lua_State *L)
+{
+	struct conn *c = check_conn(L);
+	struct vm *vm = lvmm_check_vm(L, 2);
+	if (!c->target)
+		return luaL_error(L, "migration connection: call offer() and receive() first");
+	return lvmm_result(L, migrate_start(c->target, vm));
+}
+
 static int l_conn_fd(lua_State *L)
 {
 	lua_pushinteger(L, check_conn(L)->fd);
@@ -482,7 +497,7 @@ static int l_listener_path(lua_State *L)
 
 static const luaL_Reg conn_methods[] = {
 	{ "send_begin", l_send_begin }, { "send_finish", l_send_finish }, { "send_cancel", l_send_cancel }, { "readable", l_readable },
-	{ "offer", l_offer }, { "receive", l_receive },
+	{ "offer", l_offer }, { "receive", l_receive }, { "start", l_start },
 	{ "close", l_conn_close }, { "fd", l_conn_fd }, { NULL, NULL },
 };
 

@@ -75,26 +75,62 @@ function methods:migrate(opts)
   elseif getmetatable(conn) == nil or not conn.send_begin then
     error("vm:migrate: field to: expected a socket path or a control connection, got " .. type(conn), 2)
   end
-  local names, allowed, has_backend = {}, {}, {}
+  local names, allowed, has_backend, links = {}, {}, {}, {}
   for i, d in ipairs(self:devices()) do
     names[i], has_backend[i] = d.name, d.backend ~= nil
     if overrides[d.name] ~= nil then allowed[i] = overrides[d.name] ~= false end
+    if d.kind == "virtio-net" then links[#links + 1] = M.link_snapshot(d.config.ifname) end
   end
   -- The target builds its VM while this VM, its datapath and console run
   -- on: only then does the freeze start (send_finish).
-  local report
+  local report, after_commit
   report, err = conn:send_begin(self, { backend_transfer = transfer, devices = allowed, timeout = timeout })
   if report then
     if task.wait(function() return conn:readable() end, timeout) then
-      report, err = conn:send_finish()
+      report, err, after_commit = conn:send_finish()
     else
       report, err = conn:send_cancel(string.format("the target did not get ready within %g s", timeout))
     end
   end
   if type(opts.to) == "string" then conn:close() end
-  if not report then return nil, err end
+  if not report then
+    -- A target that failed after the commit point may have begun the
+    -- network switch-over (old TAP down, its addresses moved): undo it.
+    if after_commit and self:state() ~= "stopped" then
+      for _, l in ipairs(links) do
+        for _, p in ipairs(M.link_restore(l)) do err = err .. "; restoring " .. l.ifname .. ": " .. p end
+      end
+    end
+    return nil, err
+  end
   report.transferred = M.by_name(names, report.transferred, has_backend)
   return report
+end
+
+-- The host side of a TAP before a migration: {ifname, up, addresses}.
+function M.link_snapshot(ifname)
+  local link = net.link(ifname)
+  return { ifname = ifname, up = link and link.up, addresses = link and net.addresses(ifname) or {} }
+end
+
+-- Puts a TAP's host side back as link_snapshot saw it (addresses re-added,
+-- link up again) -> list of problems.
+function M.link_restore(l)
+  local problems = {}
+  if not net.exists(l.ifname) then return { "the TAP is gone" } end
+  local have = {}
+  for _, a in ipairs(net.addresses(l.ifname)) do have[a] = true end
+  for _, a in ipairs(l.addresses) do
+    if not have[a] and not a:match("^fe80:") then
+      local ok, e = net.add_address(l.ifname, a)
+      if not ok then problems[#problems + 1] = e end
+    end
+  end
+  if l.up then
+    local ok, e = net.set_up(l.ifname, true)
+    if not ok then problems[#problems + 1] = e end
+  end
+  return problems
 end
 
 -- {true, false, ...} by device index -> {net0 = true, ...} for the devices
@@ -156,7 +192,7 @@ end
 -- ---- target ---------------------------------------------------------------
 
 local RECEIVE_FIELDS = { from = true, listen = true, backend_transfer = true, device = true,
-                         console = true, timeout = true, switch_network = true }
+                         console = true, timeout = true, switch_network = true, before_start = true }
 
 local function accept_one(path, timeout)
   local listener, err = core.mig_listen(path)
@@ -215,13 +251,18 @@ end
 
 -- vmm.receive{from = path | listen = path, backend_transfer = true,
 -- device = function(net) -> {transfer = bool, ifname = name}, console,
--- timeout = 30, switch_network = true} -> vm, report | nil, err.
+-- timeout = 30, switch_network = true, before_start = function(vm)} ->
+-- vm, report | nil, err.
 -- `from`: the control socket of the VM's process (vm:serve); `listen`:
 -- wait there for a vm:migrate{to = ...}. device(d) is called for each
 -- device with a backend and sees {kind, name, ifname, mac, queues, vhost,
 -- queue_size (its configuration), transfer_offered, backend_transfer (the
 -- device's own opt-in, which it keeps here)}; it may decline the backend
--- or name the new one (ifname). The VM comes back running.
+-- or name the new one (ifname). before_start(vm) runs after the source
+-- committed and the network was switched over, before the guest runs here
+-- (the source, paused, can still resume it): an error there stops the
+-- migration, and the source then kills this process and resumes the VM.
+-- The VM comes back running.
 -- report: {peer_pid, freeze_ms, transferred = {net0 = true},
 -- new_taps = {net1 = "tap1-b"}, switch_problems = {...}}.
 function M.receive(opts)
@@ -233,6 +274,7 @@ function M.receive(opts)
   end
   local accept = check_field("vmm.receive", opts, "backend_transfer", "boolean", true)
   local hook = check_field("vmm.receive", opts, "device", "function")
+  local before_start = check_field("vmm.receive", opts, "before_start", "function")
   local console = check_field("vmm.receive", opts, "console", "string")
   local switch = check_field("vmm.receive", opts, "switch_network", "boolean", true)
   local timeout = check_timeout("vmm.receive", opts)
@@ -263,16 +305,25 @@ function M.receive(opts)
     end
   end
   local vm, report = conn:receive(plan, console)
-  conn:close()
-  if not vm then return nil, "vmm.receive: " .. report end
+  if not vm then conn:close() return nil, "vmm.receive: " .. report end
+  -- Committed: the source waits, paused, for this side to start the VM.
   local problems = {}
   if switch then
     for _, s in ipairs(switches) do
       for _, p in ipairs(M.switch_network(s)) do problems[#problems + 1] = p end
     end
   end
+  if before_start then
+    local ok, e = pcall(before_start, vm)
+    if not ok then
+      conn:close()
+      vm:close()
+      return nil, "vmm.receive: before_start: " .. tostring(e)
+    end
+  end
   local ok
-  ok, err = vm:resume()
+  ok, err = conn:start(vm)
+  conn:close()
   local resumed = core.now()
   if not ok then vm:close() return nil, "vmm.receive: " .. err end
   report.transferred = M.by_name(names, report.transferred, has_backend)

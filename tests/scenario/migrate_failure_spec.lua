@@ -2,7 +2,8 @@
 -- TAP datapath, backend transfer on) serves its control socket; targets
 -- (scripts/migrate.lua in a child process) reach it through the
 -- man-in-the-middle proxy build/migproxy (tests/tools/migproxy.c), which
--- kills, cuts, corrupts or stalls the stream. After each attempt the VM
+-- kills, cuts, corrupts or stalls the stream (or a target that hangs
+-- after the commit point). After each attempt the VM
 -- must still run here, answer pings and its console; the guest's counter
 -- and its TCP connection to the host keep going through all of it; and a
 -- real migration afterwards (no proxy) still works, TAP transferred.
@@ -141,18 +142,46 @@ describe("failed local migrations (userspace TAP datapath, backend transfer)", f
     assert_source_intact()
   end)
 
+  it("resumes only once the target is gone when it dies after COMMIT, before its vCPUs start", function()
+    -- To the source, the target vanishes right after COMMIT went out: the
+    -- source, still paused with its devices, kills it and then resumes.
+    local out, status, log = attempt_through_proxy { "--kill-target-at-type", "commit" }
+    assert.are.equal(128 + 9, status, "the target was not killed: " .. out .. "\nthe proxy's log: " .. log)
+    assert.matches("killed target process %d+ when the source's commit section arrived", log)
+    assert_source_intact()
+  end)
+
+  it("kills a target that stalls after COMMIT, its network switched over to a new TAP, and resumes with its own TAP up again", function()
+    -- The target takes no backend: it opens lvmigf-b, moves the host's
+    -- address and link there, then hangs before starting. The source waits
+    -- SERVE_TIMEOUT, kills it, waits until it is gone, restores its TAP.
+    local script = string.format([[
+      local vmm = require "vmm"
+      local vm, err = vmm.receive { from = %q, backend_transfer = false, console = "none",
+        before_start = function() io.stderr:write("target: committed, hanging\n") vmm.sleep(3600) end }
+      io.stderr:write("target: ", tostring(err), "\n")
+      os.exit(1)]], sock)
+    local target = assert(vmm.background { S.VMM, "-e", script })
+    leftovers[#leftovers + 1] = { cmd = target }
+    local out, status = target:wait(120)
+    assert(out, status)
+    assert.matches("target: committed, hanging", out, 1, true)
+    assert.are.equal(128 + 9, status, "the source did not kill the target: " .. out)
+    assert.is_false(vmm.net.exists(require("vmm.migrate").replacement_ifname(IFNAME)),
+      "the target's TAP outlived it")
+    assert_source_intact() -- pings: the host's address is back on the source's TAP
+    local addrs = vmm.net.addresses(IFNAME)
+    assert.is_true(table.concat(addrs, " "):find(host_ip .. "/24", 1, true) ~= nil,
+      "the source's TAP has " .. table.concat(addrs, ", "))
+  end)
+
   it("kept the guest's counter and its TCP connection going through every failed attempt", function()
     assert.are.equal("running", vm:state())
     local after = S.read_count(vm)
     assert.is_true(after > count_before, string.format("count %d now, %d before", after, count_before))
-    local k, gap
-    vmm.wait_until(function()
-      k, gap = S.stream_count(counter.file)
-      return not k or k >= after
-    end, 20)
-    assert(k, gap)
-    assert.is_true(k >= after and k > stream_before, string.format(
-      "the TCP stream has %d numbers (%d before); the guest counted to %d", k, stream_before, after))
+    local k, why = S.wait_stream(counter.file, after)
+    assert(k, string.format("the guest counted to %d: %s", after, tostring(why)))
+    assert.is_true(k > stream_before, string.format("the TCP stream has %d numbers, %d before", k, stream_before))
     assert(S.counter_alive(vm, counter))
   end)
 
@@ -174,13 +203,7 @@ describe("failed local migrations (userspace TAP datapath, backend transfer)", f
     assert.matches("net0: backend transferred", took, 1, true)
     -- The guest, now in the child, still answers and its TCP stream goes on.
     assert(S.ping(guest_ip))
-    local k, gap
-    vmm.wait_until(function()
-      k, gap = S.stream_count(counter.file)
-      return not k or k >= stream_now + 5
-    end, 20)
-    assert(k, gap)
-    assert.is_true(k >= stream_now + 5, string.format("the TCP stream stalled at %d numbers", k))
+    assert(S.wait_stream(counter.file, stream_now + 5))
     os.remove(sock2)
   end)
 end)

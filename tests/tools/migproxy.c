@@ -36,6 +36,12 @@
  *   --stall-after-type T forward nothing more from the source after the
  *                        first section of type T, keeping both connections
  *                        open ("migproxy: stalled after <type>")
+ *   --kill-target-at-type T
+ *                        when the first section of type T from the source
+ *                        is complete, SIGKILL the target (the pid in its
+ *                        HELLO) instead of forwarding it, wait until it is
+ *                        gone, then close both sides: to the source, the
+ *                        target died right after that section went out
  * Each fault done prints one line on stderr ("migproxy: flipped byte 1234
  * (section vcpu)"), and a last line sums up. Exits 0 once either side
  * closed (or a fault closed both), after forwarding what was pending;
@@ -49,6 +55,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/pidfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -71,9 +79,11 @@ struct faults {
 	unsigned stall_after_type; /* 0: none; else forward nothing more after it */
 	long long plan_count;      /* -1: none; else the target's PLAN claims this many devices */
 	long long plan_take;       /* -1: none; else the target's PLAN takes device I's backend */
+	unsigned kill_at_type;     /* 0: none; else kill the target when this section arrives */
 };
 
-static struct faults faults = { -1, -1, false, 0, 0, 0, 0, -1, -1 };
+static struct faults faults = { -1, -1, false, 0, 0, 0, 0, -1, -1, 0 };
+static uint32_t target_pid; /* from the target's HELLO; 0 until then */
 static bool stalled; /* --stall-after-type happened: source->target holds everything */
 static bool closing; /* a fault ends the session once the output is flushed */
 
@@ -317,9 +327,42 @@ static void rewrite_plan(struct dir *d, size_t n, uint32_t id, unsigned nfds)
 		mig_header_encode(d->buf, MIG_PLAN, id, payload, (uint32_t)len, nfds);
 }
 
+/* --kill-target-at-type: SIGKILL, then wait until the process is gone. */
+static void kill_target(uint32_t type)
+{
+	if (!target_pid) {
+		say("no HELLO from the target: nothing to kill at %s", section_name(type));
+		return;
+	}
+	int pidfd = pidfd_open((pid_t)target_pid, 0);
+	if (pidfd < 0 || pidfd_send_signal(pidfd, SIGKILL, NULL, 0) < 0) {
+		say("cannot kill target process %u: %s", target_pid, strerror(errno));
+	} else {
+		struct pollfd p = { .fd = pidfd, .events = POLLIN };
+		if (poll(&p, 1, 10000) != 1)
+			say("target process %u did not exit within 10 s of SIGKILL", target_pid);
+		else
+			say("killed target process %u when the source's %s section arrived", target_pid,
+			    section_name(type));
+	}
+	if (pidfd >= 0)
+		close(pidfd);
+}
+
 /* Forwards the complete section of n bytes at the front of the buffer. */
 static void forward_section(struct dir *d, size_t n, uint32_t type, uint32_t id)
 {
+	if (!d->faults && type == MIG_HELLO && n >= MIG_HEADER_SIZE + 4 && !target_pid) {
+		const uint8_t *p = d->buf + MIG_HEADER_SIZE;
+		target_pid = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+	}
+	if (d->faults && faults.kill_at_type == type) {
+		faults.kill_at_type = 0;
+		kill_target(type);
+		consume(d, n);
+		closing = true;
+		return;
+	}
 	int fds[MIG_MAX_FDS];
 	unsigned nfds = take_fds(d, d->base + n, fds);
 	if (d->faults && faults.wrong_fd && type == MIG_BACKEND && nfds)
@@ -610,7 +653,7 @@ static void usage(void)
 	fprintf(stderr, "usage: migproxy LISTEN_PATH UPSTREAM_PATH [--truncate-after N] [--flip-byte OFFSET]\n"
 			"                [--wrong-fd] [--close-after-type T] [--truncate-in-type T]\n"
 			"                [--flip-in-type T] [--stall-after-type T] [--plan-count N]\n"
-			"                [--plan-take I]\n");
+			"                [--plan-take I] [--kill-target-at-type T]\n");
 	exit(1);
 }
 
@@ -666,6 +709,8 @@ static void parse_faults(int argc, char **argv)
 			faults.plan_take = parse_count(opt, val);
 		else if (!strcmp(opt, "--stall-after-type"))
 			faults.stall_after_type = parse_type(val);
+		else if (!strcmp(opt, "--kill-target-at-type"))
+			faults.kill_at_type = parse_type(val);
 		else
 			usage();
 	}
