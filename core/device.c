@@ -102,6 +102,21 @@ const struct dev_field *device_backend_field(const struct device_type *t)
 	return NULL;
 }
 
+const char *device_backend_name(const struct device_type *t, const void *config)
+{
+	const struct dev_field *f = device_backend_field(t);
+	const char *name = f && config ? (const char *)config + f->offset : NULL;
+	return name && *name ? name : NULL;
+}
+
+bool device_same_backend(const struct device_type *t, const void *config, const struct device_type *other,
+			 const void *other_config)
+{
+	const char *a = device_backend_name(t, config);
+	const char *b = other == t ? device_backend_name(other, other_config) : NULL;
+	return a && b && !strcmp(a, b);
+}
+
 const struct device_type *device_registry_find(const struct device_registry *r, const char *kind)
 {
 	for (const struct device_type *const *t = r->types; *t; t++)

@@ -155,6 +155,13 @@ void *device_alloc(size_t size, const struct device_type *t, const char *name);
 
 /* The field that names a type's backend, or NULL. */
 const struct dev_field *device_backend_field(const struct device_type *t);
+/* The backend that config (of type t) names ("tap0"), or NULL when the
+ * type has no backend field or the field is empty. */
+const char *device_backend_name(const struct device_type *t, const void *config);
+/* Whether two devices would share one backend: the same type, naming the
+ * same backend. */
+bool device_same_backend(const struct device_type *t, const void *config, const struct device_type *other,
+			 const void *other_config);
 
 /* ---- the registry ---------------------------------------------------------- */
 

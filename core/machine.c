@@ -105,15 +105,14 @@ static int check_devices(const struct machine_desc *d, const struct device_regis
 			return vmm_fail(PREFIX "%s: %s state version %u (this build loads %u..%u)", p.s,
 					m->type->kind, m->state_version, m->type->state_min_load,
 					m->type->state_version);
-		const struct dev_field *bf = device_backend_field(m->type);
 		for (unsigned j = 0; j < i; j++) {
 			const struct machine_device *o = &d->devices[j];
 			if (!strcmp(o->name, m->name))
 				return vmm_fail(PREFIX "%s: name \"%s\" already used by device@%u", p.s, m->name, j);
-			if (bf && o->type == m->type && *((const char *)m->config + bf->offset) &&
-			    !strcmp((const char *)o->config + bf->offset, (const char *)m->config + bf->offset))
-				return vmm_fail(PREFIX "%s: %s \"%s\" already used by device@%u", p.s, bf->name,
-						(const char *)m->config + bf->offset, j);
+			if (device_same_backend(m->type, m->config, o->type, o->config))
+				return vmm_fail(PREFIX "%s: %s \"%s\" already used by device@%u", p.s,
+						device_backend_field(m->type)->name,
+						device_backend_name(m->type, m->config), j);
 		}
 	}
 	if (d->ndevices < nboard)

@@ -517,15 +517,14 @@ void vm_poll(struct vm *vm)
 /* Names are unique, and so are the backends of one type. */
 static int check_unique(struct vm *vm, const struct device_type *t, const char *name, const void *config)
 {
-	const struct dev_field *bf = device_backend_field(t);
-	const char *backend = bf ? (const char *)config + bf->offset : NULL;
 	for (unsigned i = 0; i < vm->ndevices; i++) {
 		const struct device *d = vm->devices[i];
 		if (!strcmp(d->name, name))
 			return vmm_fail("%s: the device name %s is already taken", vm->name, name);
-		if (backend && *backend && d->type == t && !strcmp((const char *)d->config + bf->offset, backend))
+		if (device_same_backend(t, config, d->type, d->config))
 			return vmm_fail("%s: %s: %s %s is already the backend of %s", vm->name, name,
-					t->backend_label ? t->backend_label : bf->name, backend, d->name);
+					t->backend_label ? t->backend_label : device_backend_field(t)->name,
+					device_backend_name(t, config), d->name);
 	}
 	return 0;
 }
