@@ -60,10 +60,7 @@ for index, c in ipairs(CASES) do
                                        backend_transfer = not c.device_opt_out }
       original_mac = assert(vmm.net.link(c.ifname)).mac
       counter = S.start_counter(vm, host_ip, c.port)
-      assert(S.ping(guest_ip)) -- the host now knows the guest's MAC: no loss to ARP below
-      ping = S.start_ping(guest_ip)
-      assert(vmm.wait_until(function() return select(3, S.ping_replies(ping.file)) >= 20 end, 30),
-        "the fast ping got no replies: " .. S.read_file(ping.file))
+      ping = S.start_ping_answered(guest_ip)
     end)
 
     lazy_teardown(function()
@@ -104,14 +101,9 @@ for index, c in ipairs(CASES) do
       local _, max_then = S.ping_replies(ping.file)
       assert(vmm.wait_until(function() return select(2, S.ping_replies(ping.file)) >= max_then + 20 end, 20),
         "no new ping replies within 20 s after the migration (last answered icmp_seq " .. max_then .. ")")
-      local k, gap
-      vmm.wait_until(function()
-        k, gap = S.stream_count(counter.file)
-        return not k or k >= stream_before + 5
-      end, 20)
-      assert(k, gap)
-      assert.is_true(k >= stream_before + 5, string.format(
-        "the TCP stream stalled in the other process: %d numbers, %d before the migration", k, stream_before))
+      local _, why = S.wait_stream(counter.file, stream_before + 5)
+      assert(not why, string.format("in the other process (%d numbers before the migration): %s", stream_before,
+        tostring(why)))
     end)
 
     it("takes the VM back with vmm.receive from the socket the other process re-serves; that process exits 0", function()
@@ -137,7 +129,9 @@ for index, c in ipairs(CASES) do
 
     it("keeps the guest's console working", function()
       need_back()
-      assert.are.equal("ok", (vm2:sh("echo ok", 30)))
+      local out, err = vm2:sh("echo ok", 30)
+      assert.are.equal("ok", out, string.format("%s (the VM is %s%s)", tostring(err), vm2:state(),
+        vm2:stop_reason() and (": " .. vm2:stop_reason()) or ""))
     end)
 
     it("keeps the guest's network working both ways", function()
@@ -156,14 +150,10 @@ for index, c in ipairs(CASES) do
       vmm.sleep(0.5)
       local later = S.read_count(vm2)
       assert.is_true(later > after, string.format("the counter stopped at %d", after))
-      local k, gap
-      vmm.wait_until(function()
-        k, gap = S.stream_count(counter.file)
-        return not k or k >= later
-      end, 20)
-      assert(k, gap)
-      assert.is_true(k >= later and k > stream_before, string.format(
-        "the TCP stream has %d numbers (%d before the migrations); the guest counted to %d", k, stream_before, later))
+      local k, why = S.wait_stream(counter.file, later)
+      assert(k, string.format("the guest counted to %d: %s", later, tostring(why)))
+      assert.is_true(k > stream_before, string.format("the TCP stream has %d numbers, %d before the migrations", k,
+        stream_before))
     end)
 
     if c.transfer then

@@ -163,6 +163,20 @@ function S.stream_count(path)
   return k
 end
 
+-- Waits (20 s unless told) until the TCP stream at path holds at least n
+-- numbers, 1..K without a gap -> K, or nil and why (the gap, or where it
+-- stalled).
+function S.wait_stream(path, n, timeout)
+  local k, gap
+  vmm.wait_until(function()
+    k, gap = S.stream_count(path)
+    return not k or k >= n
+  end, timeout or 20)
+  if not k then return nil, gap end
+  if k < n then return nil, string.format("the TCP stream stalled at %d numbers, waiting for %d", k, n) end
+  return k
+end
+
 -- Checks that the counter process and its nc still run in the guest with
 -- the PIDs noted by start_counter -> true, or nil and why.
 function S.counter_alive(vm, counter)
@@ -200,6 +214,17 @@ function S.ping_replies(path)
     end
   end
   return replied, max, n
+end
+
+-- The fast ping, started once the host knows the guest's MAC (a first
+-- ping: no loss to ARP later) and once it got 20 replies -> as start_ping.
+function S.start_ping_answered(ip)
+  assert(S.ping(ip))
+  local p = S.start_ping(ip)
+  if not vmm.wait_until(function() return select(3, S.ping_replies(p.file)) >= 20 end, 30) then
+    error("the fast ping got no replies: " .. S.read_file(p.file), 2)
+  end
+  return p
 end
 
 -- Stops the fast ping (SIGINT, as Ctrl-C) and waits for it to end.
