@@ -5,154 +5,20 @@
  * the same bytes again; a truncated or extended payload, or a version out
  * of range, is refused with a message and leaves the device as it was.
  * A new type is covered once it is in the registry; its fixture (below)
- * gives it a configuration that needs no more than this process has: a
+ * (device_rig.c) gives it a configuration that needs no more than this process has: a
  * network device gets a TAP in a private network namespace (root), and is
  * skipped without one. */
 #include <errno.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uv.h>
 
-#include "bus.h"
 #include "check.h"
 #include "device.h"
+#include "device_rig.h"
 #include "err.h"
-#include "kvm.h"
-#include "memory.h"
 #include "migstream.h"
 #include "registry.h"
-
-#define RAM_SIZE (1u << 20)
-#define MAX_DEVS 16
-
-/* A host with buses, guest RAM and a loop, and no KVM. */
-struct rig {
-	struct device_host host;
-	struct bus pio, mmio;
-	struct kvm kvm;
-	struct guest_mem mem;
-	uint8_t *ram;
-	uv_loop_t loop;
-	struct device *devs[MAX_DEVS];
-	unsigned n;
-};
-
-static void irq_line(void *opaque, unsigned gsi, int level)
-{
-	(void)opaque, (void)gsi, (void)level;
-}
-
-static void console_output(void *opaque, const uint8_t *buf, size_t len)
-{
-	(void)opaque, (void)buf, (void)len;
-}
-
-static void guest_reset(void *opaque, const char *why)
-{
-	(void)opaque, (void)why;
-}
-
-static struct device *find(void *opaque, const char *kind)
-{
-	struct rig *r = opaque;
-	for (unsigned i = 0; i < r->n; i++)
-		if (!strcmp(r->devs[i]->type->kind, kind))
-			return r->devs[i];
-	return NULL;
-}
-
-static bool net_ns; /* a private network namespace: TAPs can be made */
-
-/* The configuration a fixture gives type t: its defaults, and a backend
- * this process can open. false when this machine cannot give one. */
-static bool fixture_config(const struct device_type *t, void *config, unsigned instance)
-{
-	memset(config, 0, t->config_size);
-	if (t->config_defaults)
-		t->config_defaults(config);
-	for (const struct dev_field *f = t->fields; f && f->name; f++) {
-		char *p = (char *)config + f->offset;
-		if (f->kind == DEV_MAC && !(p[0] | p[1] | p[2] | p[3] | p[4] | p[5])) {
-			const uint8_t mac[6] = { 0x52, 0x54, 0x00, 0xab, 0xcd, (uint8_t)instance };
-			memcpy(p, mac, 6);
-		}
-		if (f->backend && f->kind == DEV_STRING) {
-			if (!net_ns) /* the one kind of backend so far: a TAP */
-				return false;
-			snprintf(p, f->size, "dtt%s%u", t->kind, instance);
-			p[f->size - 1] = '\0';
-			if (strlen(p) > f->max) {
-				p[f->max - 1] = (char)('0' + instance);
-				p[f->max] = '\0';
-			}
-		}
-	}
-	return true;
-}
-
-static int rig_up(struct rig *r)
-{
-	memset(r, 0, sizeof(*r));
-	r->ram = calloc(1, RAM_SIZE);
-	if (!r->ram || guest_mem_wrap(&r->mem, r->ram, RAM_SIZE) || uv_loop_init(&r->loop))
-		return -1;
-	bus_init(&r->pio, "pio");
-	bus_init(&r->mmio, "mmio");
-	r->kvm.sys_fd = r->kvm.vm_fd = -1;
-	r->host = (struct device_host){
-		.vm_name = "rig", .kvm = &r->kvm, .mem = &r->mem, .pio = &r->pio, .mmio = &r->mmio,
-		.loop = &r->loop, .opaque = r, .irq_line = irq_line, .console_output = console_output,
-		.guest_reset = guest_reset, .find = find,
-	};
-	for (const struct device_type *const *t = device_registry.board_types; *t; t++) {
-		struct device *d = (*t)->create(&r->host, (*t)->kind, NULL, NULL);
-		if (!d)
-			return -1;
-		r->devs[r->n++] = d;
-	}
-	return 0;
-}
-
-static void rig_down(struct rig *r)
-{
-	while (r->n > 0) {
-		struct device *d = r->devs[--r->n];
-		void *config = d->config;
-		d->type->free(d);
-		free(config);
-	}
-	uv_run(&r->loop, UV_RUN_NOWAIT);
-	uv_loop_close(&r->loop);
-	bus_destroy(&r->pio);
-	bus_destroy(&r->mmio);
-	free(r->ram);
-}
-
-/* The device of type t on rig r: the board's, or a new one. */
-static struct device *instance(struct rig *r, const struct device_type *t, unsigned n)
-{
-	for (unsigned i = 0; i < r->n; i++)
-		if (r->devs[i]->type == t)
-			return r->devs[i];
-	void *config = calloc(1, t->config_size ? t->config_size : 1);
-	if (!config || !fixture_config(t, config, n) || dev_fields_check(t->fields, config, t->kind)) {
-		free(config);
-		return NULL;
-	}
-	char name[16];
-	snprintf(name, sizeof(name), "dev%u", n);
-	struct device *d = t->create(&r->host, name, config, NULL);
-	if (!d) {
-		fprintf(stderr, "  %s: create: %s\n", t->kind, vmm_error());
-		free(config);
-		return NULL;
-	}
-	d->config = config;
-	r->devs[r->n++] = d;
-	return d;
-}
 
 static int save(struct device *d, uint16_t version, struct mig_buf *b)
 {
@@ -177,7 +43,7 @@ static void check_type(const struct device_type *t)
 		CHECK(!"rig_up");
 		return;
 	}
-	struct device *a = instance(&src, t, 1), *b = instance(&dst, t, 2);
+	struct device *a = rig_instance(&src, t, 1), *b = rig_instance(&dst, t, 2);
 	if (!a || !b) {
 		printf("  %s: skipped (no backend this process can open)\n", t->kind);
 		types_skipped++;
@@ -258,8 +124,7 @@ static void test_every_type_is_well_formed(void)
 int main(void)
 {
 	/* A private network namespace for the TAPs of network devices. */
-	net_ns = unshare(CLONE_NEWNET) == 0;
-	if (!net_ns)
+	if (!rig_private_netns())
 		printf("note: no private network namespace (%s): network devices are skipped\n", strerror(errno));
 	RUN(test_every_type_is_well_formed);
 	RUN(test_every_type_with_state_round_trips);
