@@ -708,6 +708,13 @@ static int load_check(struct virtio_net *n, const void *payload, size_t len, str
 	return mig_cursor_finish(&c);
 }
 
+int virtio_net_load_check(struct virtio_net *n, const void *p, size_t len)
+{
+	struct net_loaded l;
+	memset(&l, 0, sizeof(l));
+	return load_check(n, p, len, &l);
+}
+
 int virtio_net_load(struct virtio_net *n, const void *p, size_t len)
 {
 	if (n->vd.active || n->running)

@@ -140,6 +140,9 @@ int virtio_net_save(struct virtio_net *n, struct mig_buf *b);
  * delivers the pending frames before reading the TAP. With a transferred
  * TAP (incoming) the offloads are taken as the source's. */
 int virtio_net_load(struct virtio_net *n, const void *p, size_t len);
+/* virtio_net_load's checks alone: 0 if it would accept p, else -1 with
+ * its message; changes nothing. */
+int virtio_net_load_check(struct virtio_net *n, const void *p, size_t len);
 
 /* MIG_BACKEND payload: the TAP as the kernel shows it (read-only queries):
  *   u32 nqueues, u8 ifname[16] (NUL-padded), u32 vnet_hdr_len,

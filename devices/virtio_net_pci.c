@@ -166,10 +166,12 @@ static int net_load(struct device *d, uint16_t version, const void *p, size_t le
 	if (!pci)
 		return vmm_fail("%s: truncated (PCI function of %u bytes in %zu)", d->name, pci_len, len);
 	size_t rest = mig_cursor_left(&c);
-	/* The function checks its part before it applies it; a refused net
-	 * part then fails the whole migration, whose target never runs. */
-	return virtio_pci_load(n->pci, pci, pci_len) ||
-	       virtio_net_load(n->net, (const uint8_t *)p + (len - rest), rest) ? -1 : 0;
+	/* Decode, then apply: the net part is checked first, the function
+	 * checks its part before it applies it, and the net part, checked
+	 * already, then cannot be refused. A refusal changes nothing. */
+	const uint8_t *net = (const uint8_t *)p + (len - rest);
+	return virtio_net_load_check(n->net, net, rest) || virtio_pci_load(n->pci, pci, pci_len) ||
+	       virtio_net_load(n->net, net, rest) ? -1 : 0;
 }
 
 static int net_resume_loaded(struct device *d)
