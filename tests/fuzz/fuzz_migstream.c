@@ -1,47 +1,50 @@
 /* Fuzz target of the migration stream loader: the input is a byte stream
  * as the target receives it (without fds). It is walked section by section
- * with mig_parse(), and each state section goes to its real loader, on
- * instances that need neither KVM nor a TAP:
- *   MIG_HELLO         mig_hello_decode (as the source reads it)
+ * with mig_parse(), and each section goes to its real decoder or loader,
+ * on instances that need neither KVM nor a guest:
+ *   MIG_HELLO         mig_hello_decode (what the source reads first)
  *   MIG_DESCRIPTION   machine_from_fdt
  *   MIG_VCPU          vcpu_state_load(fds -1)        } on fds -1: a payload that
  *   MIG_MACHINE       machine_state_load(kvm with    } passes the checks fails
  *                     fds -1)                        } at its first ioctl
  *                                                    } (EBADF)
- *   MIG_DEVICE 0      serial8250_load on a serial8250_new() UART
- *   MIG_DEVICE 1      rtc_load on an rtc_new() clock
- *   MIG_DEVICE 4      virtio_pci_load on a virtio-pci function over a dummy
- *                     virtio device (3 queues), on its own PCI bus, no KVM,
- *                     guest RAM wrapped from a static buffer (as
- *                     tests/unit/test_virtio_pci_migrate.c builds one)
- * A MIG_DEVICE section carries the state version the description gave
- * (1) before the state; the fuzz machine's devices are the PC board's
- * (0..3), then one PCI function (4). Not loaded: the virtio-net part of a
- * virtio-net device's state (virtio_net_load needs a real TAP; its
- * refusals are covered by tests/unit/test_net_migrate.c), MIG_MEMORY and MIG_BACKEND
- * (they carry fds, which a stream from memory cannot have), and the
- * protocol sections (HELLO, FREEZE, END...), which hold no device state.
- * A section goes to the instance as the previous sections of the input
- * left it: unlike the real target, which refuses a repeated section, a
- * repeat loads over a loaded device. Each input starts from fresh
- * instances.
+ *   MIG_DEVICE        by device id, through the registry: every device
+ *                     type with state is reached by its own load op on a
+ *                     device rig (tests/unit/device_rig.h): ids 0..3 the
+ *                     PC board's devices (serial8250, rtc, i8042,
+ *                     pci-host), 5.. one of each type a VM can be given
+ *                     (virtio-net, on a TAP in a private network
+ *                     namespace; left out, and said so, without root);
+ *                     id 4 is a bare virtio-pci function over a dummy
+ *                     device (virtio_pci_load), seeded from a state a
+ *                     driver left busy, which the registry's devices are
+ *                     not driven into
+ * A MIG_DEVICE section carries a state version before the state: a
+ * registry device takes any version its type loads, the function only 1.
+ * Not loaded: MIG_MEMORY and MIG_BACKEND (they carry fds, which a stream
+ * from memory cannot have) and the protocol sections (FREEZE, END...),
+ * which hold no state. A section goes to the instance as the previous
+ * sections of the input left it: unlike the real target, which refuses a
+ * repeated section, a repeat loads over a loaded device. Each input starts
+ * from fresh instances.
  *
  * Beyond "never crash", it checks what the loaders promise (a broken
  * promise abort()s: the fuzzer's crash):
  *   - a parsed section has the length and type its header announced;
+ *   - a HELLO that decodes encodes back to its own bytes;
  *   - a description that parses is within bounds and survives
  *     machine_to_fdt() and a second parse unchanged;
  *   - every refusal is -1 with a message; vCPU and machine loads always
  *     fail (fd -1);
- *   - a refused device load leaves the device as it was (its saved state
- *     is the same before and after), and the serial port's irq callback
- *     is not called;
+ *   - decode-then-apply: a refused device load leaves the device as it was
+ *     (its saved state is the same before and after) and moves no
+ *     interrupt line;
  *   - an accepted serial or RTC load saves back exactly the payload it
- *     loaded; an accepted virtio-pci load, which may normalise what it
- *     takes (it drops the pending bit of an unmasked vector), saves a
+ *     loaded; any other accepted load, which may normalise what it takes
+ *     (virtio-pci drops the pending bit of an unmasked vector), saves a
  *     state that loads back and saves the same again;
  *   - the serial port reports its line level once per accepted load, and
- *     virtio_pci_load never writes guest memory.
+ *     no load writes guest memory.
  *
  * Built with -DLIBFUZZER (clang -fsanitize=fuzzer) this is a libFuzzer
  * target. Otherwise main() below is a standalone driver:
@@ -70,6 +73,7 @@
 #include <uv.h>
 
 #include "bus.h"
+#include "device_rig.h"
 #include "err.h"
 #include "kvm_state.h"
 #include "machine.h"
@@ -100,14 +104,17 @@ static size_t current_len;
 /* Sections parsed and loads refused; per section type, loads reached and
  * accepted (for vCPU and machine: passed every check, failed at KVM). */
 static unsigned long long stat_sections, stat_refused;
-/* MIG_DEVICE sections count by device: the fuzz machine's devices are the
- * PC board's (0 serial8250, 1 rtc, 2 i8042, 3 pci-host), then one PCI
- * function (4); those with state have their state version 1 first. */
-#define DEV_SERIAL   0
-#define DEV_RTC      1
-#define DEV_FUNCTION 4
-#define DEV_STAT(id) (MIG_TYPE_MAX + 1 + ((id) == DEV_FUNCTION ? 2 : (id)))
-#define NSTATS       (MIG_TYPE_MAX + 4)
+/* MIG_DEVICE sections count by device id. The fuzz machine's devices are
+ * the PC board's (0 serial8250, 1 rtc, 2 i8042, 3 pci-host), a virtio-pci
+ * function over a dummy device (4), then one device of each type a VM can
+ * be given (5, 6, ...: virtio-net so far), in registry order. */
+#define DEV_SERIAL     0
+#define DEV_RTC        1
+#define DEV_FUNCTION   4
+#define DEV_FIRST_TYPE 5
+#define MAX_DEV_IDS    (DEV_FIRST_TYPE + 8)
+#define DEV_STAT(id)   (MIG_TYPE_MAX + 1 + (id))
+#define NSTATS         (MIG_TYPE_MAX + 1 + MAX_DEV_IDS)
 static unsigned long long stat_reached[NSTATS], stat_accepted[NSTATS];
 
 static char last_refusal[512]; /* for the seed check's message */
@@ -150,12 +157,13 @@ struct function {
 static uv_loop_t loop;
 static uint8_t ram[RAM_SIZE]; /* zeros: the seed driver alone writes it, and clears it */
 static struct guest_mem mem;
-static struct serial8250 *serial;
-static struct rtc *rtc;
 static struct function fn;
 static struct kvm no_kvm = { .sys_fd = -1, .vm_fd = -1 };
-static bool world_ready, serial_dirty, rtc_dirty, fn_dirty;
-static unsigned serial_irq_calls;
+static bool world_ready, rig_dirty, fn_dirty;
+/* Every registered type with state, through the registry alone: the board's
+ * devices and one of each addable type on a device rig (device_rig.h). */
+static struct rig rig;
+static struct device *by_id[MAX_DEV_IDS]; /* NULL: no device, or the function */
 
 static void setup_failed(const char *what)
 {
@@ -230,21 +238,22 @@ static void function_down(struct function *f)
 	bus_destroy(&f->mmio);
 }
 
-static void serial_irq(void *opaque, int level)
+/* The rig's devices by id: the board's, then one of each addable type
+ * with state that this process can give a backend. */
+static void rig_build(void)
 {
-	(void)opaque;
-	(void)level;
-	serial_irq_calls++;
+	if (rig_up(&rig))
+		setup_failed("rig_up");
+	memset(by_id, 0, sizeof(by_id));
+	for (unsigned i = 0; device_registry.board_types[i] && i < DEV_FUNCTION; i++)
+		by_id[i] = rig.devs[i];
+	unsigned id = DEV_FIRST_TYPE;
+	for (const struct device_type *const *t = device_registry.types; *t && id < MAX_DEV_IDS; t++)
+		if ((*t)->state_version) {
+			by_id[id] = rig_instance(&rig, *t, id);
+			id++;
+		}
 }
-
-static void serial_output(void *opaque, const uint8_t *buf, size_t len)
-{
-	(void)opaque;
-	(void)buf;
-	(void)len;
-}
-
-static const struct serial8250_host serial_host = { serial_irq, serial_output, NULL };
 
 /* Once per process: the loop, guest RAM and the instances. */
 static void world_up(void)
@@ -255,10 +264,8 @@ static void world_up(void)
 		setup_failed("uv_loop_init");
 	if (guest_mem_wrap(&mem, ram, RAM_SIZE))
 		setup_failed("guest_mem_wrap");
-	serial = serial8250_new(&serial_host);
-	rtc = rtc_new();
-	if (!serial || !rtc)
-		setup_failed("serial or rtc");
+	rig_private_netns(); /* without one, network devices are left out */
+	rig_build();
 	function_up(&fn);
 	world_ready = true;
 }
@@ -266,19 +273,15 @@ static void world_up(void)
 /* After each input: the instances a load changed are made new. */
 static void world_reset(void)
 {
-	if (serial_dirty)
-		serial8250_reset(serial);
-	if (rtc_dirty) {
-		rtc_free(rtc);
-		rtc = rtc_new();
-		if (!rtc)
-			setup_failed("rtc_new");
+	if (rig_dirty) {
+		rig_down(&rig);
+		rig_build();
 	}
 	if (fn_dirty) {
 		function_down(&fn);
 		function_up(&fn);
 	}
-	serial_dirty = rtc_dirty = fn_dirty = false;
+	rig_dirty = fn_dirty = false;
 }
 
 static bool ram_untouched(void)
@@ -298,28 +301,32 @@ struct device_loader {
 	bool exact; /* saves back exactly what it loaded */
 };
 
-static int serial_load(const void *p, size_t len)
+/* The registry device a section goes to, and its version. */
+static struct device *cur_dev;
+static uint16_t cur_version;
+
+/* Any type's load, through its ops: it never writes guest memory, a
+ * refusal leaves the interrupt lines alone, and the serial port reports
+ * its line level once per accepted load. */
+static int registry_load(const void *p, size_t len)
 {
-	serial_irq_calls = 0;
-	int rc = serial8250_load(serial, p, len);
-	REQUIRE(serial_irq_calls == (rc == 0 ? 1u : 0u), "serial: %u irq calls after a load that returned %d",
-		serial_irq_calls, rc);
+	const char *kind = cur_dev->type->kind;
+	unsigned calls = rig.irq_calls;
+	int rc = cur_dev->type->load(cur_dev, cur_version, p, len);
+	REQUIRE(rig_ram_untouched(&rig), "%s: a load (returned %d) wrote guest memory", kind, rc);
+	if (rc)
+		REQUIRE(rig.irq_calls == calls, "%s: a refused load moved an interrupt line", kind);
+	else if (!strcmp(kind, "serial8250"))
+		REQUIRE(rig.irq_calls == calls + 1, "serial8250: %u irq calls after an accepted load",
+			rig.irq_calls - calls);
 	return rc;
 }
 
-static int serial_save(struct mig_buf *b)
+static int registry_save(struct mig_buf *b)
 {
-	return serial8250_save(serial, b);
-}
-
-static int rtc_load_one(const void *p, size_t len)
-{
-	return rtc_load(rtc, p, len);
-}
-
-static int rtc_save_one(struct mig_buf *b)
-{
-	return rtc_save(rtc, b);
+	if (cur_dev->type->quiesce && cur_dev->type->quiesce(cur_dev))
+		return -1;
+	return cur_dev->type->save(cur_dev, cur_version, b);
 }
 
 static int function_load(const void *p, size_t len)
@@ -334,8 +341,6 @@ static int function_save(struct mig_buf *b)
 	return virtio_pci_save(fn.vp, b);
 }
 
-static const struct device_loader serial_loader = { "serial", serial_load, serial_save, &serial_dirty, true };
-static const struct device_loader rtc_loader = { "rtc", rtc_load_one, rtc_save_one, &rtc_dirty, true };
 static const struct device_loader function_loader = { "pci function", function_load, function_save, &fn_dirty,
 						      false };
 
@@ -445,25 +450,38 @@ static void load_description(const struct mig_section *s)
 	machine_desc_free(&again);
 }
 
-/* A MIG_DEVICE section: the version the description gave (1), then the
- * device's state, to the loader of the device it names. */
+/* A MIG_DEVICE section: a state version, then the device's state, to the
+ * loader of the device it names: the function's (version 1, as the
+ * description gives it), or a registry device's ops (any version its type
+ * loads). */
 static void load_device_section(const struct mig_section *s)
 {
-	const struct device_loader *l = s->id == DEV_SERIAL ? &serial_loader
-				      : s->id == DEV_RTC    ? &rtc_loader
-				      : s->id == DEV_FUNCTION ? &function_loader
-							      : NULL;
-	if (!l)
+	if (s->id >= MAX_DEV_IDS || (s->id != DEV_FUNCTION && (!by_id[s->id] || !by_id[s->id]->type->load)))
 		return; /* no device, or one without state: the target refuses it by id */
 	stat_reached[DEV_STAT(s->id)]++;
-	if (s->len < 2 || (s->payload[0] | s->payload[1] << 8) != 1) {
-		stat_refused++; /* the target refuses a version the description did not give */
-		return;
-	}
+	uint16_t version = s->len < 2 ? 0 : (uint16_t)(s->payload[0] | s->payload[1] << 8);
 	struct mig_section state = *s;
 	state.payload += 2;
 	state.len -= 2;
-	load_device(&state, l, DEV_STAT(s->id));
+	if (s->id == DEV_FUNCTION) {
+		if (version != 1) {
+			stat_refused++; /* the target refuses a version the description did not give */
+			return;
+		}
+		load_device(&state, &function_loader, DEV_STAT(s->id));
+		return;
+	}
+	cur_dev = by_id[s->id];
+	const struct device_type *t = cur_dev->type;
+	if (s->len < 2 || version < t->state_min_load || version > t->state_version) {
+		stat_refused++; /* the description could not have given that version */
+		return;
+	}
+	cur_version = version;
+	/* the serial port and the RTC save back exactly what they loaded */
+	const struct device_loader l = { t->kind, registry_load, registry_save, &rig_dirty,
+					 !strcmp(t->kind, "serial8250") || !strcmp(t->kind, "rtc") };
+	load_device(&state, &l, DEV_STAT(s->id));
 }
 
 /* A HELLO: what the source decodes before anything else. One that decodes
@@ -942,6 +960,27 @@ static void drive_function(struct function *f)
 	mmio_write(f, common + VIRTIO_PCI_COMMON_Q_SELECT, 2, 1);
 }
 
+/* The state of registry device id (fresh) in every version its type writes. */
+static void append_registry_device(struct bytes *out, unsigned id)
+{
+	cur_dev = by_id[id];
+	if (!cur_dev)
+		return;
+	const struct device_type *t = cur_dev->type;
+	for (uint16_t v = t->state_min_save; v <= t->state_version; v++) {
+		cur_version = v;
+		struct mig_buf state, b;
+		mig_buf_init(&state);
+		if (registry_save(&state))
+			setup_failed("a registry device's save");
+		mig_buf_init(&b);
+		mig_put_u16(&b, v);
+		mig_put_bytes(&b, state.data, state.len);
+		mig_buf_free(&state);
+		append_buf(out, MIG_DEVICE, id, &b);
+	}
+}
+
 /* The state of a function like the target's: fresh, or driven. */
 static void append_function(struct bytes *out, bool driven)
 {
@@ -992,6 +1031,8 @@ static unsigned build_seeds(struct bytes *seeds)
 	append_serial(&seeds[4], true);
 	append_rtc(&seeds[4]);
 	append_function(&seeds[4], true);
+	for (unsigned id = DEV_FIRST_TYPE; id < MAX_DEV_IDS; id++)
+		append_registry_device(&seeds[4], id);
 	append_section(&seeds[4], MIG_END, 0, NULL, 0);
 
 	/* one device each, so that most mutations land in its payload */
@@ -1003,7 +1044,11 @@ static unsigned build_seeds(struct bytes *seeds)
 	append_function(&seeds[8], true);
 	append_vcpu(&seeds[9], 0);
 	append_machine(&seeds[10]);
-	return 11;
+	unsigned n = 11;
+	for (unsigned id = DEV_FIRST_TYPE; id < MAX_DEV_IDS && n < MAX_SEEDS; id++)
+		if (by_id[id])
+			append_registry_device(&seeds[n++], id);
+	return n;
 }
 
 /* Header fields, little-endian, at these offsets (migstream.h). */
@@ -1544,14 +1589,25 @@ static void print_stats(unsigned long long runs, unsigned long long seed)
 {
 	static const struct { unsigned stat; const char *name; } loaded[] = {
 		{ MIG_HELLO, "hello" }, { MIG_DESCRIPTION, "description" }, { MIG_VCPU, "vcpu" },
-		{ MIG_MACHINE, "machine" }, { DEV_STAT(DEV_SERIAL), "serial" }, { DEV_STAT(DEV_RTC), "rtc" },
-		{ DEV_STAT(DEV_FUNCTION), "pci-function" },
+		{ MIG_MACHINE, "machine" }, { DEV_STAT(DEV_FUNCTION), "pci-function" },
 	};
 	printf("fuzz_migstream: %llu runs, seed %llu: %llu sections parsed; loads accepted/reached:", runs, seed,
 	       stat_sections);
 	for (size_t i = 0; i < sizeof(loaded) / sizeof(loaded[0]); i++)
 		printf(" %s %llu/%llu", loaded[i].name, stat_accepted[loaded[i].stat], stat_reached[loaded[i].stat]);
+	for (unsigned id = 0; id < MAX_DEV_IDS; id++)
+		if (by_id[id] && by_id[id]->type->load)
+			printf(" %s %llu/%llu", by_id[id]->type->kind, stat_accepted[DEV_STAT(id)],
+			       stat_reached[DEV_STAT(id)]);
 	printf(" (vcpu, machine: passed the checks, failed at KVM)\n");
+	const struct device_type *const *t = device_registry.types;
+	for (; *t; t++) {
+		bool reached = false;
+		for (unsigned id = DEV_FIRST_TYPE; id < MAX_DEV_IDS; id++)
+			reached |= by_id[id] && by_id[id]->type == *t;
+		if ((*t)->state_version && !reached)
+			printf("fuzz_migstream: note: %s left out (no backend this process can open)\n", (*t)->kind);
+	}
 }
 
 int main(int argc, char **argv)
