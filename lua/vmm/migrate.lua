@@ -107,10 +107,12 @@ function methods:migrate(opts)
   return report
 end
 
--- The host side of a TAP before a migration: {ifname, up, addresses}.
+-- The host side of a TAP, read before a migration: {ifname, up, mac,
+-- addresses} (no link: nothing but the name and no addresses).
 function M.link_snapshot(ifname)
   local link = net.link(ifname)
-  return { ifname = ifname, up = link and link.up, addresses = link and net.addresses(ifname) or {} }
+  return { ifname = ifname, up = link and link.up, mac = link and link.mac,
+           addresses = link and net.addresses(ifname) or {} }
 end
 
 -- Puts a TAP's host side back as link_snapshot saw it (addresses re-added,
@@ -296,10 +298,9 @@ function M.receive(opts)
       if choice.backend then
         new_taps[d.name] = choice.backend
         if d.kind == "virtio-net" then -- the network switch-over is this policy's
-          local old = d.config.ifname
-          local link = net.link(old)
-          switches[#switches + 1] = { old = old, new = choice.backend,
-                                      addresses = net.addresses(old), mac = link and link.mac }
+          local old = M.link_snapshot(d.config.ifname)
+          switches[#switches + 1] = { old = old.ifname, new = choice.backend, addresses = old.addresses,
+                                      mac = old.mac }
         end
       end
     end
