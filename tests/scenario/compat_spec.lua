@@ -88,10 +88,7 @@ describe("migration from the baseline build to this one and back (TAP transferre
     assert(vm:serve(sock2, { backend_transfer = true, on_migrated = function(r) source_report = r end }))
     second = assert(vmm.background { BASE_VMM, "script", BASE_SRC .. "/scripts/migrate.lua", sock2,
                                       "--console", "none" })
-    vmm.wait_until(function() return vm:state() == "stopped" or second:done() end, 120)
-    assert.are.equal("stopped", vm:state(), "the VM still runs here; the baseline printed: " .. second:output())
-    assert.are.equal("migrated to process " .. second:pid(), vm:stop_reason())
-    assert(vmm.wait_until(function() return source_report end, 5), "vm:serve's on_migrated was not called")
+    assert(S.wait_migrated(vm, second, function() return source_report end))
     assert.is_true(source_report.transferred.net0)
     local took = assert(S.wait_output(second, "(migrate.lua: took over [^\n]*)\n", 30))
     assert.matches("net0: backend transferred", took, 1, true)
@@ -100,9 +97,7 @@ describe("migration from the baseline build to this one and back (TAP transferre
 
   it("lost no ping on the way there and back", function()
     assert(second, "the VM did not go back to the baseline")
-    local _, max_then = S.ping_replies(ping.file)
-    assert(vmm.wait_until(function() return select(2, S.ping_replies(ping.file)) >= max_then + 20 end, 20),
-      "no new ping replies after the VM went back (last answered icmp_seq " .. max_then .. ")")
+    assert(S.wait_more_replies(ping, 20, 20))
     S.stop_ping(ping)
     local replied, max, n = S.ping_replies(ping.file)
     local missing = S.missing_runs(replied, max)

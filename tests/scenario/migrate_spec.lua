@@ -81,10 +81,7 @@ for index, c in ipairs(CASES) do
       assert(vm:serve(sock, { backend_transfer = allow_transfer,
                               on_migrated = function(r) source_report = r end }))
       child = S.run_target(sock, allow_transfer)
-      vmm.wait_until(function() return vm:state() == "stopped" or child:done() end, 120)
-      assert.are.equal("stopped", vm:state(), "the VM still runs here; the target printed: " .. child:output())
-      assert.are.equal("migrated to process " .. child:pid(), vm:stop_reason())
-      assert(vmm.wait_until(function() return source_report end, 5), "vm:serve's on_migrated was not called")
+      assert(S.wait_migrated(vm, child, function() return source_report end))
       assert.are.equal(child:pid(), source_report.peer_pid)
       assert.are.equal(c.transfer, source_report.transferred.net0)
 
@@ -98,9 +95,7 @@ for index, c in ipairs(CASES) do
 
     it("keeps the guest reachable (pings, its TCP stream) while it runs in the other process", function()
       assert(source_report, "the first migration failed")
-      local _, max_then = S.ping_replies(ping.file)
-      assert(vmm.wait_until(function() return select(2, S.ping_replies(ping.file)) >= max_then + 20 end, 20),
-        "no new ping replies within 20 s after the migration (last answered icmp_seq " .. max_then .. ")")
+      assert(S.wait_more_replies(ping, 20, 20))
       local _, why = S.wait_stream(counter.file, stream_before + 5)
       assert(not why, string.format("in the other process (%d numbers before the migration): %s", stream_before,
         tostring(why)))

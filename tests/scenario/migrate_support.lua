@@ -227,6 +227,16 @@ function S.start_ping_answered(ip)
   return p
 end
 
+-- Waits until the fast ping's highest answered icmp_seq is n above what
+-- it is now, within timeout seconds -> true, or nil and why.
+function S.wait_more_replies(p, n, timeout)
+  local _, max_then = S.ping_replies(p.file)
+  if vmm.wait_until(function() return select(2, S.ping_replies(p.file)) >= max_then + n end, timeout) then
+    return true
+  end
+  return nil, string.format("no %d new ping replies within %g s (last answered icmp_seq %d)", n, timeout, max_then)
+end
+
 -- Stops the fast ping (SIGINT, as Ctrl-C) and waits for it to end.
 function S.stop_ping(p)
   if not p.cmd:done() then
@@ -266,6 +276,23 @@ function S.run_target(sock, transfer)
   argv[#argv + 1] = "--console"
   argv[#argv + 1] = "none"
   return assert(vmm.background(argv))
+end
+
+-- Waits (120 s) until vm, served here, went to the process of background
+-- command cmd: stopped "migrated to process <cmd's pid>", and reported()
+-- (vm:serve's on_migrated was called) true within 5 s more. -> true, or
+-- nil and what went wrong, with what cmd printed.
+function S.wait_migrated(vm, cmd, reported)
+  vmm.wait_until(function() return vm:state() == "stopped" or cmd:done() end, 120)
+  if vm:state() ~= "stopped" then
+    return nil, "the VM still runs here (" .. vm:state() .. "); the target printed: " .. cmd:output()
+  end
+  local want = "migrated to process " .. cmd:pid()
+  if vm:stop_reason() ~= want then
+    return nil, string.format("the VM stopped here with %q, not %q", tostring(vm:stop_reason()), want)
+  end
+  if not vmm.wait_until(reported, 5) then return nil, "vm:serve's on_migrated was not called" end
+  return true
 end
 
 -- Waits until a background command printed something matching pattern
