@@ -1,0 +1,411 @@
+/* tests/guest/diskwrite.c — write data to a disk so that it is known to be
+ * written, and check it afterwards. Built static into the guest images by
+ * scripts/guest-image and scripts/rootfs-image (/bin/diskwrite); the same
+ * source builds on the host (cc -O2 tests/guest/diskwrite.c) to check an
+ * image file there. Plain C11 + POSIX; O_DIRECT where the system has it.
+ *
+ * The range is COUNT_MIB MiB from OFFSET_MIB MiB on DEV (a block device or
+ * a file), cut in 4 KiB blocks numbered from the start of DEV. Two patterns:
+ *
+ *   write/verify: each block is pseudo-random bytes derived from SEED and
+ *     the block's number, so any block can be checked on its own.
+ *   stream/check: every block carries a header, little-endian u64s:
+ *     [0] magic "LVMMDSK1"  [8] SEED  [16] block number  [24] generation
+ *     (pass number, from 1), then pseudo-random bytes, and at [4088] an
+ *     FNV-1a checksum of bytes 0..4087. stream rewrites the blocks in order,
+ *     pass after pass, each write durable (O_DIRECT|O_DSYNC, or --fsync:
+ *     fdatasync after each write) before the next starts, and reports the
+ *     last durable write as "acked GEN BLOCK". So on the disk the blocks up
+ *     to some block hold generation G and the rest G-1 (never written = 0),
+ *     and that point is at or after every position acked.
+ *
+ * Exit status: 0 ok, 1 the data does not check, 2 usage or I/O error. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define BLK 4096u                 /* block size */
+#define BLKS_PER_MIB 256u
+#define CHUNK_BLKS 256u           /* write/verify/check move 1 MiB per call */
+#define MAGIC 0x314b53444d4d564cull /* "LVMMDSK1" read as a little-endian u64 */
+#define HDR 32u                   /* magic, seed, block, generation */
+#define SUM_AT (BLK - 8u)         /* where the checksum goes */
+#define MAX_REPORTS 10            /* problems printed one by one */
+
+static const char usage_text[] =
+  "usage: diskwrite write  DEV OFFSET_MIB COUNT_MIB SEED [--direct] [--fsync]\n"
+  "       diskwrite verify DEV OFFSET_MIB COUNT_MIB SEED [--direct]\n"
+  "       diskwrite stream DEV OFFSET_MIB COUNT_MIB SEED [--direct] [--fsync] [--every N] [--passes N]\n"
+  "       diskwrite check  DEV OFFSET_MIB COUNT_MIB SEED [--direct] [--acked GEN:BLOCK]\n";
+
+struct args {
+  const char *cmd, *dev;
+  uint64_t first, nblocks, seed;  /* first block, block count */
+  bool direct, fsync;
+  uint64_t every, passes;         /* stream: ack line every N writes; 0 passes = forever */
+  bool acked;                     /* check: --acked given */
+  uint64_t acked_gen, acked_block;
+};
+
+static void die(const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("diskwrite: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  exit(2);
+}
+
+static void usage(void)
+{
+  fputs(usage_text, stderr);
+  exit(2);
+}
+
+static uint64_t number(const char *s, const char *what)
+{
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 0);
+  if (errno || end == s || *end || s[0] == '-')
+    die("bad %s '%s' (want a non-negative integer)", what, s);
+  return v;
+}
+
+/* --- patterns ---------------------------------------------------------- */
+
+static uint64_t splitmix(uint64_t *s)
+{
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+  for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+  return v;
+}
+
+/* Bytes [from, to) of a block: a stream seeded by SEED, block and generation. */
+static void fill(unsigned char *b, unsigned from, unsigned to, uint64_t seed, uint64_t block, uint64_t gen)
+{
+  uint64_t s = seed ^ (block * 0xd1342543de82ef95ull) ^ (gen * 0xa0761d6478bd642full);
+  for (unsigned i = from; i < to; i += 8) put64(b + i, splitmix(&s));
+}
+
+static uint64_t checksum(const unsigned char *b)
+{
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned i = 0; i < SUM_AT; i += 8) h = (h ^ get64(b + i)) * 0x100000001b3ull;
+  return h;
+}
+
+static void stream_block(unsigned char *b, uint64_t seed, uint64_t block, uint64_t gen)
+{
+  put64(b, MAGIC);
+  put64(b + 8, seed);
+  put64(b + 16, block);
+  put64(b + 24, gen);
+  fill(b, HDR, SUM_AT, seed, block, gen);
+  put64(b + SUM_AT, checksum(b));
+}
+
+/* A stream block's generation in *gen (0: never written); false and *why if invalid. */
+static bool stream_decode(const unsigned char *b, uint64_t seed, uint64_t block, uint64_t *gen, const char **why)
+{
+  *gen = 0;
+  if (get64(b) != MAGIC) return true;
+  *why = get64(b + SUM_AT) != checksum(b) ? "bad checksum (torn or corrupt)"
+       : get64(b + 8) != seed ? "written with another seed"
+       : get64(b + 16) != block ? "holds another block's data"
+       : get64(b + 24) == 0 ? "generation 0" : NULL;
+  *gen = get64(b + 24);
+  return *why == NULL;
+}
+
+/* --- I/O ---------------------------------------------------------------- */
+
+static int open_dev(const struct args *a, int flags, bool direct)
+{
+  if (direct) {
+#ifdef O_DIRECT
+    flags |= O_DIRECT;
+#else
+    die("O_DIRECT is not available on this system");
+#endif
+  }
+  int fd = open(a->dev, flags, 0644);
+  if (fd < 0 && direct && errno == EINVAL)
+    die("open %s: O_DIRECT refused (tmpfs? use --fsync, or a file on another filesystem)", a->dev);
+  if (fd < 0) die("open %s: %s", a->dev, strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) < 0) die("fstat %s: %s", a->dev, strerror(errno));
+  if (S_ISBLK(st.st_mode)) {  /* the range must fit on the device */
+    off_t size = lseek(fd, 0, SEEK_END);
+    if (size < 0) die("lseek %s: %s", a->dev, strerror(errno));
+    if ((a->first + a->nblocks) * BLK > (uint64_t)size)
+      die("%s has %jd MiB; the range ends at %" PRIu64 " MiB", a->dev, (intmax_t)(size >> 20),
+          (a->first + a->nblocks) / BLKS_PER_MIB);
+  }
+  return fd;
+}
+
+static void write_at(int fd, const struct args *a, const unsigned char *buf, size_t len, uint64_t block)
+{
+  off_t off = (off_t)(block * BLK);
+  while (len > 0) {
+    ssize_t n = pwrite(fd, buf, len, off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) die("write %s at block %" PRIu64 ": %s", a->dev, block, strerror(errno));
+    if (n == 0) die("write %s at block %" PRIu64 ": wrote nothing", a->dev, block);
+    buf += n, len -= (size_t)n, off += n;
+  }
+}
+
+/* Reads up to len bytes; returns how many (fewer at the end of a file). */
+static size_t read_at(int fd, const struct args *a, unsigned char *buf, size_t len, uint64_t block)
+{
+  size_t got = 0;
+  while (got < len) {
+    ssize_t n = pread(fd, buf + got, len - got, (off_t)(block * BLK + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) die("read %s at block %" PRIu64 ": %s", a->dev, block, strerror(errno));
+    if (n == 0) break;
+    got += (size_t)n;
+  }
+  return got;
+}
+
+static void sync_dev(int fd, const struct args *a)
+{
+  if (fdatasync(fd) < 0) die("fdatasync %s: %s", a->dev, strerror(errno));
+}
+
+static void close_dev(int fd, const struct args *a)
+{
+  if (close(fd) < 0) die("close %s: %s", a->dev, strerror(errno));
+}
+
+static unsigned char *buffer(size_t len)
+{
+  void *p;
+  int err = posix_memalign(&p, BLK, len);  /* O_DIRECT wants aligned memory */
+  if (err) die("posix_memalign %zu: %s", len, strerror(err));
+  return p;
+}
+
+/* --- subcommands ------------------------------------------------------ */
+
+static int cmd_write(const struct args *a)
+{
+  int fd = open_dev(a, O_WRONLY | O_CREAT | (a->direct ? O_DSYNC : 0), a->direct);
+  unsigned char *buf = buffer(CHUNK_BLKS * BLK);
+  for (uint64_t i = 0; i < a->nblocks; i += CHUNK_BLKS) {
+    uint64_t n = a->nblocks - i < CHUNK_BLKS ? a->nblocks - i : CHUNK_BLKS;
+    for (uint64_t j = 0; j < n; j++) fill(buf + j * BLK, 0, BLK, a->seed, a->first + i + j, 0);
+    write_at(fd, a, buf, n * BLK, a->first + i);
+  }
+  if (a->fsync && fsync(fd) < 0) die("fsync %s: %s", a->dev, strerror(errno));
+  close_dev(fd, a);
+  printf("wrote %" PRIu64 " MiB at %" PRIu64 " MiB\n", a->nblocks / BLKS_PER_MIB, a->first / BLKS_PER_MIB);
+  free(buf);
+  return 0;
+}
+
+static int cmd_verify(const struct args *a)
+{
+  int fd = open_dev(a, O_RDONLY, a->direct);
+  unsigned char *buf = buffer(CHUNK_BLKS * BLK), want[BLK];
+  bool bad = false;
+  for (uint64_t i = 0; i < a->nblocks && !bad; i += CHUNK_BLKS) {
+    uint64_t n = a->nblocks - i < CHUNK_BLKS ? a->nblocks - i : CHUNK_BLKS;
+    size_t got = read_at(fd, a, buf, n * BLK, a->first + i);
+    for (uint64_t j = 0; j < n; j++) {
+      uint64_t b = a->first + i + j;
+      fill(want, 0, BLK, a->seed, b, 0);
+      if ((j + 1) * BLK > got || memcmp(buf + j * BLK, want, BLK) != 0) {
+        printf("mismatch at block %" PRIu64 " (MiB %" PRIu64 ")%s\n", b, b / BLKS_PER_MIB,
+               (j + 1) * BLK > got ? ": past the end of the file" : "");
+        bad = true;
+        break;
+      }
+    }
+  }
+  close_dev(fd, a);
+  free(buf);
+  if (bad) return 1;
+  printf("ok %" PRIu64 " MiB\n", a->nblocks / BLKS_PER_MIB);
+  return 0;
+}
+
+static volatile sig_atomic_t want_report, want_stop;
+
+static void on_signal(int sig)
+{
+  if (sig == SIGUSR1) want_report = 1;
+  else want_stop = 1;
+}
+
+static void report(uint64_t gen, uint64_t block)
+{
+  if (gen == 0) return;  /* nothing acknowledged yet */
+  printf("acked %" PRIu64 " %" PRIu64 "\n", gen, block);
+  if (fflush(stdout) == EOF) die("stdout: %s", strerror(errno));
+}
+
+static int cmd_stream(const struct args *a)
+{
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sa.sa_flags = SA_RESTART;  /* a write under way completes; the loop then looks */
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(SIGUSR1, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0 ||
+      sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGHUP, &sa, NULL) < 0)
+    die("sigaction: %s", strerror(errno));
+
+  bool direct = a->direct || !a->fsync;  /* O_DIRECT|O_DSYNC unless --fsync alone */
+  int fd = open_dev(a, O_WRONLY | O_CREAT | (direct ? O_DSYNC : 0), direct);
+  unsigned char *buf = buffer(BLK);
+  fprintf(stderr, "diskwrite: stream to %s blocks %" PRIu64 "..%" PRIu64 ", seed %" PRIu64 ", %s\n",
+          a->dev, a->first, a->first + a->nblocks - 1, a->seed,
+          !direct ? "write + fdatasync" : a->fsync ? "O_DIRECT|O_DSYNC + fdatasync" : "O_DIRECT|O_DSYNC");
+  uint64_t gen_ok = 0, block_ok = 0, writes = 0, reported = 0;
+  for (uint64_t gen = 1; (a->passes == 0 || gen <= a->passes) && !want_stop; gen++) {
+    for (uint64_t i = 0; i < a->nblocks && !want_stop; i++) {
+      uint64_t b = a->first + i;
+      stream_block(buf, a->seed, b, gen);
+      write_at(fd, a, buf, BLK, b);
+      if (a->fsync) sync_dev(fd, a);
+      gen_ok = gen, block_ok = b, writes++;  /* durable: acknowledged */
+      if ((a->every && writes % a->every == 0) || want_report) {
+        want_report = 0, reported = writes;
+        report(gen_ok, block_ok);
+      }
+    }
+  }
+  if (reported != writes) report(gen_ok, block_ok);  /* the last one, once */
+  close_dev(fd, a);
+  fprintf(stderr, "diskwrite: stream stopped after %" PRIu64 " writes\n", writes);
+  free(buf);
+  return 0;
+}
+
+static int cmd_check(const struct args *a)
+{
+  int fd = open_dev(a, O_RDONLY, a->direct);
+  unsigned char *buf = buffer(CHUNK_BLKS * BLK);
+  uint64_t top = 0, newest = UINT64_MAX, unwritten = 0, problems = 0, prev = 0, prev_gen = 0;
+  bool seen = false, dropped = false;  /* a valid block; the first of the older generation */
+#define PROBLEM(...) do { if (problems++ < MAX_REPORTS) printf(__VA_ARGS__); } while (0)
+  for (uint64_t i = 0; i < a->nblocks; i += CHUNK_BLKS) {
+    uint64_t n = a->nblocks - i < CHUNK_BLKS ? a->nblocks - i : CHUNK_BLKS;
+    size_t got = read_at(fd, a, buf, n * BLK, a->first + i);
+    memset(buf + got, 0, n * BLK - got);  /* past the end of a file: never written */
+    for (uint64_t j = 0; j < n; j++) {
+      uint64_t b = a->first + i + j, gen;
+      const char *why;
+      if (!stream_decode(buf + j * BLK, a->seed, b, &gen, &why)) {
+        PROBLEM("bad block %" PRIu64 ": %s\n", b, why);
+        continue;
+      }
+      unwritten += gen == 0;
+      /* Writes are sequential: generation top from the first block on, then
+       * maybe top-1 to the end. Any other change is a lost or reordered write. */
+      if (!seen) top = gen, seen = true;
+      else if (gen != prev_gen) {
+        if (!dropped && gen + 1 == top) dropped = true, newest = prev;
+        else PROBLEM("bad order: block %" PRIu64 " has generation %" PRIu64 " after block %" PRIu64
+                     " with %" PRIu64 " (a write lost or out of order)\n", b, gen, prev, prev_gen);
+      }
+      prev = b, prev_gen = gen;
+      if (a->acked) {  /* acked G B: blocks up to B hold >= G, the later ones >= G-1 */
+        uint64_t least = b <= a->acked_block ? a->acked_gen : a->acked_gen - 1;
+        if (gen < least)
+          PROBLEM("lost write: block %" PRIu64 " has generation %" PRIu64 ", acked %" PRIu64 " %" PRIu64 " needs >= %" PRIu64 "\n",
+                  b, gen, a->acked_gen, a->acked_block, least);
+      }
+    }
+  }
+#undef PROBLEM
+  close_dev(fd, a);
+  free(buf);
+  if (problems > MAX_REPORTS) printf("... %" PRIu64 " more\n", problems - MAX_REPORTS);
+  if (problems) {
+    printf("FAILED: %" PRIu64 " problem%s in %" PRIu64 " blocks\n", problems, problems == 1 ? "" : "s", a->nblocks);
+    return 1;
+  }
+  if (newest == UINT64_MAX) newest = a->first + a->nblocks - 1;
+  if (top == 0) printf("ok %" PRIu64 " blocks, never written\n", a->nblocks);
+  else printf("ok %" PRIu64 " blocks, newest %" PRIu64 " %" PRIu64 ", %" PRIu64 " never written\n",
+              a->nblocks, top, newest, unwritten);
+  return 0;
+}
+
+/* --- command line ----------------------------------------------------- */
+
+static const char *value(int argc, char **argv, int *i)
+{
+  if (*i + 1 >= argc) die("%s needs a value", argv[*i]);
+  return argv[++*i];
+}
+
+int main(int argc, char **argv)
+{
+  if (argc < 6) usage();
+  struct args a = { .cmd = argv[1], .dev = argv[2], .every = 256 };
+  bool w = !strcmp(a.cmd, "write"), v = !strcmp(a.cmd, "verify");
+  bool s = !strcmp(a.cmd, "stream"), c = !strcmp(a.cmd, "check");
+  if (!w && !v && !s && !c) usage();
+  uint64_t off = number(argv[3], "OFFSET_MIB"), count = number(argv[4], "COUNT_MIB");
+  if (count == 0) die("COUNT_MIB must be at least 1");
+  if (off > UINT64_MAX / 2 / BLK / BLKS_PER_MIB || count > UINT64_MAX / 2 / BLK / BLKS_PER_MIB - off)
+    die("range too large");
+  a.first = off * BLKS_PER_MIB, a.nblocks = count * BLKS_PER_MIB;
+  a.seed = number(argv[5], "SEED");
+  for (int i = 6; i < argc; i++) {
+    const char *o = argv[i];
+    if (!strcmp(o, "--direct")) a.direct = true;
+    else if (!strcmp(o, "--fsync") && (w || s)) a.fsync = true;
+    else if (!strcmp(o, "--every") && s) a.every = number(value(argc, argv, &i), "--every");
+    else if (!strcmp(o, "--passes") && s) a.passes = number(value(argc, argv, &i), "--passes");
+    else if (!strcmp(o, "--acked") && c) {
+      const char *g = value(argc, argv, &i), *colon = strchr(g, ':');
+      if (!colon) die("--acked wants GEN:BLOCK, not '%s'", g);
+      char gen[32];
+      if ((size_t)(colon - g) >= sizeof gen) die("bad --acked '%s'", g);
+      memcpy(gen, g, (size_t)(colon - g));
+      gen[colon - g] = '\0';
+      a.acked = true;
+      a.acked_gen = number(gen, "--acked GEN"), a.acked_block = number(colon + 1, "--acked BLOCK");
+      if (a.acked_gen == 0) die("--acked GEN counts from 1");
+      if (a.acked_block < a.first || a.acked_block >= a.first + a.nblocks)
+        die("--acked block %" PRIu64 " is outside blocks %" PRIu64 "..%" PRIu64, a.acked_block,
+            a.first, a.first + a.nblocks - 1);
+    } else {
+      fprintf(stderr, "diskwrite: %s: unknown option for %s\n", o, a.cmd);
+      usage();
+    }
+  }
+  return w ? cmd_write(&a) : v ? cmd_verify(&a) : s ? cmd_stream(&a) : cmd_check(&a);
+}
