@@ -71,6 +71,11 @@ struct device_host {
 	struct bus *pio, *mmio;
 	struct uv_loop_s *loop;   /* runs datapaths; may be NULL (no such device then) */
 	void *opaque;             /* the VM */
+	/* A migration target: a device whose backend is not handed in opens a
+	 * new one at create, but takes no exclusive hold of it (an image's
+	 * locks) before its state is loaded, since the source keeps its own
+	 * hold until its freeze. */
+	bool incoming;
 	/* A legacy interrupt line changed (KVM_IRQ_LINE; vCPU threads too). */
 	void (*irq_line)(void *opaque, unsigned gsi, int level);
 	/* The guest wrote to its console (vCPU threads). */
@@ -147,6 +152,11 @@ struct device {
 	char name[DEVICE_NAME_MAX];
 	void *config;                 /* type->config_size bytes, the VM's */
 	bool backend_transfer;        /* its own opt-in (kept across migrations) */
+	/* Migration source, from quiesce until unquiesce or the end: whether
+	 * this device's backend went to the target (its fds were sent). One
+	 * that stays must let go of any exclusive hold in quiesce (the target
+	 * opens its own) and take it back in unquiesce. */
+	bool backend_leaving;
 };
 
 /* For create: size bytes, zeroed, starting with a struct device whose

@@ -196,6 +196,7 @@ static int add_board(struct vm *vm)
 		.mmio = &vm->mmio,
 		.loop = vm->loop,
 		.opaque = vm,
+		.incoming = vm->incoming,
 		.irq_line = host_irq_line,
 		.console_output = host_console_output,
 		.guest_reset = host_guest_reset,

@@ -207,8 +207,11 @@ static int freeze(struct migrate_source *s)
 	s->r.freeze_ns = monotonic_ns();
 	for (; s->quiesced < vm->ndevices; s->quiesced++) {
 		struct device *d = vm->devices[s->quiesced];
-		if (d->type->quiesce && d->type->quiesce(d))
+		d->backend_leaving = s->r.transferred[s->quiesced];
+		if (d->type->quiesce && d->type->quiesce(d)) {
+			d->backend_leaving = false; /* a failed quiesce undoes itself */
 			return -1;
+		}
 	}
 	return 0;
 }
@@ -221,6 +224,7 @@ static void thaw(struct migrate_source *s)
 		struct device *d = vm->devices[--s->quiesced];
 		if (d->type->unquiesce && d->type->unquiesce(d))
 			fprintf(stderr, "vmm: %s: rollback: %s\n", vm->name, vmm_error());
+		d->backend_leaving = false;
 	}
 	if (s->frozen && s->was_running && vm_resume(vm))
 		fprintf(stderr, "vmm: %s: rollback: %s\n", vm->name, vmm_error());
