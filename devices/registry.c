@@ -3,10 +3,12 @@
 #include "registry.h"
 
 #include "board_pc.h"
+#include "virtio_blk_pci.h"
 #include "virtio_net_pci.h"
 
 static const struct device_type *const types[] = {
 	&virtio_net_pci_type,
+	&virtio_blk_pci_type,
 	NULL,
 };
 

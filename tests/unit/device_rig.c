@@ -1,10 +1,12 @@
 #include "device_rig.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <net/if.h>
 
@@ -46,6 +48,41 @@ static struct device *find(void *opaque, const char *kind)
 	return NULL;
 }
 
+static char image_dir[64];
+
+static void remove_images(void)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", image_dir);
+	if (image_dir[0] && system(cmd) != 0)
+		fprintf(stderr, "device rig: could not remove %s\n", image_dir);
+}
+
+/* A disk image for instance n of kind: a sparse 1 MiB file in a private
+ * directory removed at exit, made once and reused (as the TAPs are). */
+static bool fixture_image(char *path, size_t size, const char *kind, unsigned n)
+{
+	if (!image_dir[0]) {
+		snprintf(image_dir, sizeof(image_dir), "/tmp/device-rig.XXXXXX");
+		if (!mkdtemp(image_dir)) {
+			fprintf(stderr, "device rig: mkdtemp: %s\n", strerror(errno));
+			image_dir[0] = 0;
+			return false;
+		}
+		atexit(remove_images);
+	}
+	snprintf(path, size, "%s/%s%u.img", image_dir, kind, n);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0 || ftruncate(fd, 1 << 20)) {
+		fprintf(stderr, "device rig: %s: %s\n", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	close(fd);
+	return true;
+}
+
 /* The configuration the fixture gives type t: its defaults, and a backend
  * this process can open. false when this machine cannot give one. */
 static bool fixture_config(const struct device_type *t, void *config, unsigned instance)
@@ -59,8 +96,11 @@ static bool fixture_config(const struct device_type *t, void *config, unsigned i
 			const uint8_t mac[6] = { 0x52, 0x54, 0x00, 0xab, 0xcd, (uint8_t)instance };
 			memcpy(p, mac, 6);
 		}
-		if (f->backend && f->kind == DEV_STRING) {
-			if (!net_ns) /* the one kind of backend so far: a TAP */
+		if (f->backend && f->kind == DEV_STRING && t->backend_label && !strcmp(t->backend_label, "image")) {
+			if (!fixture_image(p, f->size, t->kind, instance))
+				return false;
+		} else if (f->backend && f->kind == DEV_STRING) {
+			if (!net_ns) /* a TAP */
 				return false;
 			snprintf(p, f->size, "dtt%s%u", t->kind, instance);
 			p[f->size - 1] = '\0';
