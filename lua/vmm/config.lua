@@ -157,18 +157,85 @@ function M.check(cfg)
   return out
 end
 
+-- ---- device settings: what vm:add_net and vm:add_disk share -------------
+
+-- Field checkers for the settings of device method `fn` ("vm:add_net"):
+-- each returns the normalised value, or nil and "fn: field: ...".
+local function field_checks(fn)
+  local c = {}
+  function c.fail(field, fmt, ...)
+    return nil, fn .. ": " .. field .. ": " .. string.format(fmt, ...)
+  end
+  function c.boolean(field)
+    return function(v)
+      if type(v) ~= "boolean" then return c.fail(field, "expected true or false, got %s", show(v)) end
+      return v
+    end
+  end
+  function c.integer(field, min, max, what)
+    return function(v)
+      local n = math.type(v) == "float" and math.tointeger(v) or v
+      if math.type(n) ~= "integer" or n < min or n > max then
+        return c.fail(field, "expected %s from %d to %d, got %s", what, min, max, show(v))
+      end
+      return n
+    end
+  end
+  function c.power_of_2(field, min, max)
+    local int = c.integer(field, min, max, "a power of 2")
+    return function(v)
+      local n, err = int(v)
+      if n and n & (n - 1) ~= 0 then return c.fail(field, "expected a power of 2 from %d to %d, got %s", min, max, show(v)) end
+      return n, err
+    end
+  end
+  function c.name(v)
+    if type(v) ~= "string" or not v:match("^[%w_.-]+$") or #v > 15 then
+      return c.fail("name", "expected 1 to 15 letters, digits, '_', '.' or '-', got %s", show(v))
+    end
+    return v
+  end
+  return c
+end
+
+-- Checks settings against checks (field -> checker) in the order of
+-- fields, defaults filled in: the normalised table, or nil and a message.
+-- required = {field, what it is}.
+local function check_settings(fn, settings, fields, checks, defaults, required)
+  if type(settings) ~= "table" then
+    return nil, fn .. ": expected a table of settings, got " .. type(settings)
+  end
+  for k in pairs(settings) do
+    if not checks[k] then
+      return nil, fn .. ": unknown field " .. show(k) .. " (known: " .. table.concat(fields, ", ") .. ")"
+    end
+  end
+  if settings[required[1]] == nil then
+    return nil, fn .. ": " .. required[1] .. ": required (" .. required[2] .. ")"
+  end
+  local out = {}
+  for _, field in ipairs(fields) do
+    local v = settings[field]
+    if v == nil then v = defaults[field] end
+    if v ~= nil then
+      local norm, err = checks[field](v)
+      if norm == nil then return nil, err end
+      out[field] = norm
+    end
+  end
+  return out
+end
+
 -- ---- vm:add_net{...} ------------------------------------------------------
 
 -- The limits are the C device type's (core.device_types()), not copies.
-local NET_LIMITS = require("vmm.core").device_types()["virtio-net"].fields
+local TYPES = require("vmm.core").device_types()
+local NET_LIMITS = TYPES["virtio-net"].fields
 M.MAX_QUEUE_PAIRS = NET_LIMITS.queues.max
 local QSIZE = NET_LIMITS.queue_size
 local NET_FIELDS = { "ifname", "mac", "queues", "vhost", "queue_size", "name", "backend_transfer" }
 local NET_DEFAULTS = { queues = 1, vhost = false, queue_size = 256, backend_transfer = true }
-
-local function net_fail(field, fmt, ...)
-  return nil, "vm:add_net: " .. field .. ": " .. string.format(fmt, ...)
-end
+local net = field_checks("vm:add_net")
 
 -- A locally administered unicast MAC in QEMU's 52:54:00 range.
 function M.random_mac()
@@ -180,7 +247,7 @@ end
 local NET_CHECKS = {
   ifname = function(v)
     if type(v) ~= "string" or not v:match("^[%w_.-]+$") or #v > NET_LIMITS.ifname.max then
-      return net_fail("ifname", "expected an interface name of 1 to %d letters, digits, '_', '.' or '-', got %s",
+      return net.fail("ifname", "expected an interface name of 1 to %d letters, digits, '_', '.' or '-', got %s",
                       NET_LIMITS.ifname.max, show(v))
     end
     return v
@@ -188,73 +255,82 @@ local NET_CHECKS = {
   mac = function(v)
     local hex = type(v) == "string" and { v:match("^(%x%x):(%x%x):(%x%x):(%x%x):(%x%x):(%x%x)$") }
     if not hex or #hex ~= 6 then
-      return net_fail("mac", 'expected six hex bytes like "52:54:00:12:34:56", got %s', show(v))
+      return net.fail("mac", 'expected six hex bytes like "52:54:00:12:34:56", got %s', show(v))
     end
     if tonumber(hex[1], 16) & 1 == 1 then
-      return net_fail("mac", "%s is a multicast address (the first byte must be even)", show(v))
+      return net.fail("mac", "%s is a multicast address (the first byte must be even)", show(v))
     end
-    if v == "00:00:00:00:00:00" then return net_fail("mac", "%s is not a usable address", show(v)) end
+    if v == "00:00:00:00:00:00" then return net.fail("mac", "%s is not a usable address", show(v)) end
     return v:lower()
   end,
-  queues = function(v)
-    local n = math.type(v) == "float" and math.tointeger(v) or v
-    if math.type(n) ~= "integer" or n < 1 or n > M.MAX_QUEUE_PAIRS then
-      return net_fail("queues", "expected a number of queue pairs from 1 to %d, got %s", M.MAX_QUEUE_PAIRS, show(v))
-    end
-    return n
-  end,
-  vhost = function(v)
-    if type(v) ~= "boolean" then return net_fail("vhost", "expected true or false, got %s", show(v)) end
-    return v
-  end,
+  queues = net.integer("queues", 1, M.MAX_QUEUE_PAIRS, "a number of queue pairs"),
+  vhost = net.boolean("vhost"),
   -- whether a migration may hand this device's TAP (and so its network
   -- configuration) to the new process; vm:migrate{backend_transfer} is the
   -- global switch
-  backend_transfer = function(v)
-    if type(v) ~= "boolean" then
-      return net_fail("backend_transfer", "expected true or false, got %s", show(v))
-    end
-    return v
-  end,
-  queue_size = function(v)
-    local n = math.type(v) == "float" and math.tointeger(v) or v
-    if math.type(n) ~= "integer" or n < QSIZE.min or n > QSIZE.max or n & (n - 1) ~= 0 then
-      return net_fail("queue_size", "expected a power of 2 from %d to %d, got %s", QSIZE.min, QSIZE.max, show(v))
-    end
-    return n
-  end,
-  name = function(v)
-    if type(v) ~= "string" or not v:match("^[%w_.-]+$") or #v > 15 then
-      return net_fail("name", "expected 1 to 15 letters, digits, '_', '.' or '-', got %s", show(v))
-    end
-    return v
-  end,
+  backend_transfer = net.boolean("backend_transfer"),
+  queue_size = net.power_of_2("queue_size", QSIZE.min, QSIZE.max),
+  name = net.name,
 }
 
 -- check_net(settings, index) -> normalised {name, ifname, mac, queues,
 -- vhost, queue_size}, or nil and a message naming the field.
 function M.check_net(cfg, index)
-  if type(cfg) ~= "table" then
-    return nil, "vm:add_net: expected a table of settings, got " .. type(cfg)
-  end
-  for k in pairs(cfg) do
-    if not NET_CHECKS[k] then
-      return nil, "vm:add_net: unknown field " .. show(k) .. " (known: " .. table.concat(NET_FIELDS, ", ") .. ")"
-    end
-  end
-  if cfg.ifname == nil then return net_fail("ifname", "required (the TAP device to use)") end
-  local out = {}
-  for _, field in ipairs(NET_FIELDS) do
-    local v = cfg[field]
-    if v == nil then v = NET_DEFAULTS[field] end
-    if v ~= nil then
-      local norm, err = NET_CHECKS[field](v)
-      if norm == nil then return nil, err end
-      out[field] = norm
-    end
-  end
+  local out, err = check_settings("vm:add_net", cfg, NET_FIELDS, NET_CHECKS, NET_DEFAULTS,
+                                  { "ifname", "the TAP device to use" })
+  if not out then return nil, err end
   out.name = out.name or ("net" .. (index or 0))
   out.mac = out.mac or M.random_mac()
+  return out
+end
+
+-- ---- vm:add_disk{...} -----------------------------------------------------
+
+local DISK_LIMITS = TYPES["virtio-blk"].fields
+M.MAX_DISK_QUEUES = DISK_LIMITS.queues.max
+M.DISK_CACHE_MODES = { writeback = true, writethrough = true, none = true }
+local DISK_FIELDS = { "path", "readonly", "name", "queues", "queue_size", "cache", "serial", "backend_transfer" }
+local DISK_DEFAULTS = { readonly = false, queues = 1, queue_size = 256, cache = "writeback", backend_transfer = true }
+local disk = field_checks("vm:add_disk")
+
+local DISK_CHECKS = {
+  path = function(v)
+    if type(v) ~= "string" or v == "" or #v > DISK_LIMITS.path.max then
+      return disk.fail("path", "expected the path of an image file or block device (1 to %d bytes), got %s",
+                       DISK_LIMITS.path.max, show(v))
+    end
+    return v
+  end,
+  readonly = disk.boolean("readonly"),
+  name = disk.name,
+  queues = disk.integer("queues", 1, M.MAX_DISK_QUEUES, "a number of request queues"),
+  queue_size = disk.power_of_2("queue_size", DISK_LIMITS.queue_size.min, DISK_LIMITS.queue_size.max),
+  cache = function(v)
+    if not M.DISK_CACHE_MODES[v] then
+      return disk.fail("cache", 'expected "writeback", "writethrough" or "none", got %s', show(v))
+    end
+    return v
+  end,
+  serial = function(v)
+    if type(v) ~= "string" or #v > DISK_LIMITS.serial.max or not v:match("^[\32-\126]+$") then
+      return disk.fail("serial", "expected 1 to %d printable ASCII characters, got %s", DISK_LIMITS.serial.max,
+                       show(v))
+    end
+    return v
+  end,
+  -- whether a migration may hand the open image (and its locks) to the new
+  -- process, rather than have it open the path again
+  backend_transfer = disk.boolean("backend_transfer"),
+}
+
+-- check_disk(settings, index) -> normalised {path, readonly, name, queues,
+-- queue_size, cache, serial?, backend_transfer}, or nil and a message
+-- naming the field.
+function M.check_disk(cfg, index)
+  local out, err = check_settings("vm:add_disk", cfg, DISK_FIELDS, DISK_CHECKS, DISK_DEFAULTS,
+                                  { "path", "the image file or block device" })
+  if not out then return nil, err end
+  out.name = out.name or ("disk" .. (index or 0))
   return out
 end
 

@@ -212,9 +212,15 @@ local function accept_one(path, timeout)
   return conn
 end
 
+-- The backend a target opens by default for a device whose backend does
+-- not come over: a network device needs a new TAP (the source's is still
+-- in use until the commit: replacement_ifname); a disk opens its image
+-- again by path (the source lets go of its locks at the freeze).
+local REPLACEMENT = { ["virtio-net"] = M.replacement_ifname }
+
 -- What happens to device `d` of the description (one with a backend):
 -- the policy hook, else take the backend when offered, else a new backend
--- (for a network device, a new TAP named by replacement_ifname).
+-- (REPLACEMENT).
 -- The hook sees the device as a table: {kind, name, the fields of its
 -- configuration (ifname, mac, queues, ...), transfer_offered,
 -- backend_transfer}; it returns {transfer = false, <backend field> = name}.
@@ -228,7 +234,8 @@ local function decide(d, hook)
           .. type(choice), 0)
   end
   if d.transfer_offered and choice.transfer ~= false then return { transfer = true } end
-  return { backend = choice[d.backend] or M.replacement_ifname(d.config[d.backend]) }
+  local same = function(b) return b end
+  return { backend = choice[d.backend] or (REPLACEMENT[d.kind] or same)(d.config[d.backend]) }
 end
 
 -- migrate.switch_network{old, new, addresses, mac} -> list of problems
@@ -252,7 +259,7 @@ function M.switch_network(s)
 end
 
 -- vmm.receive{from = path | listen = path, backend_transfer = true,
--- device = function(net) -> {transfer = bool, ifname = name}, console,
+-- device = function(d) -> {transfer = bool, ifname | path = new backend}, console,
 -- timeout = 30, switch_network = true, before_start = function(vm)} ->
 -- vm, report | nil, err.
 -- `from`: the control socket of the VM's process (vm:serve); `listen`:
@@ -265,8 +272,9 @@ end
 -- (the source, paused, can still resume it): an error there stops the
 -- migration, and the source then kills this process and resumes the VM.
 -- The VM comes back running.
--- report: {peer_pid, freeze_ms, transferred = {net0 = true},
--- new_taps = {net1 = "tap1-b"}, switch_problems = {...}}.
+-- report: {peer_pid, freeze_ms, transferred = {net0 = true, disk0 = true},
+-- new_taps = {net1 = "tap1-b"}, new_backends = {net1 = "tap1-b", disk1 =
+-- "/images/disk1.img"} (every backend opened here), switch_problems = {...}}.
 function M.receive(opts)
   check_table("vmm.receive", opts, RECEIVE_FIELDS)
   local from = check_field("vmm.receive", opts, "from", "string")
@@ -288,7 +296,7 @@ function M.receive(opts)
   desc, err = conn:offer(accept, timeout)
   if not desc then conn:close() return nil, "vmm.receive: " .. err end
 
-  local plan, switches, new_taps, names, has_backend = {}, {}, {}, {}, {}
+  local plan, switches, new_taps, new_backends, names, has_backend = {}, {}, {}, {}, {}, {}
   for i, d in ipairs(desc.devices) do
     names[i], has_backend[i], plan[i] = d.name, d.backend ~= nil, {}
     if d.backend then
@@ -296,8 +304,9 @@ function M.receive(opts)
       if not ok then conn:close() error(choice, 2) end
       plan[i] = choice
       if choice.backend then
-        new_taps[d.name] = choice.backend
+        new_backends[d.name] = choice.backend
         if d.kind == "virtio-net" then -- the network switch-over is this policy's
+          new_taps[d.name] = choice.backend
           local old = M.link_snapshot(d.config.ifname)
           switches[#switches + 1] = { old = old.ifname, new = choice.backend, addresses = old.addresses,
                                       mac = old.mac }
@@ -329,6 +338,7 @@ function M.receive(opts)
   if not ok then vm:close() return nil, "vmm.receive: " .. err end
   report.transferred = M.by_name(names, report.transferred, has_backend)
   report.new_taps = new_taps
+  report.new_backends = new_backends
   report.switch_problems = problems
   report.resumed = resumed
   report.freeze_ms = (resumed - report.freeze) * 1000

@@ -141,6 +141,39 @@ function methods:add_net(settings)
   return self
 end
 
+-- vm:add_disk{path, readonly? = false, name? = "disk<N>", queues? = 1,
+-- queue_size? = 256, cache? = "writeback", serial?, backend_transfer? = true}:
+-- a virtio-blk disk on the PCI bus, before vm:start(). The image (a raw
+-- file or a block device) is opened and locked now; cache = "none" uses
+-- O_DIRECT, "writethrough" makes every write durable before it completes.
+-- Raises naming the field, or what is wrong with the image (missing, a
+-- directory, read-only, in use by another process).
+function methods:add_disk(settings)
+  local cfg, err = config.check_disk(settings, #self:disks())
+  if not cfg then error(err, 2) end
+  local ok, why = self:_add_device("virtio-blk", cfg.name, {
+    path = cfg.path, readonly = cfg.readonly, queues = cfg.queues, queue_size = cfg.queue_size,
+    cache = cfg.cache, serial = cfg.serial,
+  }, cfg.backend_transfer)
+  if not ok then error("vm:add_disk: " .. why, 2) end
+  return self
+end
+
+-- vm:disks() -> list of {name, path, readonly, cache, read_reqs, read_bytes,
+-- write_reqs, write_bytes, flush_reqs, discard_reqs, write_zeroes_reqs,
+-- io_errors, unsupported, inflight, capacity_sectors}
+function methods:disks()
+  local list = {}
+  for i, d in ipairs(self:devices()) do
+    if d.kind == "virtio-blk" then
+      local s = self:device_stats(i)
+      s.name, s.path, s.readonly, s.cache = d.name, d.config.path, d.config.readonly, d.config.cache
+      list[#list + 1] = s
+    end
+  end
+  return list
+end
+
 -- The network devices: the VM's devices of kind "virtio-net", with their
 -- index in vm:devices().
 local function net_indices(vm)

@@ -67,15 +67,21 @@ function M.kvm_usable()
   return require("vmm").kvm().usable
 end
 
--- CAP_NET_ADMIN in the effective set (root, unless a container dropped it).
-function M.can_admin_net()
+-- Whether capability number `cap` is in this process's effective set.
+local function has_cap(cap)
   local f = io.open("/proc/self/status", "r")
   if not f then return false end
   local s = f:read("a")
   f:close()
   local caps = tonumber(s:match("\nCapEff:%s+(%x+)") or "0", 16) or 0
-  return caps & (1 << 12) ~= 0
+  return caps & (1 << cap) ~= 0
 end
+
+-- CAP_NET_ADMIN in the effective set (root, unless a container dropped it).
+function M.can_admin_net() return has_cap(12) end
+
+-- CAP_SYS_ADMIN (mounts: a read-only bind mount).
+function M.can_mount() return has_cap(21) end
 
 -- This process's pid (for names no other run uses).
 function M.pid()
