@@ -160,46 +160,37 @@ static int blk_unquiesce(struct device *d)
 	return virtio_blk_unquiesce(((struct blk_dev *)d)->blk, RELOCK_MS);
 }
 
-/* Version 1: u32 length of the PCI function's part, that part
- * (virtio_pci_save), then the virtio-blk part (virtio_blk_save). */
+static int blk_part_save(void *dev, struct mig_buf *b) { return virtio_blk_save(dev, b); }
+
+/* An image this process opened itself is locked once its part checks out,
+ * the source having let go at its freeze; let go again if the function
+ * refuses its part. */
+static int blk_part_check(void *dev, const void *p, size_t len)
+{
+	return virtio_blk_load_check(dev, p, len) || virtio_blk_take_lock(dev) ? -1 : 0;
+}
+
+static void blk_part_undo(void *dev) { virtio_blk_drop_deferred_lock(dev); }
+static int blk_part_apply(void *dev, const void *p, size_t len) { return virtio_blk_load(dev, p, len); }
+
+static const struct virtio_pci_part_ops blk_part = {
+	.save = blk_part_save, .check = blk_part_check, .undo = blk_part_undo, .apply = blk_part_apply,
+};
+
+/* Version 1: the PCI function's part, then virtio-blk's
+ * (virtio_pci_save_section). */
 static int blk_save(struct device *d, uint16_t version, struct mig_buf *b)
 {
 	struct blk_dev *n = (struct blk_dev *)d;
 	(void)version;
-	struct mig_buf pci;
-	mig_buf_init(&pci);
-	int rc = virtio_pci_save(n->pci, &pci);
-	if (rc == 0) {
-		mig_put_u32(b, (uint32_t)pci.len);
-		mig_put_bytes(b, pci.data, pci.len);
-		rc = mig_buf_ok(&pci, d->name) || virtio_blk_save(n->blk, b) ? -1 : 0;
-	}
-	mig_buf_free(&pci);
-	return rc;
+	return virtio_pci_save_section(n->pci, d->name, &blk_part, n->blk, b);
 }
 
 static int blk_load(struct device *d, uint16_t version, const void *p, size_t len)
 {
 	struct blk_dev *n = (struct blk_dev *)d;
 	(void)version;
-	struct mig_cursor c;
-	mig_cursor_init(&c, p, len, d->name);
-	uint32_t pci_len = mig_get_u32(&c);
-	const void *pci = mig_get_view(&c, pci_len);
-	if (!pci)
-		return vmm_fail("%s: truncated (PCI function of %u bytes in %zu)", d->name, pci_len, len);
-	size_t rest = mig_cursor_left(&c);
-	const uint8_t *blk = (const uint8_t *)p + (len - rest);
-	/* Decode, then apply (as virtio-net does); an image this process
-	 * opened itself is locked here, the source having let go at its
-	 * freeze, and let go again if the function refuses its part. */
-	if (virtio_blk_load_check(n->blk, blk, rest) || virtio_blk_take_lock(n->blk))
-		return -1;
-	if (virtio_pci_load(n->pci, pci, pci_len)) {
-		virtio_blk_drop_deferred_lock(n->blk);
-		return -1;
-	}
-	return virtio_blk_load(n->blk, blk, rest);
+	return virtio_pci_load_section(n->pci, d->name, &blk_part, n->blk, p, len);
 }
 
 static int blk_resume_loaded(struct device *d)

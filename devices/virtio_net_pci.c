@@ -137,41 +137,28 @@ static int net_unquiesce(struct device *d)
 	return virtio_net_unquiesce(((struct net_dev *)d)->net);
 }
 
-/* Version 1: u32 length of the PCI function's part, that part
- * (virtio_pci_save), then the virtio-net part (virtio_net_save). */
+static int net_part_save(void *dev, struct mig_buf *b) { return virtio_net_save(dev, b); }
+static int net_part_check(void *dev, const void *p, size_t len) { return virtio_net_load_check(dev, p, len); }
+static int net_part_apply(void *dev, const void *p, size_t len) { return virtio_net_load(dev, p, len); }
+
+static const struct virtio_pci_part_ops net_part = {
+	.save = net_part_save, .check = net_part_check, .apply = net_part_apply,
+};
+
+/* Version 1: the PCI function's part, then virtio-net's
+ * (virtio_pci_save_section). */
 static int net_save(struct device *d, uint16_t version, struct mig_buf *b)
 {
 	struct net_dev *n = (struct net_dev *)d;
 	(void)version;
-	struct mig_buf pci;
-	mig_buf_init(&pci);
-	int rc = virtio_pci_save(n->pci, &pci);
-	if (rc == 0) {
-		mig_put_u32(b, (uint32_t)pci.len);
-		mig_put_bytes(b, pci.data, pci.len);
-		rc = mig_buf_ok(&pci, d->name) || virtio_net_save(n->net, b) ? -1 : 0;
-	}
-	mig_buf_free(&pci);
-	return rc;
+	return virtio_pci_save_section(n->pci, d->name, &net_part, n->net, b);
 }
 
 static int net_load(struct device *d, uint16_t version, const void *p, size_t len)
 {
 	struct net_dev *n = (struct net_dev *)d;
 	(void)version;
-	struct mig_cursor c;
-	mig_cursor_init(&c, p, len, d->name);
-	uint32_t pci_len = mig_get_u32(&c);
-	const void *pci = mig_get_view(&c, pci_len);
-	if (!pci)
-		return vmm_fail("%s: truncated (PCI function of %u bytes in %zu)", d->name, pci_len, len);
-	size_t rest = mig_cursor_left(&c);
-	/* Decode, then apply: the net part is checked first, the function
-	 * checks its part before it applies it, and the net part, checked
-	 * already, then cannot be refused. A refusal changes nothing. */
-	const uint8_t *net = (const uint8_t *)p + (len - rest);
-	return virtio_net_load_check(n->net, net, rest) || virtio_pci_load(n->pci, pci, pci_len) ||
-	       virtio_net_load(n->net, net, rest) ? -1 : 0;
+	return virtio_pci_load_section(n->pci, d->name, &net_part, n->net, p, len);
 }
 
 static int net_resume_loaded(struct device *d)

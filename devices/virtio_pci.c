@@ -1146,3 +1146,39 @@ int virtio_pci_resume_loaded(struct virtio_pci *vp)
 	signal_all_vectors(vp);
 	return rc;
 }
+
+int virtio_pci_save_section(struct virtio_pci *vp, const char *name, const struct virtio_pci_part_ops *ops,
+			    void *dev, struct mig_buf *b)
+{
+	struct mig_buf pci;
+	mig_buf_init(&pci);
+	int rc = virtio_pci_save(vp, &pci);
+	if (rc == 0) {
+		mig_put_u32(b, (uint32_t)pci.len);
+		mig_put_bytes(b, pci.data, pci.len);
+		rc = mig_buf_ok(&pci, name) || ops->save(dev, b) ? -1 : 0;
+	}
+	mig_buf_free(&pci);
+	return rc;
+}
+
+int virtio_pci_load_section(struct virtio_pci *vp, const char *name, const struct virtio_pci_part_ops *ops,
+			    void *dev, const void *p, size_t len)
+{
+	struct mig_cursor c;
+	mig_cursor_init(&c, p, len, name);
+	uint32_t pci_len = mig_get_u32(&c);
+	const void *pci = mig_get_view(&c, pci_len);
+	if (!pci)
+		return vmm_fail("%s: truncated (PCI function of %u bytes in %zu)", name, pci_len, len);
+	size_t rest = mig_cursor_left(&c);
+	const uint8_t *part = (const uint8_t *)p + (len - rest);
+	if (ops->check(dev, part, rest))
+		return -1;
+	if (virtio_pci_load(vp, pci, pci_len)) {
+		if (ops->undo)
+			ops->undo(dev);
+		return -1;
+	}
+	return ops->apply(dev, part, rest);
+}

@@ -135,4 +135,23 @@ int virtio_pci_load(struct virtio_pci *vp, const void *payload, size_t len);
  * marked NEEDS_RESET and the driver told, and the VM can run on. */
 int virtio_pci_resume_loaded(struct virtio_pci *vp);
 
+/* A virtio-pci device type's state section: u32 length of the function's
+ * part (virtio_pci_save), that part, then the device's own part. */
+struct virtio_pci_part_ops {
+	int (*save)(void *dev, struct mig_buf *b);
+	/* Decodes and checks the device's part, changing nothing except what
+	 * undo gives back (a disk's deferred locks). */
+	int (*check)(void *dev, const void *p, size_t len);
+	void (*undo)(void *dev); /* the function refused its part; may be NULL */
+	/* Applies a part that check accepted. */
+	int (*apply)(void *dev, const void *p, size_t len);
+};
+int virtio_pci_save_section(struct virtio_pci *vp, const char *name, const struct virtio_pci_part_ops *ops,
+			    void *dev, struct mig_buf *b);
+/* Decode, then apply: the device's part is checked first, the function
+ * checks its part before it applies it, and the device's part, checked
+ * already, then cannot be refused. A refusal changes nothing. */
+int virtio_pci_load_section(struct virtio_pci *vp, const char *name, const struct virtio_pci_part_ops *ops,
+			    void *dev, const void *p, size_t len);
+
 #endif
