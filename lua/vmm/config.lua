@@ -11,7 +11,7 @@ M.DEFAULT_CMDLINE = "console=ttyS0 reboot=k panic=-1 acpi=off "
   .. "i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd"
 
 local FIELDS = { "name", "memory", "vcpus", "kernel", "initrd", "cmdline", "console" }
-local DEFAULTS = { name = "vm", memory = "512M", vcpus = 1, console = "stdout" }
+local DEFAULTS = { name = "vm", memory = "512M", vcpus = 1, console = "stdout", cmdline = M.DEFAULT_CMDLINE }
 
 local UNITS = {
   [""] = 1, B = 1,
@@ -133,28 +133,41 @@ local CHECKS = {
   console = check_console,
 }
 
--- check(cfg) -> normalised copy {name, memory (bytes), vcpus, kernel,
--- initrd?, cmdline, console}, or nil and a message.
-function M.check(cfg)
-  if type(cfg) ~= "table" then
-    return nil, "vmm.vm: expected a table of settings, got " .. type(cfg)
+-- Checks settings against checks (field -> checker) in the order of
+-- fields, defaults filled in: the normalised table, or nil and a message.
+-- required = {field, what it is}; unknown(key) -> nil, message (default:
+-- the known fields listed).
+local function check_settings(fn, settings, fields, checks, defaults, required, unknown)
+  if type(settings) ~= "table" then
+    return nil, fn .. ": expected a table of settings, got " .. type(settings)
   end
-  for k in pairs(cfg) do
-    if not CHECKS[k] then return unknown_field(k) end
+  for k in pairs(settings) do
+    if not checks[k] then
+      if unknown then return unknown(k) end
+      return nil, fn .. ": unknown field " .. show(k) .. " (known: " .. table.concat(fields, ", ") .. ")"
+    end
   end
-  if cfg.kernel == nil then return fail("kernel", "required (the path of a bzImage)") end
+  if settings[required[1]] == nil then
+    return nil, fn .. ": " .. required[1] .. ": required (" .. required[2] .. ")"
+  end
   local out = {}
-  for _, field in ipairs(FIELDS) do
-    local v = cfg[field]
-    if v == nil then v = DEFAULTS[field] end
-    if field == "cmdline" and v == nil then v = M.DEFAULT_CMDLINE end
+  for _, field in ipairs(fields) do
+    local v = settings[field]
+    if v == nil then v = defaults[field] end
     if v ~= nil then
-      local norm, err = CHECKS[field](v)
+      local norm, err = checks[field](v)
       if norm == nil then return nil, err end
       out[field] = norm
     end
   end
   return out
+end
+
+-- check(cfg) -> normalised copy {name, memory (bytes), vcpus, kernel,
+-- initrd?, cmdline, console}, or nil and a message.
+function M.check(cfg)
+  return check_settings("vmm.vm", cfg, FIELDS, CHECKS, DEFAULTS, { "kernel", "the path of a bzImage" },
+                        unknown_field)
 end
 
 -- ---- device settings: what vm:add_net and vm:add_disk share -------------
@@ -196,34 +209,6 @@ local function field_checks(fn)
     return v
   end
   return c
-end
-
--- Checks settings against checks (field -> checker) in the order of
--- fields, defaults filled in: the normalised table, or nil and a message.
--- required = {field, what it is}.
-local function check_settings(fn, settings, fields, checks, defaults, required)
-  if type(settings) ~= "table" then
-    return nil, fn .. ": expected a table of settings, got " .. type(settings)
-  end
-  for k in pairs(settings) do
-    if not checks[k] then
-      return nil, fn .. ": unknown field " .. show(k) .. " (known: " .. table.concat(fields, ", ") .. ")"
-    end
-  end
-  if settings[required[1]] == nil then
-    return nil, fn .. ": " .. required[1] .. ": required (" .. required[2] .. ")"
-  end
-  local out = {}
-  for _, field in ipairs(fields) do
-    local v = settings[field]
-    if v == nil then v = defaults[field] end
-    if v ~= nil then
-      local norm, err = checks[field](v)
-      if norm == nil then return nil, err end
-      out[field] = norm
-    end
-  end
-  return out
 end
 
 -- ---- vm:add_net{...} ------------------------------------------------------
