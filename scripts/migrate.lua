@@ -47,8 +47,9 @@ for name in pairs(report.transferred) do names[#names + 1] = name end
 table.sort(names)
 local parts = {}
 for _, name in ipairs(names) do
+  local tap, other = report.new_taps[name], report.new_backends[name]
   parts[#parts + 1] = report.transferred[name] and (name .. ": backend transferred")
-    or (name .. ": new TAP " .. report.new_taps[name])
+    or tap and (name .. ": new TAP " .. tap) or (name .. ": reopened " .. tostring(other))
 end
 io.stderr:write(string.format("migrate.lua: took over %s from process %d: freeze %.1f ms, total %.1f ms%s%s\n",
   report.name, report.peer_pid, report.freeze_ms, (vmm.now() - t0) * 1000,

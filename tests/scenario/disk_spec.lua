@@ -60,3 +60,60 @@ describe("a guest with virtio-blk disks", function()
     assert.are_not.equal(0, status, out)
   end)
 end)
+
+-- Local migration to a new process and back with the disks busy: a writer
+-- in the guest (diskwrite stream: each 4 KiB block durable before the
+-- next, O_DIRECT|O_DSYNC) runs through both migrations; afterwards every
+-- write it was told is done is on the image, in order. Once with the
+-- images' fds (and locks) transferred, once reopened by path.
+for _, transfer in ipairs { true, false } do
+  describe("a guest writing to its disk through a migration and back (" ..
+           (transfer and "images transferred" or "images reopened") .. ")", function()
+    local root, data, vm, vm2, sock, child, source_report
+
+    lazy_setup(function()
+      root, data, sock = S.tmp_path("root.ext4"), S.tmp_path("data.img"), S.tmp_path("sock")
+      assert(os.execute(string.format("cp --sparse=always %s %s && truncate -s 16M %s", ROOTFS, root, data)))
+      vm = boot(transfer and "disk-mig-x" or "disk-mig-r", root, data)
+      S.sh(vm, "diskwrite stream /dev/vdb 0 8 9 --every 32 > /run/acked 2> /run/stream.err &")
+      assert(vmm.wait_until(function() return S.sh(vm, "cat /run/acked"):match("acked") ~= nil end, 60),
+             "the writer acknowledged nothing")
+    end)
+    lazy_teardown(function()
+      S.kill(child)
+      if vm2 then vm2:close() end
+      if vm then vm:close() end
+      for _, p in ipairs { root, data, sock } do os.remove(p) end
+    end)
+
+    it("hands the VM to a new process with its disks, and the writer goes on there", function()
+      assert(vm:serve(sock, { backend_transfer = transfer, on_migrated = function(r) source_report = r end }))
+      child = S.run_target(sock, transfer)
+      assert(S.wait_migrated(vm, child, function() return source_report end))
+      assert.are.equal(transfer, source_report.transferred.disk0)
+      assert.are.equal(transfer, source_report.transferred.disk1)
+      local took = assert(S.wait_output(child, "(migrate.lua: took over [^\n]*)\n", 30))
+      assert.matches(transfer and "disk1: backend transferred" or ("disk1: reopened " .. data), took, 1, true)
+    end)
+
+    it("takes the VM back, and every acknowledged write is on the image", function()
+      assert(source_report, "the first migration failed")
+      assert(S.wait_output(child, "migrate.lua: serving", 30))
+      local got, report = S.receive(sock, transfer)
+      assert(got, report)
+      vm2 = got
+      assert.are.equal(transfer, report.transferred.disk1)
+      local out, status = child:wait(30)
+      assert.are.equal(0, status, out)
+      local before = S.sh(vm2, "tail -n 1 /run/acked")
+      vmm.sleep(2)
+      S.sh(vm2, "kill $(pidof diskwrite); sleep 1")
+      local last = S.sh(vm2, "tail -n 1 /run/acked")
+      local gen, block = last:match("^acked (%d+) (%d+)$")
+      assert(gen, "the writer's last line: " .. last)
+      assert.are_not.equal(before, last, "the writer made no progress after the migrations")
+      local check = S.sh(vm2, string.format("diskwrite check /dev/vdb 0 8 9 --acked %s:%s", gen, block), 120)
+      assert.matches("^ok ", check)
+    end)
+  end)
+end
