@@ -198,6 +198,16 @@ static void log_io_error(struct virtio_blk *b, const struct blk_slot *s, int64_t
 		b->name, type_name(s->type), (unsigned long long)s->sector, strerror((int)-res));
 }
 
+/* Hands r to the image: -1 when it was queued (it completes later), else
+ * the status to complete with now. */
+static int submit(struct virtio_blk *b, struct blk_req *r)
+{
+	if (blk_file_submit(b->file, r) == 0)
+		return -1;
+	fprintf(stderr, "vmm: %s: %s\n", b->name, vmm_error());
+	return VIRTIO_BLK_S_IOERR;
+}
+
 static void io_done(struct blk_req *r, int64_t res)
 {
 	struct blk_slot *s = (struct blk_slot *)((uint8_t *)r - offsetof(struct blk_slot, io));
@@ -215,10 +225,8 @@ static void io_done(struct blk_req *r, int64_t res)
 		r->offset = r->len = 0;
 		r->iov = NULL;
 		r->niov = 0;
-		if (blk_file_submit(b->file, r) == 0)
-			return;
-		fprintf(stderr, "vmm: %s: %s\n", b->name, vmm_error());
-		complete(s, VIRTIO_BLK_S_IOERR);
+		if (submit(b, r) >= 0)
+			complete(s, VIRTIO_BLK_S_IOERR);
 		return;
 	}
 	complete(s, VIRTIO_BLK_S_OK);
@@ -277,11 +285,7 @@ static int start_rw(struct virtio_blk *b, struct blk_slot *s, uint64_t len)
 		b->st.read_reqs++;
 		b->st.read_bytes += len;
 	}
-	if (blk_file_submit(b->file, r)) {
-		fprintf(stderr, "vmm: %s: %s\n", b->name, vmm_error());
-		return VIRTIO_BLK_S_IOERR;
-	}
-	return -1;
+	return submit(b, r);
 }
 
 /* Discard and write-zeroes: exactly one 16-byte segment (max_*_seg is 1). */
@@ -321,11 +325,7 @@ static int start_range(struct virtio_blk *b, struct blk_slot *s)
 		b->st.discard_reqs++;
 	else
 		b->st.write_zeroes_reqs++;
-	if (blk_file_submit(b->file, r)) {
-		fprintf(stderr, "vmm: %s: %s\n", b->name, vmm_error());
-		return VIRTIO_BLK_S_IOERR;
-	}
-	return -1;
+	return submit(b, r);
 }
 
 /* Parses the chain in s and starts it. Returns false if the driver broke
@@ -388,11 +388,7 @@ static bool request_start(struct blk_vq *q, struct blk_slot *s, const struct vq_
 		s->io.iov = NULL;
 		s->io.niov = 0;
 		b->st.flush_reqs++;
-		status = -1;
-		if (blk_file_submit(b->file, &s->io)) {
-			fprintf(stderr, "vmm: %s: %s\n", b->name, vmm_error());
-			status = VIRTIO_BLK_S_IOERR;
-		}
+		status = submit(b, &s->io);
 		break;
 	case VIRTIO_BLK_T_GET_ID: {
 		unsigned n = nin;

@@ -35,7 +35,6 @@ static enum blk_engine engine;
 static struct virtio_blk *blk;
 static struct virtio_device *vd;
 static unsigned signals[NQ];
-static uint64_t base_features;
 
 static void t_signal(void *t, unsigned q)
 {
@@ -657,7 +656,6 @@ static int run_suite(enum blk_engine e)
 	}
 	printf("engine: %s\n", virtio_blk_engine_name(b));
 	use(b);
-	base_features = vd->host_features;
 	RUN(test_config_space);
 	RUN(test_write_then_read);
 	RUN(test_any_layout);
