@@ -8,6 +8,24 @@ local vmm = require "vmm"
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local S = dofile(here .. "migrate_support.lua")
 local ROOTFS = os.getenv("VMM_ROOTFS") or "build/images/rootfs.ext4"
+-- tests/guest/diskwrite.c built for this host: checks an image file after
+-- its VM stopped
+local DISKWRITE = os.getenv("VMM_DISKWRITE") or "build/diskwrite"
+
+-- Runs the host's diskwrite -> its output, exit status.
+local function host_diskwrite(...)
+  local out, status = vmm.command({ DISKWRITE, ... }, { timeout = 120 })
+  return tostring(out), status
+end
+
+-- Another VM (composed, never started) trying to open the image: -> the
+-- error, or nil when it could (the image is not locked).
+local function open_elsewhere(path)
+  local other = vmm.vm { name = "disk-probe", memory = "64M", vcpus = 1, kernel = S.kernel }
+  local ok, err = pcall(other.add_disk, other, { path = path })
+  other:close()
+  return not ok and tostring(err) or nil
+end
 
 local function boot(name, root, data)
   local vm = vmm.vm {
@@ -69,7 +87,7 @@ end)
 for _, transfer in ipairs { true, false } do
   describe("a guest writing to its disk through a migration and back (" ..
            (transfer and "images transferred" or "images reopened") .. ")", function()
-    local root, data, vm, vm2, sock, child, source_report
+    local root, data, vm, vm2, sock, child, source_report, acked
 
     lazy_setup(function()
       root, data, sock = S.tmp_path("root.ext4"), S.tmp_path("data.img"), S.tmp_path("sock")
@@ -84,6 +102,29 @@ for _, transfer in ipairs { true, false } do
       if vm2 then vm2:close() end
       if vm then vm:close() end
       for _, p in ipairs { root, data, sock } do os.remove(p) end
+    end)
+
+    it("rolls back when the target is killed mid-stream with the disk busy: the source keeps its image locked, and the writer goes on", function()
+      local fsock = S.tmp_path("fsock")
+      local server = assert(vm:serve(fsock, { backend_transfer = transfer, timeout = 10 }))
+      local proxy = S.start_proxy(fsock, { "--kill-target-at-type", "device" }) -- after the freeze
+      local target = S.run_target(proxy.listen, transfer)
+      local out, status = target:wait(120)
+      local log = S.read_file(proxy.log)
+      S.stop_proxy(proxy)
+      server.close()
+      os.remove(fsock)
+      assert.are.equal(128 + 9, status, "the target was not killed: " .. tostring(out) .. "\nthe proxy's log: " .. log)
+      assert.matches("killed target process %d+ when the source's device section arrived", log)
+      assert(vmm.wait_until(function() return vm:state() == "running" end, 10), "the source VM is " .. vm:state())
+      -- the source took its locks back (or never gave them away) before it resumed
+      local err = open_elsewhere(data)
+      assert(err, "another VM could open the image of the running source: it is not locked")
+      assert.matches("in use", err, 1, true)
+      local before = S.sh(vm, "tail -n 1 /run/acked")
+      assert(vmm.wait_until(function() return S.sh(vm, "tail -n 1 /run/acked") ~= before end, 30),
+             "the writer made no progress after the rollback: " .. before .. "; " .. S.sh(vm, "cat /run/stream.err"))
+      assert.are.equal(0, vm:disks()[2].io_errors)
     end)
 
     it("hands the VM to a new process with its disks, and the writer goes on there", function()
@@ -114,6 +155,83 @@ for _, transfer in ipairs { true, false } do
       assert.are_not.equal(before, last, "the writer made no progress after the migrations")
       local check = S.sh(vm2, string.format("diskwrite check /dev/vdb 0 8 9 --acked %s:%s", gen, block), 120)
       assert.matches("^ok ", check)
+      acked = gen .. ":" .. block
+    end)
+
+    it("leaves every acknowledged write in the image file once the VM has stopped", function()
+      assert(acked, "the writer's last acknowledged write is not known")
+      vm2:close()
+      vm2 = nil
+      local out, status = host_diskwrite("check", data, "0", "8", "9", "--acked", acked)
+      assert.are.equal(0, status, out)
+      assert.matches("^ok ", out)
+      -- and the check can tell: a later acknowledgement than the image holds fails
+      local gen = acked:match("^(%d+):")
+      local _, late = host_diskwrite("check", data, "0", "8", "9", "--acked", (gen + 2) .. ":0")
+      assert.are_not.equal(0, late)
     end)
   end)
 end
+
+-- cache = "none": the image is opened with O_DIRECT, which needs a
+-- filesystem that has it. The test host's tmpfs (kernel 6.1) does not, so
+-- the image goes on an ext4 loop-mounted here (needs root and the loop and
+-- ext4 modules, which scripts/testhost loads). The guest writes with
+-- O_DIRECT|O_DSYNC, and after the VM stopped the host reads the image back
+-- with O_DIRECT too.
+describe("a disk with cache = \"none\" (O_DIRECT on the host)", function()
+  local dir, fsimg, mounted, vm, why_not
+
+  lazy_setup(function()
+    dir, fsimg = S.tmp_path("ext4dir"), S.tmp_path("fs.ext4")
+    local out, status = vmm.command({ "sh", "-c",
+      'set -e; mkdir -p "$1"; truncate -s 96M "$2"; mkfs.ext4 -q -F "$2"; mount -o loop "$2" "$1"; truncate -s 24M "$1/data.img"',
+      "sh", dir, fsimg }, { timeout = 60 })
+    mounted = status == 0
+    if not mounted then why_not = "cannot loop-mount an ext4 here: " .. tostring(out) end
+  end)
+  lazy_teardown(function()
+    if vm then vm:close() end
+    if mounted then vmm.command({ "umount", dir }, { timeout = 30 }) end
+    os.remove(dir)
+    os.remove(fsimg)
+  end)
+
+  it("is refused in one line on a filesystem without O_DIRECT", function()
+    local tmpfs = S.tmp_path("tmpfs.img")
+    assert(os.execute("truncate -s 4M " .. tmpfs))
+    local err = nil
+    local probe = vmm.vm { name = "disk-none-probe", memory = "64M", vcpus = 1, kernel = S.kernel }
+    local ok, e = pcall(probe.add_disk, probe, { path = tmpfs, cache = "none" })
+    probe:close()
+    os.remove(tmpfs)
+    if ok then
+      pending("this machine's " .. tmpfs .. " takes O_DIRECT")
+      return
+    end
+    err = tostring(e)
+    assert.matches('cache = "none" needs O_DIRECT', err, 1, true)
+    assert.is_nil(err:find("\n"))
+  end)
+
+  it("takes writes the guest made durable, and they are in the image, read back with O_DIRECT once the VM stopped", function()
+    assert(mounted, why_not)
+    local image = dir .. "/data.img"
+    vm = vmm.vm {
+      name = "disk-none", memory = "256M", vcpus = 2,
+      kernel = S.kernel, initrd = S.initrd, console = "none",
+    }
+    vm:add_disk { path = image, cache = "none" }
+    assert.are.equal("none", vm:disks()[1].cache)
+    assert(vm:start())
+    assert(vm:wait_boot(S.BOOT_TIMEOUT))
+    assert.matches("wrote 16 MiB", S.sh(vm, "diskwrite write /dev/vda 4 16 11 --direct", 300))
+    assert.matches("ok 16 MiB", S.sh(vm, "diskwrite verify /dev/vda 4 16 11 --direct", 300))
+    assert.are.equal(0, vm:disks()[1].io_errors)
+    vm:close()
+    vm = nil
+    local out, status = host_diskwrite("verify", image, "4", "16", "11", "--direct")
+    assert.are.equal(0, status, out)
+    assert.matches("ok 16 MiB", out)
+  end)
+end)
