@@ -76,15 +76,8 @@ describe("vmm.net links (root)", function()
     if ROOT then cleanup() end
   end)
 
-  local function root_it(name, fn)
-    it(name, function()
-      if not ROOT then
-        pending("needs root (CAP_NET_ADMIN) to create links in the host's namespace")
-        return
-      end
-      fn()
-    end)
-  end
+  local root_it = support.guarded(it, pending,
+                                   { ROOT, "needs root (CAP_NET_ADMIN) to create links in the host's namespace" })
 
   root_it("creates a TAP: a link of kind tun, down, with a MAC", function()
     local l = assert(net.link(TAP))

@@ -83,6 +83,21 @@ function M.can_admin_net() return has_cap(12) end
 -- CAP_SYS_ADMIN (mounts: a read-only bind mount).
 function M.can_mount() return has_cap(21) end
 
+-- An `it` that runs only where the machine allows: support.guarded(it,
+-- pending, {ok, why}, ...) -> a function(name, fn) that declares it(name,
+-- fn), or, when some `ok` is false, a pending test "name (why)" with the
+-- first such why. Pass the describe block's own it and pending (busted
+-- gives a running test another pending).
+function M.guarded(it, pending, ...)
+  local needs = { ... }
+  return function(name, fn)
+    for _, n in ipairs(needs) do
+      if not n[1] then return pending(name .. " (" .. n[2] .. ")") end
+    end
+    return it(name, fn)
+  end
+end
+
 -- This process's pid (for names no other run uses).
 function M.pid()
   local f = io.open("/proc/self/stat", "r")

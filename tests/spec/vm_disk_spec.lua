@@ -30,15 +30,7 @@ describe("vm:add_disk on a composed VM", function()
   end)
   teardown(function() os.execute("rm -rf " .. DIR) end)
 
-  local function kit(name, fn)
-    it(name, function()
-      if not has_kernel then
-        pending("needs a kernel for vmm.vm: " .. tostring(KERNEL))
-        return
-      end
-      fn()
-    end)
-  end
+  local kit = support.guarded(it, pending, { has_kernel, "needs a kernel for vmm.vm: " .. tostring(KERNEL) })
 
   local function add_disk_error(settings)
     local ok, err = pcall(vm.add_disk, vm, settings)

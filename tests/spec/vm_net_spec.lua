@@ -27,19 +27,8 @@ describe("vm:add_net on a composed VM", function()
   end)
   after_each(cleanup)
 
-  local function root_it(name, fn)
-    it(name, function()
-      if not ROOT then
-        pending("needs root (CAP_NET_ADMIN) to open TAPs")
-        return
-      end
-      if not has_kernel then
-        pending("needs a kernel for vmm.vm: " .. tostring(KERNEL))
-        return
-      end
-      fn()
-    end)
-  end
+  local root_it = support.guarded(it, pending, { ROOT, "needs root (CAP_NET_ADMIN) to open TAPs" },
+                                   { has_kernel, "needs a kernel for vmm.vm: " .. tostring(KERNEL) })
 
   local function add_net_error(settings)
     local ok, err = pcall(vm.add_net, vm, settings)
