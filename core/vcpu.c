@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,9 +106,11 @@ static bool handle_exit(struct vcpu *v)
 	struct kvm_run *run = v->run;
 	switch (run->exit_reason) {
 	case KVM_EXIT_IO:
+		atomic_fetch_add_explicit(&v->io_exits, 1, memory_order_relaxed);
 		handle_io(v);
 		return true;
 	case KVM_EXIT_MMIO:
+		atomic_fetch_add_explicit(&v->mmio_exits, 1, memory_order_relaxed);
 		handle_mmio(v);
 		return true;
 	case KVM_EXIT_INTR:
@@ -158,13 +161,19 @@ static void *vcpu_thread(void *arg)
 	sigemptyset(&kick);
 	sigaddset(&kick, SIG_VCPU_KICK);
 	pthread_sigmask(SIG_UNBLOCK, &kick, NULL);
+	atomic_store(&v->tid, gettid());
+	char name[16];
+	snprintf(name, sizeof(name), "vcpu%u", v->id);
+	(void)pthread_setname_np(pthread_self(), name); /* cosmetic: top, perf, /proc */
 
 	bool may_park = true;
 	for (;;) {
 		enum vcpu_request r = wait_for_run(v, may_park);
 		if (r == VCPU_STOP && may_park)
 			break;
-		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
+		int rc = ioctl(v->fd, KVM_RUN, 0);
+		atomic_fetch_add_explicit(&v->runs, 1, memory_order_relaxed);
+		if (rc < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				may_park = true;
 				continue;
@@ -305,4 +314,15 @@ void vcpu_group_destroy(struct vcpu_group *g)
 	pthread_mutex_destroy(&g->lock);
 	pthread_cond_destroy(&g->cond);
 	memset(g, 0, sizeof(*g));
+}
+
+void vcpu_stats(struct vcpu_group *g, unsigned i, struct vcpu_stats *out)
+{
+	struct vcpu *v = &g->vcpus[i];
+	*out = (struct vcpu_stats){
+		.tid = atomic_load(&v->tid),
+		.runs = atomic_load_explicit(&v->runs, memory_order_relaxed),
+		.io_exits = atomic_load_explicit(&v->io_exits, memory_order_relaxed),
+		.mmio_exits = atomic_load_explicit(&v->mmio_exits, memory_order_relaxed),
+	};
 }

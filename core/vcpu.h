@@ -10,7 +10,10 @@
 #define VMM_VCPU_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
 #include <linux/kvm.h>
 
 #include "bus.h"
@@ -40,6 +43,15 @@ struct vcpu_group {
 	struct vcpu *vcpus;
 };
 
+/* What a vCPU thread has done so far, for telling a guest that spins from
+ * one that waits (vcpu_stats): returns from KVM_RUN, by kind. Written by the
+ * vCPU thread, read by any. */
+struct vcpu_stats {
+	pid_t tid;            /* the thread's id (0 until it started) */
+	uint64_t runs;        /* KVM_RUN returns, EINTR included */
+	uint64_t io_exits, mmio_exits;
+};
+
 struct vcpu {
 	struct vcpu_group *group;
 	unsigned id;
@@ -48,6 +60,8 @@ struct vcpu {
 	int run_size;
 	pthread_t thread;
 	bool started;
+	_Atomic pid_t tid;
+	_Atomic uint64_t runs, io_exits, mmio_exits;
 };
 
 int vcpu_group_init(struct vcpu_group *g, unsigned n, struct bus *pio, struct bus *mmio,
@@ -66,5 +80,7 @@ int vcpu_group_pause(struct vcpu_group *g);
 int vcpu_group_resume(struct vcpu_group *g);
 /* Stops and joins every thread. Safe to call more than once. */
 void vcpu_group_stop(struct vcpu_group *g);
+/* vCPU i's counters so far (i < g->n). */
+void vcpu_stats(struct vcpu_group *g, unsigned i, struct vcpu_stats *out);
 
 #endif

@@ -612,6 +612,7 @@ int vm_boot_mark(struct vm *vm, uint64_t *ns)
 
 const char *vm_name(struct vm *vm) { return vm->name; }
 unsigned vm_ncpus(struct vm *vm) { return vm->ncpus; }
+void vm_vcpu_stats(struct vm *vm, unsigned i, struct vcpu_stats *out) { vcpu_stats(&vm->vcpus, i, out); }
 uint64_t vm_mem_size(struct vm *vm) { return vm->mem_size; }
 
 void vm_free(struct vm *vm)

@@ -102,6 +102,9 @@ size_t vm_console_input(struct vm *vm, const void *buf, size_t len);
 int vm_boot_mark(struct vm *vm, uint64_t *ns);
 
 const char *vm_name(struct vm *vm);
+/* vCPU i's activity counters (vcpu.h); i < vm_ncpus. */
+struct vcpu_stats;
+void vm_vcpu_stats(struct vm *vm, unsigned i, struct vcpu_stats *out);
 unsigned vm_ncpus(struct vm *vm);
 uint64_t vm_mem_size(struct vm *vm);
 

@@ -16,6 +16,7 @@
 #include <lualib.h>
 
 #include "clock.h"
+#include "vcpu.h"
 #include "err.h"
 #include "kvm_probe.h"
 #include "registry.h"
@@ -441,6 +442,31 @@ static int l_info(lua_State *L)
 	return 1;
 }
 
+/* vm:vcpu_stats() -> { {tid, runs, io_exits, mmio_exits}, ... }, one per
+ * vCPU: what each has done so far. Two readings apart tell a guest that
+ * waits (no runs, no CPU time for its thread) from one that spins. */
+static int l_vcpu_stats(lua_State *L)
+{
+	struct vm *vm = check_vm(L);
+	unsigned n = vm_ncpus(vm);
+	lua_createtable(L, (int)n, 0);
+	for (unsigned i = 0; i < n; i++) {
+		struct vcpu_stats st;
+		vm_vcpu_stats(vm, i, &st);
+		lua_createtable(L, 0, 4);
+		lua_pushinteger(L, st.tid);
+		lua_setfield(L, -2, "tid");
+		lua_pushinteger(L, (lua_Integer)st.runs);
+		lua_setfield(L, -2, "runs");
+		lua_pushinteger(L, (lua_Integer)st.io_exits);
+		lua_setfield(L, -2, "io_exits");
+		lua_pushinteger(L, (lua_Integer)st.mmio_exits);
+		lua_setfield(L, -2, "mmio_exits");
+		lua_rawseti(L, -2, (lua_Integer)i + 1);
+	}
+	return 1;
+}
+
 /* "vmm.vm: web (running, 2 vCPUs, 512 MiB)" */
 static int l_tostring(lua_State *L)
 {
@@ -478,6 +504,7 @@ static const luaL_Reg vm_methods[] = {
 	{ "console_unread", l_console_unread },
 	{ "boot_time", l_boot_time },
 	{ "info", l_info },
+	{ "vcpu_stats", l_vcpu_stats },
 	{ NULL, NULL },
 };
 

@@ -127,6 +127,58 @@ function methods:sh(cmd, timeout)
   return out, math.tointeger(tonumber(status))
 end
 
+-- The CPU time (user + system, in seconds) of this process's thread tid,
+-- from /proc; nil when it is gone. USER_HZ is 100 on Linux.
+local function thread_cpu(tid)
+  local f = io.open("/proc/self/task/" .. tid .. "/stat", "r")
+  if not f then return nil end
+  local line = f:read("l") or ""
+  f:close()
+  local fields = {}
+  for w in line:match("%) (.*)$"):gmatch("%S+") do fields[#fields + 1] = w end
+  -- after the comm: state is field 3, utime 14, stime 15, processor 39
+  -- (fields[1], [12], [13], [37])
+  return ((tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)) / 100, fields[1], fields[37]
+end
+
+-- vm:activity([seconds = 2]) -> one line on what each vCPU did over that
+-- time, for telling a guest that stopped answering: waiting (halted, no
+-- exits: an interrupt that never came) from spinning inside KVM_RUN (CPU
+-- time but no exits) or busy with port and MMIO exits. Waits `seconds`.
+function methods:activity(seconds)
+  seconds = check_timeout("activity", seconds, 2)
+  local function sample()
+    local st = self:vcpu_stats()
+    for _, v in ipairs(st) do
+      if v.tid ~= 0 then v.cpu, v.state, v.on = thread_cpu(v.tid) end
+    end
+    return st
+  end
+  local a = sample()
+  task.sleep(seconds)
+  local b = sample()
+  local parts = {}
+  for i, v in ipairs(b) do
+    local w = a[i]
+    local text
+    if v.tid == 0 then
+      text = "not started"
+    elseif not v.cpu or not w.cpu then
+      text = "its thread is gone"
+    else
+      local exits, cpu = v.runs - w.runs, v.cpu - w.cpu
+      local what
+      if exits == 0 and cpu < 0.1 * seconds then what = "waits in KVM_RUN (halted?)"
+      elseif exits < 10 * seconds and cpu >= 0.5 * seconds then what = "spins inside KVM_RUN"
+      else what = "runs" end
+      text = string.format("%s: %d exits (%d I/O, %d MMIO), %.2f s CPU, thread state %s on CPU %s",
+        what, exits, v.io_exits - w.io_exits, v.mmio_exits - w.mmio_exits, cpu, v.state, tostring(v.on))
+    end
+    parts[#parts + 1] = string.format("vcpu%d %s", i - 1, text)
+  end
+  return string.format("over %g s: %s", seconds, table.concat(parts, "; "))
+end
+
 -- vm:add_net{ifname, mac?, queues? = 1, vhost? = false, queue_size? = 256,
 -- name? = "net<N>", backend_transfer? = true}: a virtio-net device on the PCI bus, before vm:start().
 -- The TAP `ifname` is opened now (created if absent); with vhost = true,

@@ -1,6 +1,7 @@
 -- Scenario: boot the guest image under KVM and drive it through the serial
 -- console. Needs /dev/kvm: run through scripts/testhost (scripts/test does).
 local vmm = require "vmm"
+local S = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "migrate_support.lua")
 
 local kernel = os.getenv("VMM_KERNEL") or vmm.default_kernel()
 local initrd = os.getenv("VMM_INITRD") or "build/images/guest.cpio.gz"
@@ -13,7 +14,7 @@ local function guest(vcpus, name)
   }
   assert(vm:start())
   local ok, err = vm:wait_boot(BOOT_TIMEOUT)
-  assert(ok, err)
+  assert(ok, ok or (err .. "\n" .. S.activity(vm)))
   return vm
 end
 
@@ -43,6 +44,19 @@ describe("a Linux guest under KVM", function()
     assert.are.equal(1, status)
     local kernel_release = vm:sh("uname -r", 30)
     assert.is_truthy(kernel_release:match("^%d+%.%d+"))
+  end)
+
+  -- vm:activity, which the scenario helpers add to a timeout's message:
+  -- an idle guest's vCPU waits in KVM_RUN, a busy loop spins there.
+  it("tells a vCPU that waits from one that spins (vm:activity)", function()
+    local vm <close> = guest(1, "activity")
+    vmm.sleep(1) -- let the shell settle
+    assert.matches("^over 2 s: vcpu0 waits in KVM_RUN", vm:activity(2))
+    vm:send("while :; do :; done\n")
+    vmm.sleep(1)
+    assert.matches("^over 2 s: vcpu0 spins inside KVM_RUN", vm:activity(2))
+    local st = vm:vcpu_stats()[1]
+    assert.is_true(st.tid > 0 and st.runs > 0 and st.io_exits > 0)
   end)
 
   -- The guest image's init keeps kernel messages off the console (they

@@ -36,7 +36,7 @@ local function boot(name, root, data)
   vm:add_disk { path = root, serial = "root0" }
   vm:add_disk { path = data }
   assert(vm:start())
-  assert(vm:wait_boot(S.BOOT_TIMEOUT))
+  S.wait_boot(vm)
   return vm
 end
 
@@ -224,7 +224,7 @@ describe("a disk with cache = \"none\" (O_DIRECT on the host)", function()
     vm:add_disk { path = image, cache = "none" }
     assert.are.equal("none", vm:disks()[1].cache)
     assert(vm:start())
-    assert(vm:wait_boot(S.BOOT_TIMEOUT))
+    S.wait_boot(vm)
     assert.matches("wrote 16 MiB", S.sh(vm, "diskwrite write /dev/vda 4 16 11 --direct", 300))
     assert.matches("ok 16 MiB", S.sh(vm, "diskwrite verify /dev/vda 4 16 11 --direct", 300))
     assert.are.equal(0, vm:disks()[1].io_errors)

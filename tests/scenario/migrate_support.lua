@@ -90,16 +90,59 @@ function S.boot(c)
   assert(vmm.net.add_address(c.ifname, host_ip .. "/24"))
   assert(vmm.net.set_up(c.ifname, true))
   assert(vm:start())
-  assert(vm:wait_boot(S.BOOT_TIMEOUT))
+  S.wait_boot(vm)
   return vm, host_ip, guest_ip
+end
+
+-- What the vCPUs of a guest that stopped answering are doing (vm:activity),
+-- for the message of a timeout: a guest hang in the nested test host is
+-- told from a lost interrupt that way.
+-- This machine's CPUs' time so far (/proc/stat, in USER_HZ ticks) -> list.
+local function cpu_ticks()
+  local t = {}
+  for n, rest in S.read_file("/proc/stat"):gmatch("\ncpu(%d+) ([^\n]*)") do
+    local sum = 0
+    for v in rest:gmatch("%d+") do sum = sum + tonumber(v) end
+    t[#t + 1] = string.format("cpu%s", n)
+    t[#t + 1] = sum
+  end
+  return t
+end
+
+function S.activity(vm)
+  if vm:state() ~= "running" then return "the VM is " .. vm:state() end
+  local before = cpu_ticks()
+  local ok, line = pcall(vm.activity, vm, 2)
+  local after = cpu_ticks()
+  local text = ok and ("vCPUs " .. line) or ("vm:activity failed: " .. tostring(line))
+  -- A CPU of this machine whose time did not move at all is stuck (in the
+  -- nested test host: its TCG vCPU thread does not come back).
+  local cpus = {}
+  for i = 1, #after, 2 do
+    cpus[#cpus + 1] = string.format("%s +%d", after[i], after[i + 1] - (before[i + 1] or 0))
+  end
+  text = text .. "\nthis machine's CPUs over the same time (ticks of 1/100 s): " .. table.concat(cpus, ", ")
+  if os.getenv("VMM_IN_TESTHOST") then -- and what the nested host's kernel said last
+    local log = vmm.command({ "sh", "-c", "dmesg | tail -n 8" }, { timeout = 10 })
+    text = text .. "\nthe test host's last kernel messages:\n" .. tostring(log)
+  end
+  return text
+end
+
+-- vm:wait_boot(S.BOOT_TIMEOUT); raises with the vCPUs' activity when the
+-- guest does not get there.
+function S.wait_boot(vm)
+  local ok, err = vm:wait_boot(S.BOOT_TIMEOUT)
+  if not ok then error(err .. "\n" .. S.activity(vm), 2) end
 end
 
 -- Runs cmd in the guest; raises unless it exits 0. -> its output.
 function S.sh(vm, cmd, timeout)
   local out, status = vm:sh(cmd, timeout or 30)
-  if status ~= 0 then
-    error(string.format("guest command %q: %s", cmd, out and ("exit status " .. tostring(status) .. ": " .. out)
-      or tostring(status)), 2)
+  if not out then
+    error(string.format("guest command %q: %s\n%s", cmd, tostring(status), S.activity(vm)), 2)
+  elseif status ~= 0 then
+    error(string.format("guest command %q: exit status %s: %s", cmd, tostring(status), out), 2)
   end
   return out
 end

@@ -2,6 +2,7 @@
 -- userspace datapath on the event loop, and vhost-net in the kernel).
 -- Needs /dev/kvm and /dev/vhost-net: run through scripts/testhost.
 local vmm = require "vmm"
+local S = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "migrate_support.lua")
 
 local kernel = os.getenv("VMM_KERNEL") or vmm.default_kernel()
 local initrd = os.getenv("VMM_INITRD") or "build/images/guest.cpio.gz"
@@ -57,7 +58,8 @@ for _, backend in ipairs {
       assert(vmm.net.add_address(backend.ifname, host_ip .. "/24"))
       assert(vmm.net.set_up(backend.ifname, true))
       assert(vm:start())
-      assert(vm:wait_boot(BOOT_TIMEOUT))
+      local ok, err = vm:wait_boot(BOOT_TIMEOUT)
+      assert(ok, ok or (err .. "\n" .. S.activity(vm)))
     end)
 
     lazy_teardown(function()

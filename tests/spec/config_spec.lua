@@ -176,6 +176,15 @@ describe("a VM made from the host's kernel", function()
     vm:close()
   end)
 
+  it_with_kernel("counts nothing for its vCPUs before it starts (vm:vcpu_stats, vm:activity)", function()
+    local vm = vmm.vm { kernel = KERNEL, memory = "64M", vcpus = 2, console = "none" }
+    local none = { tid = 0, runs = 0, io_exits = 0, mmio_exits = 0 }
+    assert.same({ none, none }, vm:vcpu_stats())
+    assert.equals("over 0.1 s: vcpu0 not started; vcpu1 not started", vm:activity(0.1))
+    assert.has_error(function() vm:activity(-1) end)
+    vm:close()
+  end)
+
   it_with_kernel("creates the console file", function()
     local path = os.tmpname()
     os.remove(path)
