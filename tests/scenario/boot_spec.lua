@@ -10,7 +10,7 @@ local BOOT_TIMEOUT = tonumber(os.getenv("VMM_BOOT_TIMEOUT") or "240")
 local function guest(vcpus, name)
   local vm = vmm.vm {
     name = name, memory = "256M", vcpus = vcpus,
-    kernel = kernel, initrd = initrd, console = "none",
+    kernel = kernel, initrd = initrd, console = "none", cmdline = S.CMDLINE,
   }
   assert(vm:start())
   local ok, err = vm:wait_boot(BOOT_TIMEOUT)

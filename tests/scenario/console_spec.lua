@@ -1,6 +1,7 @@
 -- Scenario: the serial console in both directions, from the terminal side.
 -- Runs a vmm child process whose stdin is a pipe standing in for the user.
 local vmm = require "vmm"
+local S = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "migrate_support.lua")
 
 local VMM = os.getenv("VMM_BIN") or "build/vmm"
 local kernel = os.getenv("VMM_KERNEL") or vmm.default_kernel()
@@ -18,8 +19,8 @@ local function run_with_stdin(script, input)
   end
   write("script.lua", script)
   write("input", input)
-  local p = assert(io.popen(string.format("%s script %s/script.lua %q %q < %s/input 2>&1",
-    VMM, dir, kernel, initrd, dir)))
+  local p = assert(io.popen(string.format("%s script %s/script.lua %q %q %q < %s/input 2>&1",
+    VMM, dir, kernel, initrd, S.CMDLINE, dir)))
   local out = p:read("a")
   local ok = p:close()
   os.execute("rm -rf " .. dir)
@@ -28,7 +29,7 @@ end
 
 local BOOT_AND_ATTACH = [[
 local vmm = require "vmm"
-local vm = vmm.vm { name = "attach", memory = "256M", kernel = arg[1], initrd = arg[2], console = "none" }
+local vm = vmm.vm { name = "attach", memory = "256M", kernel = arg[1], initrd = arg[2], cmdline = arg[3], console = "none" }
 assert(vm:start())
 assert(vm:wait_boot(240))
 print("attach returned " .. vm:attach())

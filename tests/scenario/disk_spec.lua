@@ -31,7 +31,7 @@ local function boot(name, root, data)
   local vm = vmm.vm {
     name = name, memory = "256M", vcpus = 2,
     kernel = S.kernel, initrd = S.initrd, console = "none",
-    cmdline = vmm.DEFAULT_CMDLINE .. " luavmm.root=/dev/vda",
+    cmdline = S.CMDLINE .. " luavmm.root=/dev/vda",
   }
   vm:add_disk { path = root, serial = "root0" }
   vm:add_disk { path = data }
@@ -219,7 +219,7 @@ describe("a disk with cache = \"none\" (O_DIRECT on the host)", function()
     local image = dir .. "/data.img"
     vm = vmm.vm {
       name = "disk-none", memory = "256M", vcpus = 2,
-      kernel = S.kernel, initrd = S.initrd, console = "none",
+      kernel = S.kernel, initrd = S.initrd, console = "none", cmdline = S.CMDLINE,
     }
     vm:add_disk { path = image, cache = "none" }
     assert.are.equal("none", vm:disks()[1].cache)

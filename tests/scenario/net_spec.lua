@@ -51,7 +51,7 @@ for _, backend in ipairs {
       vm = vmm.vm {
         name = backend.ifname, memory = "256M", vcpus = QUEUE_PAIRS,
         kernel = kernel, initrd = initrd, console = "none",
-        cmdline = vmm.DEFAULT_CMDLINE .. " luavmm.ip=" .. guest_ip .. "/24",
+        cmdline = S.CMDLINE .. " luavmm.ip=" .. guest_ip .. "/24",
       }
       vm:add_net { ifname = backend.ifname, queues = QUEUE_PAIRS, vhost = backend.vhost,
                    mac = "52:54:00:12:34:56" }
