@@ -16,10 +16,10 @@
 #include <lualib.h>
 
 #include "clock.h"
-#include "vcpu.h"
 #include "err.h"
 #include "kvm_probe.h"
 #include "registry.h"
+#include "vcpu.h"
 #include "vm.h"
 
 #ifndef VMM_VERSION
