@@ -46,6 +46,6 @@ guest_stage_userland() {
   echo "root:x:0:" > "$dir/etc/group"
   cp "$guest_init_src" "$dir/init"
   chmod 755 "$dir/init"
-  gcc -std=c11 -static -O2 -Wall -Wextra -Werror -s -o "$dir/bin/diskwrite" "$diskwrite_src" \
+  gcc -std=c11 -static -pthread -O2 -Wall -Wextra -Werror -s -o "$dir/bin/diskwrite" "$diskwrite_src" \
     || die "cannot build $diskwrite_src (static: needs libc6-dev)"
 }

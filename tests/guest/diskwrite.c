@@ -19,11 +19,23 @@
  *     to some block hold generation G and the rest G-1 (never written = 0),
  *     and that point is at or after every position acked.
  *
+ * bench: a load generator for bench/disk. For SECONDS it reads or writes
+ * BS-byte blocks (default 1 MiB for seq-*, 4 KiB for rand-*) in the first
+ * SIZE_MIB MiB from OFFSET_MIB on DEV, always with O_DIRECT (no O_DSYNC: the
+ * guest's page cache is bypassed, so each request goes to the device), from
+ * JOBS threads at once (default 1: the queue depth). seq-*: each thread walks
+ * its own slice of the range in order, wrapping around; rand-*: each picks
+ * BS-aligned offsets at random. Written data is pseudo-random. It prints
+ * one line:
+ *   bench MODE bs=BS jobs=N bytes=B ops=N seconds=S
+ * where S runs from the start of the first request to the end of the last.
+ *
  * Exit status: 0 ok, 1 the data does not check, 2 usage or I/O error. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -32,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define BLK 4096u                 /* block size */
@@ -46,7 +59,9 @@ static const char usage_text[] =
   "usage: diskwrite write  DEV OFFSET_MIB COUNT_MIB SEED [--direct] [--fsync]\n"
   "       diskwrite verify DEV OFFSET_MIB COUNT_MIB SEED [--direct]\n"
   "       diskwrite stream DEV OFFSET_MIB COUNT_MIB SEED [--direct] [--fsync] [--every N] [--passes N]\n"
-  "       diskwrite check  DEV OFFSET_MIB COUNT_MIB SEED [--direct] [--acked GEN:BLOCK]\n";
+  "       diskwrite check  DEV OFFSET_MIB COUNT_MIB SEED [--direct] [--acked GEN:BLOCK]\n"
+  "       diskwrite bench  DEV seq-read|seq-write|rand-read|rand-write SIZE_MIB SECONDS\n"
+  "                        [--bs BYTES] [--jobs N] [--offset MIB]\n";
 
 struct args {
   const char *cmd, *dev;
@@ -82,6 +97,13 @@ static uint64_t number(const char *s, const char *what)
   if (errno || end == s || *end || s[0] == '-')
     die("bad %s '%s' (want a non-negative integer)", what, s);
   return v;
+}
+
+/* The value after option argv[*i] (and *i moves on to it). */
+static const char *value(int argc, char **argv, int *i)
+{
+  if (*i + 1 >= argc) die("%s needs a value", argv[*i]);
+  return argv[++*i];
 }
 
 /* --- patterns ---------------------------------------------------------- */
@@ -362,16 +384,132 @@ static int cmd_check(const struct args *a)
   return 0;
 }
 
-/* --- command line ----------------------------------------------------- */
+/* --- bench -------------------------------------------------------------- */
 
-static const char *value(int argc, char **argv, int *i)
+#define MAX_JOBS 64
+
+struct bench {
+  int fd;
+  const char *dev;
+  bool write, random;
+  uint64_t base, size, bs;   /* bytes: the range's start and length, the block size */
+  unsigned jobs;
+  struct timespec deadline;
+};
+
+struct job {
+  const struct bench *b;
+  unsigned index;
+  uint64_t bytes, ops;
+  pthread_t thread;
+};
+
+static struct timespec now(void)
 {
-  if (*i + 1 >= argc) die("%s needs a value", argv[*i]);
-  return argv[++*i];
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t;
 }
+
+static bool before(struct timespec a, struct timespec b)
+{
+  return a.tv_sec < b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec < b.tv_nsec);
+}
+
+static double seconds_between(struct timespec a, struct timespec b)
+{
+  return (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+}
+
+/* One thread: requests one after the other until the deadline, so JOBS
+ * threads keep JOBS requests in flight. */
+static void *bench_job(void *arg)
+{
+  struct job *j = arg;
+  const struct bench *b = j->b;
+  uint64_t nblocks = b->size / b->bs;
+  /* seq: this job's slice of the range (at least one block) */
+  uint64_t slice = nblocks / b->jobs ? nblocks / b->jobs : 1;
+  uint64_t first = b->random ? 0 : (j->index * slice) % nblocks, pos = 0;
+  uint64_t rng = 0x5eed0000u + j->index;
+  unsigned char *buf = buffer(b->bs);
+  fill(buf, 0, (unsigned)b->bs, rng, j->index, 1);  /* written data: not zeros */
+  while (before(now(), b->deadline)) {
+    uint64_t block = b->random ? splitmix(&rng) % nblocks : first + pos;
+    if (!b->random) pos = (pos + 1) % slice;
+    off_t off = (off_t)(b->base + block * b->bs);
+    ssize_t n = b->write ? pwrite(b->fd, buf, b->bs, off) : pread(b->fd, buf, b->bs, off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) die("%s %s at byte %jd: %s", b->write ? "write" : "read", b->dev, (intmax_t)off, strerror(errno));
+    if ((uint64_t)n != b->bs) die("%s %s at byte %jd: %zd of %" PRIu64 " bytes", b->write ? "write" : "read",
+                                  b->dev, (intmax_t)off, n, b->bs);
+    j->bytes += (uint64_t)n, j->ops++;
+  }
+  free(buf);
+  return NULL;
+}
+
+static int cmd_bench(int argc, char **argv)
+{
+  if (argc < 6) usage();
+  const char *mode = argv[3];
+  struct bench b = { .dev = argv[2], .jobs = 1 };
+  if (!strcmp(mode, "seq-read")) b.bs = 1u << 20;
+  else if (!strcmp(mode, "seq-write")) b.write = true, b.bs = 1u << 20;
+  else if (!strcmp(mode, "rand-read")) b.random = true, b.bs = BLK;
+  else if (!strcmp(mode, "rand-write")) b.random = b.write = true, b.bs = BLK;
+  else die("bench: unknown mode '%s' (seq-read, seq-write, rand-read or rand-write)", mode);
+  uint64_t size_mib = number(argv[4], "SIZE_MIB"), secs = number(argv[5], "SECONDS"), off_mib = 0;
+  for (int i = 6; i < argc; i++) {
+    const char *o = argv[i];
+    if (!strcmp(o, "--bs")) b.bs = number(value(argc, argv, &i), "--bs");
+    else if (!strcmp(o, "--jobs")) {
+      uint64_t n = number(value(argc, argv, &i), "--jobs");
+      if (n < 1 || n > MAX_JOBS) die("--jobs takes 1 to %d", MAX_JOBS);
+      b.jobs = (unsigned)n;
+    } else if (!strcmp(o, "--offset")) off_mib = number(value(argc, argv, &i), "--offset");
+    else {
+      fprintf(stderr, "diskwrite: %s: unknown option for bench\n", o);
+      usage();
+    }
+  }
+  if (size_mib == 0 || secs == 0) die("bench: SIZE_MIB and SECONDS must be at least 1");
+  if (size_mib > UINT32_MAX || off_mib > UINT32_MAX || secs > 86400) die("bench: range or time too large");
+  if (b.bs == 0 || b.bs % 512 || b.bs > (64u << 20)) die("--bs must be a multiple of 512, at most 64 MiB");
+  b.base = off_mib << 20, b.size = size_mib << 20;
+  if (b.bs > b.size) die("--bs %" PRIu64 " is larger than the range", b.bs);
+
+  /* open_dev checks that the range fits on a block device */
+  struct args a = { .cmd = "bench", .dev = b.dev, .first = off_mib * BLKS_PER_MIB,
+                    .nblocks = size_mib * BLKS_PER_MIB };
+  b.fd = open_dev(&a, b.write ? O_WRONLY : O_RDONLY, true);
+  struct job jobs[MAX_JOBS];
+  struct timespec start = now();
+  b.deadline = start;
+  b.deadline.tv_sec += (time_t)secs;
+  for (unsigned i = 0; i < b.jobs; i++) {
+    jobs[i] = (struct job){ .b = &b, .index = i };
+    int err = pthread_create(&jobs[i].thread, NULL, bench_job, &jobs[i]);
+    if (err) die("pthread_create: %s", strerror(err));
+  }
+  uint64_t bytes = 0, ops = 0;
+  for (unsigned i = 0; i < b.jobs; i++) {
+    int err = pthread_join(jobs[i].thread, NULL);
+    if (err) die("pthread_join: %s", strerror(err));
+    bytes += jobs[i].bytes, ops += jobs[i].ops;
+  }
+  double elapsed = seconds_between(start, now());
+  close_dev(b.fd, &a);
+  printf("bench %s bs=%" PRIu64 " jobs=%u bytes=%" PRIu64 " ops=%" PRIu64 " seconds=%.6f\n",
+         mode, b.bs, b.jobs, bytes, ops, elapsed);
+  return 0;
+}
+
+/* --- command line ----------------------------------------------------- */
 
 int main(int argc, char **argv)
 {
+  if (argc >= 2 && !strcmp(argv[1], "bench")) return cmd_bench(argc, argv);
   if (argc < 6) usage();
   struct args a = { .cmd = argv[1], .dev = argv[2], .every = 256 };
   bool w = !strcmp(a.cmd, "write"), v = !strcmp(a.cmd, "verify");
