@@ -2,7 +2,7 @@
 -- bench/migrate).
 --
 -- Every contender boots the same guest (build/images/guest.cpio.gz, the
--- newest /boot/vmlinuz-* or VMM_KERNEL, 2 vCPUs, --mem MiB, one virtio-net
+-- newest /boot/vmlinuz-* or VMM_KERNEL, --vcpus (2), --mem MiB, one virtio-net
 -- device with MAC 52:54:00:00:09:16, guest 10.0.9.15/24) behind the host
 -- TAP lvmig0 (10.0.9.1/24) and moves it once or twice to another process
 -- on this host while `ping -D -i 0.005 GUEST` runs on the host.
@@ -31,10 +31,22 @@
 -- replies before it and stopped 100 replies after it ended; the gap is the
 -- longest interval between consecutive replies' -D timestamps, "lost" the
 -- icmp_seq numbers missing between the first and the last reply.
+--
+-- --disk: every contender also gets a data disk, the same raw image file
+-- (DISK_MIB MiB, cache --disk-cache, default writeback; "none" puts it on an
+-- ext4 loop-mounted under /tmp, for O_DIRECT), /dev/vda in the guest, and
+-- before the first migration the guest starts a writer on it (`diskwrite
+-- stream`: 4 KiB blocks in order, each O_DIRECT|O_DSYNC, so a write and a
+-- flush always in flight): the freeze is measured under write load. vmm's
+-- image goes over with the TAP ("transferred") or is reopened by path by
+-- the target ("new TAP" rows); QEMU's target opens the same file with the
+-- same -drive (QEMU hands its image lock over itself). The writer's
+-- progress through the migrations is logged.
 local vmm = require "vmm"
 local common = dofile((debug.getinfo(1, "S").source:match("^@(.*)/") or ".") .. "/common.lua")
 
-local opts = { runs = 1, mem = { 256, 2048 }, only = nil, timeout = 300 }
+local opts = { runs = 1, mem = { 256, 2048 }, only = nil, timeout = 300, vcpus = 2, disk = false,
+               disk_cache = "writeback" }
 local i = 1
 while arg[i] do
   local a, v = arg[i], arg[i + 1]
@@ -43,14 +55,20 @@ while arg[i] do
     opts.mem = {}
     for m in tostring(v):gmatch("[^,]+") do opts.mem[#opts.mem + 1] = math.tointeger(tonumber(m)) or false end
     i = i + 2
-  elseif a == "--only" then opts.only = v; i = i + 2
+  elseif a == "--only" then opts.only = common.split_list(v); i = i + 2
+  elseif a == "--vcpus" then opts.vcpus = math.tointeger(tonumber(v)); i = i + 2
+  elseif a == "--disk" then opts.disk = true; i = i + 1
+  elseif a == "--disk-cache" then opts.disk_cache = v; i = i + 2
   elseif a == "--timeout" then opts.timeout = tonumber(v); i = i + 2
   else error("bench/migrate: unknown argument " .. a) end
 end
 assert(opts.runs and opts.runs > 0, "bench/migrate: --runs takes a positive number")
 assert(opts.timeout and opts.timeout > 0, "bench/migrate: --timeout takes seconds")
+assert(opts.vcpus and opts.vcpus > 0, "bench/migrate: --vcpus takes a positive number")
 assert(#opts.mem > 0, "bench/migrate: --mem takes a list of MiB like 256,2048")
 for _, m in ipairs(opts.mem) do assert(m and m >= 64, "bench/migrate: --mem takes a list of MiB (>= 64) like 256,2048") end
+assert(opts.disk_cache == "writeback" or opts.disk_cache == "none" or opts.disk_cache == "writethrough",
+       "bench/migrate: --disk-cache takes writeback, writethrough or none")
 
 local IFNAME = "lvmig0"
 -- the target's TAP when the backend does not come over (vmm's own rule)
@@ -62,6 +80,9 @@ local kernel = os.getenv("VMM_KERNEL") or vmm.default_kernel()
 local initrd = os.getenv("VMM_INITRD") or "build/images/guest.cpio.gz"
 local cmdline = vmm.DEFAULT_CMDLINE .. " quiet luavmm.ip=" .. GUEST_IP .. "/24"
 local PING_BEFORE, PING_AFTER = 20, 100 -- replies before a migration, after it
+local DISK_MIB = 64                      -- --disk: the image's size
+-- --disk: the guest's writer, 4 KiB blocks over the first 16 MiB, acks in /run/acked
+local WRITER = "diskwrite stream /dev/vda 0 16 7 --every 64 > /run/acked 2> /run/writer.err &"
 local RESUME_WAIT = 60                   -- seconds for replies to come back
 local function exists(path)
   local f = io.open(path, "rb")
@@ -76,12 +97,7 @@ local function log(...) io.stderr:write("bench/migrate: ", string.format(...), "
 local DEBUG = os.getenv("VMM_BENCH_DEBUG") ~= nil
 local function dbg(...) if DEBUG then log(...) end end
 
-local function tail(s, n)
-  s = tostring(s or "")
-  n = n or 400
-  s = #s > n and ("..." .. s:sub(-n)) or s
-  return (s:gsub("%s+$", ""):gsub("|", "/")) -- one line of a markdown table cell
-end
+local tail = common.tail
 
 local function read_file(path, from)
   local f = io.open(path, "rb")
@@ -200,6 +216,33 @@ function Ping:finish()
   return st
 end
 
+-- ---- disk (--disk) ---------------------------------------------------------
+
+local DISK -- {image = path} with --disk; made before the first run
+
+-- Starts the guest's writer through sh (a vm:sh-like function) and waits
+-- for its first acknowledgement -> its last "acked GEN BLOCK" line.
+local function start_writer(sh)
+  local out, status = sh(WRITER)
+  if status ~= 0 then error("cannot start the guest's writer: " .. tail(out or status), 0) end
+  local last
+  vmm.wait_until(function()
+    last = (sh("tail -n 1 /run/acked") or ""):match("acked %d+ %d+")
+    return last
+  end, 60)
+  if not last then error("the guest's writer acknowledged nothing: " .. tail(sh("cat /run/writer.err")), 0) end
+  return last
+end
+
+-- After the migrations: how far the writer got since `before`.
+local function writer_progress(sh, before)
+  local now = (sh("tail -n 1 /run/acked") or ""):match("acked %d+ %d+")
+  if not now or now == before then
+    return "no progress since " .. before .. " (" .. tail(sh("cat /run/writer.err"), 200) .. ")"
+  end
+  return before .. " -> " .. now
+end
+
 -- ---- vmm -------------------------------------------------------------------
 
 -- Runs fn(at_exit) and then, whatever happened, the functions it gave
@@ -220,15 +263,24 @@ local function vmm_once(c, mib)
   return with_cleanup(function(at_exit)
     local s = {}
     local sock = string.format("/tmp/lvbench-mig-%s.sock", unique)
-    local vm = vmm.vm { name = "bench-mig", memory = mib .. "M", vcpus = 2, kernel = kernel,
+    local vm = vmm.vm { name = "bench-mig", memory = mib .. "M", vcpus = opts.vcpus, kernel = kernel,
                         initrd = initrd, cmdline = cmdline, console = "none" }
     at_exit(function() vm:close() end)
     vm:add_net { ifname = IFNAME, mac = MAC, vhost = c.vhost }
+    if DISK then vm:add_disk { path = DISK.image, cache = opts.disk_cache, queues = opts.vcpus,
+                                     queue_size = 256 } end
     common.host_side_up(IFNAME, HOST_IP)
     assert(vm:start())
     assert(vm:wait_boot(opts.timeout))
-    common.wait_ping(GUEST_IP)
+    local pinged, why = pcall(common.wait_ping, GUEST_IP)
+    if not pinged then -- what each side saw, to tell a guest that sends nothing from one that receives nothing
+      local n = vm:nets()[1]
+      error(string.format("%s (net0: rx %d pkts, %d dropped, tx %d pkts; the guest: %s)", why, n.rx_packets,
+        n.rx_dropped, n.tx_packets, tail(vm:sh("ifconfig eth0 | grep -e 'inet ' -e packets", 20), 300)), 0)
+    end
     dbg("  booted, ping answered")
+    local writer_before = DISK and start_writer(function(cmd) return vm:sh(cmd, 60) end)
+    if DISK then dbg("  the guest's writer runs: %s", writer_before) end
 
     -- 1. A new process takes the VM (scripts/migrate.lua).
     assert(vm:serve(sock, { backend_transfer = c.transfer, timeout = opts.timeout }))
@@ -278,6 +330,11 @@ local function vmm_once(c, mib)
         #report.switch_problems > 0 and ("; switch-over: " .. table.concat(report.switch_problems, "; ")) or "")
     if (report.transferred.net0 == true) ~= c.transfer then
       log("  warning: the backend was %s transferred", report.transferred.net0 and "" or "not")
+    end
+    if DISK then
+      log("  disk0 %s; the writer: %s", report.transferred.disk0 and "transferred"
+          or ("reopened " .. tostring(report.new_backends.disk0)),
+          writer_progress(function(cmd) return back:sh(cmd, 60) end, writer_before))
     end
     dbg("  back here; waiting for the child to exit")
     child:wait(30)
@@ -384,31 +441,42 @@ except Exception as e:
 ]]
 
 local function qemu_argv(mib, vhost, ifname, qmp, ram, incoming)
+  -- --disk: QEMU's guest has as many vCPUs as vmm's (common.qemu_cmdline);
+  -- without --disk, the command line of the figures in bench/README.md,
+  -- where QEMU's guest found one of its two
+  local append = DISK and common.qemu_cmdline(cmdline, opts.vcpus) or cmdline
   local argv = {
-    "qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-m", tostring(mib), "-smp", "2",
+    "qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-m", tostring(mib), "-smp", tostring(opts.vcpus),
     "-nographic", "-nodefaults", "-no-reboot", "-serial", "stdio",
     "-object", string.format("memory-backend-file,id=mem,size=%dM,mem-path=%s,share=on", mib, ram),
     "-machine", "memory-backend=mem",
-    "-kernel", kernel, "-initrd", initrd, "-append", cmdline,
+    "-kernel", kernel, "-initrd", initrd, "-append", append,
     "-netdev", "tap,id=n0,ifname=" .. ifname .. ",script=no,downscript=no,vhost=" .. (vhost and "on" or "off"),
     "-device", "virtio-net-pci,netdev=n0,mac=" .. MAC,
     "-qmp", "unix:" .. qmp .. ",server=on,wait=off",
   }
+  if DISK then -- both QEMUs on the same image, as in bench/disk.lua
+    for _, w in ipairs { "-drive", string.format("file=%s,format=raw,if=none,id=d0,aio=io_uring,cache=%s",
+                                                DISK.image, opts.disk_cache),
+                         "-device", string.format("virtio-blk-pci,drive=d0,num-queues=%d,queue-size=256", opts.vcpus) } do
+      argv[#argv + 1] = w
+    end
+  end
   if incoming then argv[#argv + 1] = "-incoming"; argv[#argv + 1] = "defer" end
   return argv
 end
 
+-- -> the QEMU's shell (common.qemu_shell: its serial console), once its
+-- TAP exists
 local function start_qemu(at_exit, argv, ifname, what)
-  local q = assert(vmm.background(argv))
-  at_exit(function()
-    q:kill(15)
-    if not q:wait(30) then q:kill(9); q:wait(10) end
-  end)
+  local shell = assert(common.qemu_shell(argv))
+  at_exit(function() shell:close() end)
+  local q = shell.cmd
   vmm.wait_until(function() return vmm.net.exists(ifname) or q:done() end, 60)
   if q:done() or not vmm.net.exists(ifname) then
     error(what .. " QEMU did not start: " .. tail(q:output()))
   end
-  return q
+  return q, shell
 end
 
 local function qemu_once(c, mib)
@@ -420,14 +488,15 @@ local function qemu_once(c, mib)
     for _, f in ipairs { ram, qmp_src, qmp_dst } do os.remove(f) end
     at_exit(function() os.remove(ram) end)
 
-    local src = start_qemu(at_exit, qemu_argv(mib, c.vhost, IFNAME, qmp_src, ram, false), IFNAME, "the source")
+    local src, src_shell = start_qemu(at_exit, qemu_argv(mib, c.vhost, IFNAME, qmp_src, ram, false), IFNAME, "the source")
     common.host_side_up(IFNAME, HOST_IP)
     vmm.wait_until(function() return src:output():find("LUAVMM-GUEST-READY", 1, true) or src:done() end, opts.timeout)
     if not src:output():find("LUAVMM-GUEST-READY", 1, true) then
       error("the source QEMU's guest did not boot: " .. tail(src:output()))
     end
     common.wait_ping(GUEST_IP)
-    local dst = start_qemu(at_exit, qemu_argv(mib, c.vhost, NEW_IFNAME, qmp_dst, ram, true), NEW_IFNAME, "the target")
+    local writer_before = DISK and start_writer(function(cmd) return src_shell:sh(cmd, 60) end)
+    local dst, dst_shell = start_qemu(at_exit, qemu_argv(mib, c.vhost, NEW_IFNAME, qmp_dst, ram, true), NEW_IFNAME, "the target")
 
     -- read before the migration, as vmm.receive does for its own switch-over
     local link, addresses = vmm.net.link(IFNAME), vmm.net.addresses(IFNAME)
@@ -457,6 +526,9 @@ local function qemu_once(c, mib)
     local st = ping:finish()
     s.gap_new, s.lost_new = st.gap_ms, st.lost
     log("  -> target QEMU: %s", result)
+    if DISK then
+      log("  the writer: %s", writer_progress(function(cmd) return dst_shell:sh(cmd, 60) end, writer_before))
+    end
     return s
   end)
 end
@@ -475,6 +547,9 @@ for _, c in ipairs(cases) do
   c.label = c.vmm and ("vmm " .. (c.vhost and "vhost-net" or "TAP (userspace)"))
     or ("QEMU tap, vhost=" .. (c.vhost and "on" or "off"))
   c.network = c.transfer and "TAP transferred" or "new TAP, switched over"
+  if opts.disk then
+    c.network = c.transfer and "TAP and image transferred" or "new TAP, image reopened"
+  end
 end
 
 local FIELDS = { "freeze_new", "freeze_back", "gap_new", "gap_back", "lost_new", "lost_back", "downtime" }
@@ -495,9 +570,21 @@ if DEBUG then
 end
 
 delete_links()
+local disk_cleanup = function() end
+if opts.disk then
+  local fs = { dir = "/tmp", unmount = function() end }
+  if opts.disk_cache == "none" then
+    local why
+    fs, why = common.odirect_dir(DISK_MIB + 32)
+    if not fs then error("bench/migrate: --disk-cache none: " .. why) end
+  end
+  DISK = { image = string.format("%s/lvbench-mig-%s.img", fs.dir, unique) }
+  disk_cleanup = function() os.remove(DISK.image); fs.unmount() end
+  common.make_image(DISK.image, DISK_MIB)
+end
 for _, mib in ipairs(opts.mem) do
   for _, c in ipairs(cases) do
-    if not opts.only or c.key:sub(1, #opts.only) == opts.only then
+    if common.selected(opts.only, c.key) then
       local r = { samples = {}, failures = {}, runs = 0 }
       for _, f in ipairs(FIELDS) do r.samples[f] = {} end
       results[c.key] = results[c.key] or {}
@@ -540,7 +627,8 @@ local function cell(r, f, digits)
   return fmt(r.samples[f], digits) or "-"
 end
 
-print(string.format("\nlocal migration, median of %d run(s) per row; freeze and ping gap in ms", opts.runs))
+print(string.format("\nlocal migration%s, median of %d run(s) per row; freeze and ping gap in ms",
+  opts.disk and (", a guest writing to its disk (cache=" .. opts.disk_cache .. ")") or "", opts.runs))
 print("(\"-> new\": into a new process; \"-> back\": back into the first one; QEMU: one migration per run)\n")
 print("| contender | network | guest RAM | freeze -> new | freeze -> back | ping gap -> new / -> back | lost replies -> new / -> back |")
 print("|---|---|---|---|---|---|---|")
@@ -567,4 +655,29 @@ for _, mib in ipairs(opts.mem) do
     end
   end
 end
+
+-- vmm's freezes over QEMU's, for the same network backend and guest RAM
+local ratios = {}
+for _, mib in ipairs(opts.mem) do
+  for _, c in ipairs(cases) do
+    local r = c.vmm and results[c.key] and results[c.key][mib]
+    local qr = r and results[c.vhost and "qemu-vhost" or "qemu-tap"]
+    local q = qr and qr[mib] and common.median(qr[mib].samples.freeze_new)
+    if q and q > 0 then
+      local function ratio(f)
+        local m = common.median(r.samples[f])
+        return m and string.format("%.2f", m / q) or "-"
+      end
+      ratios[#ratios + 1] = string.format("| %s | %s | %d MiB | %s | %s |", c.label, c.network, mib,
+                                          ratio("freeze_new"), ratio("freeze_back"))
+    end
+  end
+end
+if #ratios > 0 then
+  print("\nfreeze, vmm / QEMU (QEMU's STOP -> RESUME, same network backend and guest RAM)\n")
+  print("| contender | network | guest RAM | -> new | -> back |")
+  print("|---|---|---|---|---|")
+  print(table.concat(ratios, "\n"))
+end
+disk_cleanup()
 if watchdog then watchdog:kill(9) end
