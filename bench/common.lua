@@ -1,6 +1,7 @@
 -- What the bench scripts share; bench/net.lua, bench/migrate.lua and
 -- bench/disk.lua load it with dofile from their own folder.
 local vmm = require "vmm"
+local shell = require "vmm.shell"
 
 local M = {}
 
@@ -69,29 +70,8 @@ function M.make_image(path, mib)
   if status ~= 0 then error("cannot write the image " .. path .. ": " .. M.tail(out or status)) end
 end
 
--- A directory where files can be opened with O_DIRECT, for cache = "none":
--- an ext4 made here on a loop device over an image file under /tmp (in the
--- test host /tmp is a tmpfs, which on kernel 6.1 refuses O_DIRECT). Needs
--- root, loop and ext4. -> {dir = path, unmount = function() (removes it
--- all)}; or nil and why not.
-function M.odirect_dir(mib)
-  local base = os.tmpname()
-  os.remove(base)
-  local dir, fsimg = base .. ".ext4dir", base .. ".ext4"
-  local out, status = vmm.command({ "sh", "-c",
-    'set -e; mkdir -p "$1"; truncate -s "$3"M "$2"; mkfs.ext4 -q -F "$2"; mount -o loop "$2" "$1"',
-    "sh", dir, fsimg, tostring(mib) }, { timeout = 120 })
-  local function unmount()
-    vmm.command({ "umount", dir }, { timeout = 60 })
-    os.remove(dir)
-    os.remove(fsimg)
-  end
-  if status ~= 0 then
-    unmount()
-    return nil, "cannot loop-mount an ext4 under /tmp: " .. M.tail(out or status)
-  end
-  return { dir = dir, unmount = unmount }
-end
+-- A directory where files can be opened with O_DIRECT (tests/lib/fs.lua).
+M.odirect_dir = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "../tests/lib/fs.lua").odirect_dir
 
 -- The kernel command line for a QEMU guest of vcpus vCPUs booted like
 -- vmm's with cmdline. vmm's guests (acpi=off) find their vCPUs in vmm's MP
@@ -113,7 +93,6 @@ end
 -- q.cmd is the vmm.background command (q.cmd:output(), q.cmd:done(), ...).
 local QemuShell = {}
 QemuShell.__index = QemuShell
-local shell_count = 0
 
 function M.qemu_shell(argv)
   local fifo = os.tmpname()
@@ -152,18 +131,12 @@ end
 -- "QEMU used N% of a CPU over 2 s": tells a guest that spins from one
 -- that waits (or a QEMU that waits for nothing).
 function QemuShell:cpu_use()
-  local function ticks()
-    local f = io.open("/proc/" .. self.cmd:pid() .. "/stat")
-    local stat = f and f:read("a") or ""
-    if f then f:close() end
-    local utime, stime = stat:match("%) %S+" .. string.rep(" %S+", 10) .. " (%d+) (%d+)")
-    return utime and (tonumber(utime) + tonumber(stime))
-  end
-  local t0, a = vmm.now(), ticks()
+  local stat = "/proc/" .. self.cmd:pid() .. "/stat"
+  local t0, a = vmm.now(), shell.cpu(stat)
   vmm.sleep(2)
-  local b = ticks()
+  local b = shell.cpu(stat)
   if not a or not b then return "QEMU's CPU time unknown" end
-  return string.format("QEMU used %.0f%% of a CPU over 2 s", (b - a) / (vmm.now() - t0)) -- 100 ticks a second
+  return string.format("QEMU used %.0f%% of a CPU over 2 s", (b - a) * 100 / (vmm.now() - t0))
 end
 
 function QemuShell:wait_ready(timeout)
@@ -171,20 +144,10 @@ function QemuShell:wait_ready(timeout)
   return ok and true, err
 end
 
--- The same protocol as vm:sh: markers around the command, which the guest
--- tty's echo of the command line (quoted) cannot match.
+-- Runs cmd in the guest as vm:sh does (vmm.shell's marker protocol).
 function QemuShell:sh(cmd, timeout)
-  shell_count = shell_count + 1
-  local id = string.format("%d%d", shell_count, math.random(100000, 999999))
-  local quoted = "'" .. cmd:gsub("'", "'\\''") .. "'"
-  self.input:write(string.format("echo 'LVMM-S'%s; eval %s; echo 'LVMM-E'%s-$?\n", id, quoted, id))
-  self.input:flush()
-  local deadline = vmm.now() + timeout
-  local ok, err = self:expect("LVMM%-S" .. id .. "\r?\n", timeout)
-  if not ok then return nil, err end
-  local out, status = self:expect("(.-)LVMM%-E" .. id .. "%-(%d+)", math.max(deadline - vmm.now(), 0))
-  if not out then return nil, status end
-  return (out:gsub("\r\n", "\n"):gsub("\n$", "")), math.tointeger(tonumber(status))
+  return shell.run(function(text) self.input:write(text) self.input:flush() end,
+                   function(p, t) return self:expect(p, t) end, cmd, timeout)
 end
 
 -- Stops QEMU (SIGTERM, then SIGKILL) and removes the FIFO.

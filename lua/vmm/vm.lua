@@ -5,6 +5,7 @@ local core = require "vmm.core"
 local config = require "vmm.config"
 local task = require "vmm.task"
 local migrate = require "vmm.migrate"
+local shell = require "vmm.shell"
 
 local M = {}
 local methods = core.vm_methods
@@ -101,8 +102,6 @@ function methods:wait_boot(timeout)
   return true
 end
 
-local marker_count = 0
-
 -- vm:sh(cmd, [timeout_s = 30]) -> output, exit status: runs cmd in the
 -- guest's shell on the serial console; the output comes without the echo,
 -- the prompt and its last newline, with "\r\n" turned into "\n" (so
@@ -112,35 +111,12 @@ function methods:sh(cmd, timeout)
     error("vm:sh: expected a command (string), got " .. type(cmd), 2)
   end
   timeout = check_timeout("sh", timeout, DEFAULT_TIMEOUT)
-  marker_count = marker_count + 1
-  local id = string.format("%d%d", marker_count, math.random(100000, 999999))
-  -- The quotes keep the echoed command line from matching the markers; eval
-  -- keeps a trailing comment or an unbalanced `;` in cmd from eating them.
-  local quoted = "'" .. cmd:gsub("'", "'\\''") .. "'"
-  self:send(string.format("echo 'LVMM-S'%s; eval %s; echo 'LVMM-E'%s-$?\n", id, quoted, id))
-  local deadline = core.now() + timeout
-  local ok, err = self:expect("LVMM%-S" .. id .. "\r?\n", timeout)
-  if not ok then return nil, err end
-  local out, status = self:expect("(.-)LVMM%-E" .. id .. "%-(%d+)", math.max(deadline - core.now(), 0))
-  if not out then return nil, status end
-  out = out:gsub("\r\n", "\n"):gsub("\n$", "")
-  return out, math.tointeger(tonumber(status))
+  return shell.run(function(text) self:send(text) end, function(p, t) return self:expect(p, t) end, cmd, timeout)
 end
 
--- The CPU time (user + system, in seconds) of this process's thread tid,
--- from /proc; nil when it is gone. USER_HZ is 100 on Linux.
+-- The CPU time (s), state and processor of this process's thread tid.
 local function thread_cpu(tid)
-  local f = io.open("/proc/self/task/" .. tid .. "/stat", "r")
-  if not f then return nil end
-  local line = f:read("l") or ""
-  f:close()
-  local rest = line:match("%) (.*)$") -- the comm, in parentheses, may hold spaces
-  if not rest then return nil end
-  local fields = {}
-  for w in rest:gmatch("%S+") do fields[#fields + 1] = w end
-  -- after the comm: state is field 3, utime 14, stime 15, processor 39
-  -- (fields[1], [12], [13], [37])
-  return ((tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)) / 100, fields[1], fields[37]
+  return shell.cpu("/proc/self/task/" .. tid .. "/stat")
 end
 
 -- vm:activity([seconds = 2]) -> one line on what each vCPU did over that

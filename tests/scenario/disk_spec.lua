@@ -8,15 +8,7 @@ local vmm = require "vmm"
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local S = dofile(here .. "migrate_support.lua")
 local ROOTFS = os.getenv("VMM_ROOTFS") or "build/images/rootfs.ext4"
--- tests/guest/diskwrite.c built for this host: checks an image file after
--- its VM stopped
-local DISKWRITE = os.getenv("VMM_DISKWRITE") or "build/diskwrite"
-
--- Runs the host's diskwrite -> its output, exit status.
-local function host_diskwrite(...)
-  local out, status = vmm.command({ DISKWRITE, ... }, { timeout = 120 })
-  return tostring(out), status
-end
+local host_diskwrite = S.host_diskwrite
 
 -- Another VM (composed, never started) trying to open the image: -> the
 -- error, or nil when it could (the image is not locked).
@@ -29,7 +21,7 @@ end
 
 local function boot(name, root, data)
   local vm = vmm.vm {
-    name = name, memory = "256M", vcpus = 2,
+    name = name, memory = "256M", vcpus = S.VCPUS,
     kernel = S.kernel, initrd = S.initrd, console = "none",
     cmdline = S.CMDLINE .. " luavmm.root=/dev/vda",
   }
@@ -180,21 +172,19 @@ end
 -- O_DIRECT|O_DSYNC, and after the VM stopped the host reads the image back
 -- with O_DIRECT too.
 describe("a disk with cache = \"none\" (O_DIRECT on the host)", function()
-  local dir, fsimg, mounted, vm, why_not
+  local fs, dir, mounted, vm, why_not
 
   lazy_setup(function()
-    dir, fsimg = S.tmp_path("ext4dir"), S.tmp_path("fs.ext4")
-    local out, status = vmm.command({ "sh", "-c",
-      'set -e; mkdir -p "$1"; truncate -s 96M "$2"; mkfs.ext4 -q -F "$2"; mount -o loop "$2" "$1"; truncate -s 24M "$1/data.img"',
-      "sh", dir, fsimg }, { timeout = 60 })
-    mounted = status == 0
-    if not mounted then why_not = "cannot loop-mount an ext4 here: " .. tostring(out) end
+    fs, why_not = dofile(here .. "../lib/fs.lua").odirect_dir(96)
+    mounted = fs ~= nil
+    if mounted then
+      dir = fs.dir
+      assert(os.execute("truncate -s 24M " .. dir .. "/data.img"))
+    end
   end)
   lazy_teardown(function()
     if vm then vm:close() end
-    if mounted then vmm.command({ "umount", dir }, { timeout = 30 }) end
-    os.remove(dir)
-    os.remove(fsimg)
+    if fs then fs.unmount() end
   end)
 
   it("is refused in one line on a filesystem without O_DIRECT", function()
@@ -218,7 +208,7 @@ describe("a disk with cache = \"none\" (O_DIRECT on the host)", function()
     assert(mounted, why_not)
     local image = dir .. "/data.img"
     vm = vmm.vm {
-      name = "disk-none", memory = "256M", vcpus = 2,
+      name = "disk-none", memory = "256M", vcpus = S.VCPUS,
       kernel = S.kernel, initrd = S.initrd, console = "none", cmdline = S.CMDLINE,
     }
     vm:add_disk { path = image, cache = "none" }

@@ -24,7 +24,7 @@ local CASES = {
   { label = "userspace TAP datapath, new TAP (no transfer)", name = "mig-tap-new",
     vhost = false, transfer = false, queues = 2, ifname = "lvmig1", subnet = "10.0.5", port = 5005 },
   { label = "vhost-net, TAP transferred", name = "mig-vhost-xfer",
-    vhost = true, transfer = true, queues = 2, ifname = "lvmig2", subnet = "10.0.6", port = 5006 },
+    vhost = true, transfer = true, queues = 2, vcpus = 2, ifname = "lvmig2", subnet = "10.0.6", port = 5006 },
   -- Here the device opts out (vm:add_net{backend_transfer = false}) while
   -- the global switch and the child allow transfers: the per-device policy.
   { label = "vhost-net, new TAP (the device opts out of transfer)", name = "mig-vhost-new",
@@ -56,7 +56,7 @@ for index, c in ipairs(CASES) do
     lazy_setup(function()
       sock = S.tmp_path("sock")
       vm, host_ip, guest_ip = S.boot { name = c.name, ifname = c.ifname, subnet = c.subnet,
-                                       queues = c.queues, vhost = c.vhost, mac = mac,
+                                       queues = c.queues, vcpus = c.vcpus, vhost = c.vhost, mac = mac,
                                        backend_transfer = not c.device_opt_out }
       original_mac = assert(vmm.net.link(c.ifname)).mac
       counter = S.start_counter(vm, host_ip, c.port)
@@ -128,6 +128,17 @@ for index, c in ipairs(CASES) do
       assert.are.equal("ok", out, string.format("%s (the VM is %s%s)", tostring(err), vm2:state(),
         vm2:stop_reason() and (": " .. vm2:stop_reason()) or ""))
     end)
+
+    if c.vcpus and c.vcpus > 1 then
+      it("brings every vCPU back: " .. c.vcpus .. " CPUs online, and each runs a command pinned to it", function()
+        need_back()
+        assert.are.equal(tostring(c.vcpus), (S.sh(vm2, "nproc")))
+        for cpu = 0, c.vcpus - 1 do
+          -- a CPU left stopped by the migration would never run it
+          assert.are.equal("cpu" .. cpu, (S.sh(vm2, "taskset -c " .. cpu .. " echo cpu" .. cpu)))
+        end
+      end)
+    end
 
     it("keeps the guest's network working both ways", function()
       need_back()

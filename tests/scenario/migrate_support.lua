@@ -18,12 +18,22 @@ S.BOOT_TIMEOUT = tonumber(os.getenv("VMM_BOOT_TIMEOUT") or "240")
 -- The guests' kernel command line: the default plus `quiet`. Under nested
 -- KVM every byte on the serial console is an exit to the VMM, and a verbose
 -- boot (~30 KB of kernel messages) took 25-37 s against ~10 s quiet; the
--- messages stay in the guest's dmesg.
-S.CMDLINE = vmm.DEFAULT_CMDLINE .. " quiet"
+-- messages stay in the guest's dmesg. nokaslr: so that the RIP of a guest
+-- that triple-faulted (S.shutdown_trace) names the same code every time.
+S.CMDLINE = vmm.DEFAULT_CMDLINE .. " quiet nokaslr"
+-- The scenario guests' vCPUs: one, unless SMP is what a test is about (boot
+-- with 2, a 2-vCPU migration, multiqueue virtio-net). The nested test host
+-- has two emulated CPUs: its deaths (a #PF loop in KVM's world switch, a
+-- TCG fault of issue 9) were seen only while 2-vCPU guests ran, and four
+-- guest vCPUs on its two CPUs made every preemption an exit.
+S.VCPUS = 1
 S.VMM = os.getenv("VMM_BIN") or "build/vmm"
 S.TARGET_SCRIPT = "scripts/migrate.lua"
 S.PROXY = "build/migproxy"
 S.PING_INTERVAL = 0.01 -- seconds between the probes of start_ping
+-- tests/guest/diskwrite.c built for this host: checks an image file after
+-- its VM stopped
+S.DISKWRITE = os.getenv("VMM_DISKWRITE") or "build/diskwrite"
 
 -- ---- small utilities -------------------------------------------------------
 
@@ -81,13 +91,14 @@ end
 -- ---- the guest ---------------------------------------------------------------
 
 -- S.boot{name, ifname, subnet = "10.0.4", queues, vhost, mac} -> vm,
--- host_ip, guest_ip: a running, booted guest (2 vCPUs, 256M) with one
+-- host_ip, guest_ip: a running, booted guest (c.vcpus or 1 vCPU, 256M; see
+-- S.VCPUS) with one
 -- virtio-net device on TAP ifname, the host at SUBNET.1/24 on the TAP and
 -- the guest at SUBNET.15/24 (luavmm.ip= on the kernel command line).
 function S.boot(c)
   local host_ip, guest_ip = c.subnet .. ".1", c.subnet .. ".15"
   local vm = vmm.vm {
-    name = c.name, memory = "256M", vcpus = 2,
+    name = c.name, memory = "256M", vcpus = c.vcpus or S.VCPUS,
     kernel = S.kernel, initrd = S.initrd, console = "none",
     cmdline = S.CMDLINE .. " luavmm.ip=" .. guest_ip .. "/24",
   }
@@ -115,8 +126,30 @@ local function cpu_ticks()
   return t
 end
 
+-- The shutdown exits (guest triple faults) that the test host's KVM traced
+-- (scripts/testhost enables just that event), with the guest's RIP. The
+-- scenario guests boot with nokaslr, so a RIP can be looked up offline in
+-- the guest kernel's real System.map (Debian ships it in the -dbg package).
+-- -> text, or nil without a trace.
+function S.shutdown_trace(path)
+  local trace = io.open(path or "/sys/kernel/tracing/trace", "r")
+  if not trace then return nil end
+  local lines = {}
+  for line in trace:lines() do
+    if line:find("kvm_exit:", 1, true) then lines[#lines + 1] = line end
+  end
+  trace:close()
+  if #lines == 0 then return "the test host traced no shutdown exit" end
+  return "the test host's KVM traced these shutdown exits:\n" .. table.concat(lines, "\n")
+end
+
 function S.activity(vm)
-  if vm:state() ~= "running" then return "the VM is " .. vm:state() end
+  if vm:state() ~= "running" then
+    local text = "the VM is " .. vm:state()
+    if vm:state() == "stopped" then text = text .. " (" .. tostring(vm:stop_reason()) .. ")" end
+    local trace = os.getenv("VMM_IN_TESTHOST") and S.shutdown_trace()
+    return trace and (text .. "\n" .. trace) or text
+  end
   local before = cpu_ticks()
   local ok, line = pcall(vm.activity, vm, 2)
   local after = cpu_ticks()
@@ -151,6 +184,12 @@ function S.sh(vm, cmd, timeout)
     error(string.format("guest command %q: exit status %s: %s", cmd, tostring(status), out), 2)
   end
   return out
+end
+
+-- Runs the host's diskwrite (S.DISKWRITE) -> its output, exit status.
+function S.host_diskwrite(...)
+  local out, status = vmm.command({ S.DISKWRITE, ... }, { timeout = 120 })
+  return tostring(out), status
 end
 
 -- Three pings from the host (0.2 s apart) -> true, or nil and ping's output.

@@ -8,7 +8,9 @@ local kernel = os.getenv("VMM_KERNEL") or vmm.default_kernel()
 local initrd = os.getenv("VMM_INITRD") or "build/images/guest.cpio.gz"
 local BOOT_TIMEOUT = tonumber(os.getenv("VMM_BOOT_TIMEOUT") or "240")
 local MIB16 = 16 * 1024 * 1024
-local QUEUE_PAIRS = 4
+-- Multiqueue: the guest uses as many pairs as it has CPUs, so one vCPU per
+-- pair (two: the test host has two CPUs; see S.VCPUS).
+local QUEUE_PAIRS = 2
 
 local function file_size(path)
   local f = io.open(path, "rb")
@@ -35,7 +37,8 @@ end
 -- the guest's virtio interrupts per CPU and its neighbour table.
 local function diagnose(vm, out)
   return tostring(out) .. "\n-- device state:\n" .. tostring(vm:net_state(1)) .. "\n-- guest:\n" ..
-    tostring((vm:sh("grep -i -e CPU -e virtio /proc/interrupts; cat /proc/net/arp; cat /proc/net/softnet_stat", 30)))
+    tostring((vm:sh("grep -i -e CPU -e virtio /proc/interrupts; cat /proc/net/arp; cat /proc/net/softnet_stat", 30))) ..
+    "\n" .. S.activity(vm)
 end
 
 for _, backend in ipairs {
