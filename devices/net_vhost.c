@@ -14,16 +14,6 @@
 
 /* ---- vhost ---- */
 
-static void vring_save(struct virtqueue *vq, uint16_t last_avail)
-{
-	vq->last_avail = last_avail;
-	if (vq->used) {
-		const uint8_t *u = vq->used + 2;
-		vq->used_idx = (uint16_t)(u[0] | (u[1] << 8));
-	}
-	vq->signalled_used_valid = false;
-}
-
 /* Stops both vrings and saves where they stopped. -1 (message set, both
  * tried) if a vring could not be stopped: its indices are unknown. */
 int net_vhost_pair_stop(struct virtio_net *n, struct net_pair *p)
@@ -34,12 +24,12 @@ int net_vhost_pair_stop(struct virtio_net *n, struct net_pair *p)
 	for (unsigned idx = 0; idx < 2; idx++) {
 		unsigned q = idx == 0 ? rxq(p->index) : txq(p->index);
 		uint16_t last = n->vd.vqs[q].last_avail;
-		if (!p->vhost.running[idx])
-			; /* never started (a start failed half-way) */
-		else if (vhost_net_stop(&p->vhost, idx, &last))
+		if (p->vhost.running[idx] && !vhost_net_stop(&p->vhost, idx, &last)) {
+			vhost_vring_stopped(&n->vd, q, last);
+			continue;
+		}
+		if (p->vhost.running[idx]) /* else never started (a start failed half-way) */
 			rc = vmm_fail_context("%s: pair %u", n->name, p->index);
-		else
-			vring_save(&n->vd.vqs[q], last);
 		virtio_take_kicks(&n->vd, q, false);
 	}
 	p->vhost_running = false;
@@ -56,23 +46,9 @@ int net_vhost_pair_start(struct virtio_net *n, struct net_pair *p)
 {
 	for (unsigned idx = 0; idx < 2; idx++) {
 		unsigned q = idx == 0 ? rxq(p->index) : txq(p->index);
-		struct virtqueue *vq = &n->vd.vqs[q];
-		if (!vq->started)
-			return vmm_fail("vhost: queue %u is not enabled", q);
-		struct vhost_vring r = {
-			.size = vq->size,
-			.last_avail = vq->last_avail,
-			.desc = vq->desc,
-			.avail = vq->avail,
-			.used = vq->used,
-			.kick_fd = virtio_kick_fd(&n->vd, q),
-			.call_fd = virtio_call_fd(&n->vd, q),
-		};
-		if (r.kick_fd < 0)
-			return vmm_fail("vhost: queue %u has no ioeventfd", q);
-		if (r.call_fd < 0)
-			return vmm_fail("vhost: queue %u has no interrupt eventfd (no MSI-X vector?)", q);
-		virtio_take_kicks(&n->vd, q, true);
+		struct vhost_vring r;
+		if (vhost_vring_of_queue(&n->vd, q, true, &r))
+			return -1;
 		p->vhost_running = true;
 		if (p->vhost.running[idx])
 			continue; /* survived a stop that failed half-way */

@@ -14,7 +14,6 @@
 #include "err.h"
 
 #define VHOST_NET_DEV "/dev/vhost-net"
-#define VHOST_MAX_RING 32768 /* virtio: Queue Size is at most 32768 */
 
 int vhost_net_open(struct vhost_net *v, int fd)
 {
@@ -104,15 +103,8 @@ int vhost_net_start(struct vhost_net *v, unsigned idx, const struct vhost_vring 
 {
 	if (check_vring(v, idx, "start") < 0)
 		return -1;
-	if (!r || r->size == 0 || r->size > VHOST_MAX_RING || (r->size & (r->size - 1)))
-		return vmm_fail("vhost-net: start: vring %u: size %u is not a power of two in 1..%u",
-				idx, r ? r->size : 0, VHOST_MAX_RING);
-	/* Alignment required by virtio 1.x for split rings. */
-	if (!r->desc || !r->avail || !r->used || ((uintptr_t)r->desc & 15) ||
-	    ((uintptr_t)r->avail & 1) || ((uintptr_t)r->used & 3))
-		return vmm_fail("vhost-net: start: vring %u: ring addresses missing or misaligned", idx);
-	if (r->kick_fd < 0)
-		return vmm_fail("vhost-net: start: vring %u: no kick eventfd", idx);
+	if (vhost_vring_check(r, "vhost-net: start", idx) < 0)
+		return -1;
 	if (tap_fd < 0)
 		return vmm_fail("vhost-net: start: vring %u: no TAP fd", idx);
 	if (v->running[idx])

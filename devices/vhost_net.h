@@ -13,18 +13,12 @@
 #include <stdint.h>
 
 #include "memory.h"
+#include "vhost_ring.h"
 
 struct vhost_net {
 	int fd;
 	uint64_t features;  /* VHOST_GET_FEATURES */
 	bool running[2];
-};
-
-struct vhost_vring {
-	uint16_t size;
-	uint16_t last_avail;     /* where the kernel starts popping */
-	void *desc, *avail, *used; /* host addresses of the rings */
-	int kick_fd, call_fd;
 };
 
 /* Opens /dev/vhost-net (fd < 0) or adopts fd, then VHOST_SET_OWNER and
@@ -40,9 +34,8 @@ void vhost_net_close(struct vhost_net *v);
 int vhost_net_setup(struct vhost_net *v, uint64_t features, const struct guest_mem *mem);
 /* Starts vring idx (0 rx, 1 tx): num, base, addresses, kick, call, then
  * VHOST_NET_SET_BACKEND with tap_fd. Refused before any ioctl: idx > 1, a
- * size that is not a power of two in 1..32768, missing or misaligned rings
- * (desc 16, avail 2, used 4 bytes), kick_fd < 0, tap_fd < 0, a vring already
- * started. call_fd -1 means no interrupts. */
+ * vring that vhost_vring_check refuses, tap_fd < 0, a vring already started.
+ * call_fd -1 means no interrupts. */
 int vhost_net_start(struct vhost_net *v, unsigned idx, const struct vhost_vring *r, int tap_fd);
 /* Detaches the backend and returns where the kernel stopped
  * (VHOST_GET_VRING_BASE): the next avail index to pop. Refused for a vring
