@@ -3,12 +3,14 @@
 #include "registry.h"
 
 #include "board_pc.h"
+#include "vhost_user_blk.h"
 #include "virtio_blk_pci.h"
 #include "virtio_net_pci.h"
 
 static const struct device_type *const types[] = {
 	&virtio_net_pci_type,
 	&virtio_blk_pci_type,
+	&vhost_user_blk_type,
 	NULL,
 };
 

@@ -72,6 +72,8 @@ struct virtio_pci {
 	uint64_t notify_pending;   /* queues notified through MMIO, for the loop */
 	bool msix_enabled, msix_masked;
 	bool loaded;               /* virtio_pci_load applied; resume not yet done */
+	bool held;                 /* interrupts held: every irqfd unbound */
+	bool adopted;              /* eventfds handed in (virtio_pci_adopt_eventfds) */
 	uint64_t notify_base;      /* where the ioeventfds are assigned, or PCI_BAR_UNMAPPED */
 	struct vp_vector vec[MAX_VECTORS];
 };
@@ -116,7 +118,7 @@ static bool eventfd_ready(int fd)
 static void update_vector(struct virtio_pci *vp, unsigned v)
 {
 	struct vp_vector *x = &vp->vec[v];
-	bool masked = vector_masked(vp, v);
+	bool masked = vector_masked(vp, v) || vp->held;
 	if (!vp->use_kvm) {
 		if (!masked && x->pending) {
 			x->pending = false;
@@ -830,7 +832,8 @@ int virtio_pci_realize(struct virtio_pci *vp)
 	vp->ioeventfd_len = any > 0 ? 0 : 2; /* Linux notifies with a 16-bit write */
 	for (unsigned q = 0; q < vd->nqueues; q++) {
 		struct vp_kick *k = &vp->kicks[q];
-		k->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (k->fd < 0)
+			k->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 		if (k->fd < 0) {
 			vmm_fail_errno("eventfd for queue %u", q);
 			goto fail;
@@ -841,7 +844,8 @@ int virtio_pci_realize(struct virtio_pci *vp)
 	}
 	for (unsigned v = 0; v < vp->nvec; v++) {
 		struct vp_vector *x = &vp->vec[v];
-		x->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (x->fd < 0)
+			x->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 		if (x->fd < 0) {
 			vmm_fail_errno("eventfd for MSI-X vector %u", v);
 			goto fail;
@@ -860,6 +864,60 @@ int virtio_pci_realize(struct virtio_pci *vp)
 	return 0;
 fail:
 	return vmm_fail_context("%s: virtio-pci", vd->name);
+}
+
+unsigned virtio_pci_eventfds(struct virtio_pci *vp, int *fds, unsigned max)
+{
+	unsigned n = 0, nq = vp->vd->nqueues;
+	for (unsigned q = 0; q < nq; q++, n++)
+		if (n < max)
+			fds[n] = vp->kicks[q].fd;
+	for (unsigned v = 0; v < vp->nvec; v++, n++)
+		if (n < max)
+			fds[n] = vp->vec[v].fd;
+	return n;
+}
+
+/* Whether fd is an eventfd (anon_inode:[eventfd]). */
+static bool is_eventfd(int fd)
+{
+	char link[64], target[64];
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(link, target, sizeof(target) - 1);
+	if (n < 0)
+		return false;
+	target[n] = '\0';
+	return !strcmp(target, "anon_inode:[eventfd]");
+}
+
+int virtio_pci_adopt_eventfds(struct virtio_pci *vp, const int *fds, unsigned n)
+{
+	struct virtio_device *vd = vp->vd;
+	unsigned want = vd->nqueues + vp->nvec;
+	if (vp->use_kvm || vp->adopted)
+		return vmm_fail("%s: virtio-pci: eventfds handed in after realize", vd->name);
+	if (n != want)
+		return vmm_fail("%s: virtio-pci: %u eventfds handed in, expected %u (%u queues, %u vectors)", vd->name,
+				n, want, vd->nqueues, vp->nvec);
+	for (unsigned i = 0; i < n; i++)
+		if (fds[i] < 0 || !is_eventfd(fds[i]))
+			return vmm_fail("%s: virtio-pci: handed-in fd %u (%d) is not an eventfd", vd->name, i, fds[i]);
+	for (unsigned q = 0; q < vd->nqueues; q++)
+		vp->kicks[q].fd = fds[q];
+	for (unsigned v = 0; v < vp->nvec; v++)
+		vp->vec[v].fd = fds[vd->nqueues + v];
+	vp->adopted = true;
+	return 0;
+}
+
+void virtio_pci_hold_interrupts(struct virtio_pci *vp, bool hold)
+{
+	struct virtio_device *vd = vp->vd;
+	pthread_mutex_lock(&vd->lock);
+	vp->held = hold;
+	for (unsigned v = 0; v < vp->nvec; v++)
+		update_vector(vp, v);
+	pthread_mutex_unlock(&vd->lock);
 }
 
 struct pci_device *virtio_pci_device(struct virtio_pci *vp)

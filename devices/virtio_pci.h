@@ -22,6 +22,7 @@
 #ifndef VMM_VIRTIO_PCI_H
 #define VMM_VIRTIO_PCI_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -91,6 +92,23 @@ int virtio_pci_realize(struct virtio_pci *vp);
 /* Takes the function off the bus and releases its eventfds, KVM bindings
  * and loop handles. The vCPUs must be stopped. NULL is fine. */
 void virtio_pci_free(struct virtio_pci *vp);
+
+/* Backend transfer (vhost-user): the eventfds another process holds.
+ * virtio_pci_eventfds writes each queue's ioeventfd (kick), then each MSI-X
+ * vector's irqfd eventfd, and returns how many (nqueues + nqueues + 1),
+ * also when max is smaller. They are the function's, -1 before realize. */
+unsigned virtio_pci_eventfds(struct virtio_pci *vp, int *fds, unsigned max);
+/* TARGET, before realize: takes fds (laid out as virtio_pci_eventfds gives
+ * them) instead of making new eventfds, so that a backend holding them
+ * goes on kicking and interrupting through them. Each must be an eventfd.
+ * The function owns them on success; they stay the caller's on failure. */
+int virtio_pci_adopt_eventfds(struct virtio_pci *vp, const int *fds, unsigned n);
+/* SOURCE, at the freeze: hold = true unbinds every vector's irqfd, so that
+ * what a backend signals waits in the eventfds (for the target's irqfds,
+ * which interrupt once when bound) rather than reach this VM after its
+ * interrupt controller was saved. false binds them again (unmasked
+ * vectors), each interrupting once: a rollback loses nothing. */
+void virtio_pci_hold_interrupts(struct virtio_pci *vp, bool hold);
 
 /* The PCI function (its slot, config space). */
 struct pci_device *virtio_pci_device(struct virtio_pci *vp);

@@ -274,7 +274,8 @@ end
 local DISK_LIMITS = TYPES["virtio-blk"].fields
 M.MAX_DISK_QUEUES = DISK_LIMITS.queues.max
 M.DISK_CACHE_MODES = { writeback = true, writethrough = true, none = true }
-local DISK_FIELDS = { "path", "readonly", "name", "queues", "queue_size", "cache", "serial", "backend_transfer" }
+local DISK_FIELDS = { "path", "readonly", "name", "queues", "queue_size", "cache", "serial", "backend_transfer",
+                      "vhost_user" }
 local DISK_DEFAULTS = { readonly = false, queues = 1, queue_size = 256, cache = "writeback", backend_transfer = true }
 local disk = field_checks("vm:add_disk")
 
@@ -308,12 +309,47 @@ local DISK_CHECKS = {
   backend_transfer = disk.boolean("backend_transfer"),
 }
 
+-- A disk on a vhost-user backend (vhost_user = its socket): the backend
+-- has the image, so the image's own fields do not apply.
+local VUB_LIMITS = TYPES["vhost-user-blk"].fields
+local VUB_FIELDS = { "vhost_user", "name", "queues", "queue_size", "backend_transfer" }
+local VUB_DEFAULTS = { queues = 1, queue_size = 128, backend_transfer = true }
+local IMAGE_ONLY = { "path", "readonly", "cache", "serial" }
+local VUB_CHECKS = {
+  vhost_user = function(v)
+    if type(v) ~= "string" or v == "" or #v > VUB_LIMITS.socket.max then
+      return disk.fail("vhost_user", "expected the path of the backend's UNIX socket (1 to %d bytes), got %s",
+                       VUB_LIMITS.socket.max, show(v))
+    end
+    return v
+  end,
+  name = disk.name,
+  queues = disk.integer("queues", 1, VUB_LIMITS.queues.max, "a number of request queues"),
+  queue_size = disk.power_of_2("queue_size", VUB_LIMITS.queue_size.min, VUB_LIMITS.queue_size.max),
+  backend_transfer = disk.boolean("backend_transfer"),
+}
+
 -- check_disk(settings, index) -> normalised {path, readonly, name, queues,
--- queue_size, cache, serial?, backend_transfer}, or nil and a message
--- naming the field.
+-- queue_size, cache, serial?, backend_transfer} for an image, or {vhost_user,
+-- name, queues, queue_size, backend_transfer} for a vhost-user backend; or
+-- nil and a message naming the field.
 function M.check_disk(cfg, index)
-  local out, err = check_settings("vm:add_disk", cfg, DISK_FIELDS, DISK_CHECKS, DISK_DEFAULTS,
-                                  { "path", "the image file or block device" })
+  local out, err
+  if type(cfg) == "table" and cfg.vhost_user ~= nil then
+    local wrong = {}
+    for _, f in ipairs(IMAGE_ONLY) do
+      if cfg[f] ~= nil then wrong[#wrong + 1] = f end
+    end
+    if #wrong > 0 then
+      return nil, "vm:add_disk: " .. table.concat(wrong, ", ") .. ": not with vhost_user (the backend " ..
+        "opens the image; these are for an image file this process opens)"
+    end
+    out, err = check_settings("vm:add_disk", cfg, VUB_FIELDS, VUB_CHECKS, VUB_DEFAULTS,
+                              { "vhost_user", "the backend's socket" })
+  else
+    out, err = check_settings("vm:add_disk", cfg, DISK_FIELDS, DISK_CHECKS, DISK_DEFAULTS,
+                              { "path", "the image file or block device" })
+  end
   if not out then return nil, err end
   out.name = out.name or ("disk" .. (index or 0))
   return out

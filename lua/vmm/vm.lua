@@ -180,26 +180,46 @@ end
 -- O_DIRECT, "writethrough" makes every write durable before it completes.
 -- Raises naming the field, or what is wrong with the image (missing, a
 -- directory, read-only, in use by another process).
+--
+-- vm:add_disk{vhost_user = SOCKET, name?, queues? = 1, queue_size? = 128,
+-- backend_transfer? = true}: a virtio-blk disk whose requests a vhost-user
+-- backend (qemu-storage-daemon, say) serves; connected now, the capacity
+-- and features asked of it. path, readonly, cache and serial are refused
+-- with it: the backend has the image.
 function methods:add_disk(settings)
   local cfg, err = config.check_disk(settings, #self:disks())
   if not cfg then error(err, 2) end
-  local ok, why = self:_add_device("virtio-blk", cfg.name, {
-    path = cfg.path, readonly = cfg.readonly, queues = cfg.queues, queue_size = cfg.queue_size,
-    cache = cfg.cache, serial = cfg.serial,
-  }, cfg.backend_transfer)
+  local ok, why
+  if cfg.vhost_user then
+    ok, why = self:_add_device("vhost-user-blk", cfg.name, {
+      socket = cfg.vhost_user, queues = cfg.queues, queue_size = cfg.queue_size,
+    }, cfg.backend_transfer)
+  else
+    ok, why = self:_add_device("virtio-blk", cfg.name, {
+      path = cfg.path, readonly = cfg.readonly, queues = cfg.queues, queue_size = cfg.queue_size,
+      cache = cfg.cache, serial = cfg.serial,
+    }, cfg.backend_transfer)
+  end
   if not ok then error("vm:add_disk: " .. why, 2) end
   return self
 end
 
 -- vm:disks() -> list of {name, path, readonly, cache, read_reqs, read_bytes,
 -- write_reqs, write_bytes, flush_reqs, discard_reqs, write_zeroes_reqs,
--- io_errors, unsupported, inflight, capacity_sectors}
+-- io_errors, unsupported, inflight, capacity_sectors} for image disks, and
+-- {name, vhost_user, connected, queues_running, capacity_sectors,
+-- backend_failed} for vhost-user ones
 function methods:disks()
   local list = {}
   for i, d in ipairs(self:devices()) do
     if d.kind == "virtio-blk" then
       local s = self:device_stats(i)
       s.name, s.path, s.readonly, s.cache = d.name, d.config.path, d.config.readonly, d.config.cache
+      list[#list + 1] = s
+    elseif d.kind == "vhost-user-blk" then
+      local s = self:device_stats(i)
+      s.name, s.vhost_user = d.name, d.config.socket
+      s.connected, s.backend_failed = s.connected == 1, s.backend_failed == 1
       list[#list + 1] = s
     end
   end

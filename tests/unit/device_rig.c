@@ -11,6 +11,7 @@
 #include <net/if.h>
 
 #include "err.h"
+#include "qsd.h"
 #include "registry.h"
 #include "tap.h"
 
@@ -83,6 +84,29 @@ static bool fixture_image(char *path, size_t size, const char *kind, unsigned n)
 	return true;
 }
 
+/* A vhost-user-blk backend for instance n of kind: a qemu-storage-daemon
+ * on a 1 MiB image, both in the private directory, started once and kept
+ * for the process (it serves one front end at a time and re-listens when
+ * a device made again connects). false without qemu-storage-daemon. */
+static bool fixture_vhost_user(char *path, size_t size, const char *kind, unsigned n)
+{
+	static struct qsd daemons[RIG_MAX_DEVS];
+	static unsigned ndaemons;
+	char image[256];
+	if (!qsd_available() || !fixture_image(image, sizeof(image), kind, n))
+		return false;
+	snprintf(path, size, "%s/%s%u.sock", image_dir, kind, n);
+	for (unsigned i = 0; i < ndaemons; i++)
+		if (!strcmp(daemons[i].socket, path))
+			return true;
+	if (ndaemons == RIG_MAX_DEVS || qsd_start(&daemons[ndaemons], image, 1 << 20, path)) {
+		fprintf(stderr, "device rig: %s\n", vmm_error());
+		return false;
+	}
+	ndaemons++;
+	return true;
+}
+
 /* The configuration the fixture gives type t: its defaults, and a backend
  * this process can open. false when this machine cannot give one. */
 static bool fixture_config(const struct device_type *t, void *config, unsigned instance)
@@ -96,7 +120,11 @@ static bool fixture_config(const struct device_type *t, void *config, unsigned i
 			const uint8_t mac[6] = { 0x52, 0x54, 0x00, 0xab, 0xcd, (uint8_t)instance };
 			memcpy(p, mac, 6);
 		}
-		if (f->backend && f->kind == DEV_STRING && t->backend_label && !strcmp(t->backend_label, "image")) {
+		if (f->kind == DEV_STRING && t->backend_label && !strcmp(t->backend_label, "vhost-user socket") &&
+		    !strcmp(f->name, "socket")) {
+			if (!fixture_vhost_user(p, f->size, t->kind, instance))
+				return false;
+		} else if (f->backend && f->kind == DEV_STRING && t->backend_label && !strcmp(t->backend_label, "image")) {
 			if (!fixture_image(p, f->size, t->kind, instance))
 				return false;
 		} else if (f->backend && f->kind == DEV_STRING) {
