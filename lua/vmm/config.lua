@@ -323,10 +323,12 @@ local VUB_CHECKS = {
     end
     return v
   end,
-  name = disk.name,
+  name = DISK_CHECKS.name,
   queues = disk.integer("queues", 1, VUB_LIMITS.queues.max, "a number of request queues"),
   queue_size = disk.power_of_2("queue_size", VUB_LIMITS.queue_size.min, VUB_LIMITS.queue_size.max),
-  backend_transfer = disk.boolean("backend_transfer"),
+  -- whether a migration may hand the live connection (and its eventfds) to
+  -- the new process, rather than have it connect anew
+  backend_transfer = DISK_CHECKS.backend_transfer,
 }
 
 -- check_disk(settings, index) -> normalised {path, readonly, name, queues,

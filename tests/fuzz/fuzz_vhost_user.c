@@ -15,6 +15,7 @@
 
 #include "err.h"
 #include "vhost_user.h"
+#include "xorshift.h"
 
 static const uint32_t requests[] = {
 	VHOST_USER_GET_FEATURES, VHOST_USER_GET_PROTOCOL_FEATURES, VHOST_USER_GET_QUEUE_NUM,
@@ -59,15 +60,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifndef LIBFUZZER
-static uint64_t rng_state;
+static uint32_t rng_state;
 
-static uint64_t rng(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
-}
+static uint32_t rng(void) { return xorshift32(&rng_state); }
 
 /* A valid reply to request (with the pick byte first) -> its length. */
 static size_t seed(uint8_t *out, unsigned ri, bool ack, unsigned ci)
@@ -105,7 +100,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	rng_state = s ? s : 1;
+	rng_state = s ? (uint32_t)s : 1;
 	/* every seed must be accepted: the mutations start from replies the
 	 * parser takes */
 	uint8_t buf[13 + 24 + 256 + 64];

@@ -97,25 +97,13 @@ for _, transfer in ipairs { true, false } do
     end)
 
     it("rolls back when the target is killed mid-stream with the disk busy: the source keeps its image locked, and the writer goes on", function()
-      local fsock = S.tmp_path("fsock")
-      local server = assert(vm:serve(fsock, { backend_transfer = transfer, timeout = 10 }))
-      local proxy = S.start_proxy(fsock, { "--kill-target-at-type", "device" }) -- after the freeze
-      local target = S.run_target(proxy.listen, transfer)
-      local out, status = target:wait(120)
-      local log = S.read_file(proxy.log)
-      S.stop_proxy(proxy)
-      server.close()
-      os.remove(fsock)
-      assert.are.equal(128 + 9, status, "the target was not killed: " .. tostring(out) .. "\nthe proxy's log: " .. log)
+      local log = S.migrate_killed_after_freeze(vm, transfer)
       assert.matches("killed target process %d+ when the source's device section arrived", log)
-      assert(vmm.wait_until(function() return vm:state() == "running" end, 10), "the source VM is " .. vm:state())
       -- the source took its locks back (or never gave them away) before it resumed
       local err = open_elsewhere(data)
       assert(err, "another VM could open the image of the running source: it is not locked")
       assert.matches("in use", err, 1, true)
-      local before = S.sh(vm, "tail -n 1 /run/acked")
-      assert(vmm.wait_until(function() return S.sh(vm, "tail -n 1 /run/acked") ~= before end, 30),
-             "the writer made no progress after the rollback: " .. before .. "; " .. S.sh(vm, "cat /run/stream.err"))
+      S.wait_writer_progress(vm, "after the rollback")
       assert.are.equal(0, vm:disks()[2].io_errors)
     end)
 
@@ -138,16 +126,7 @@ for _, transfer in ipairs { true, false } do
       assert.are.equal(transfer, report.transferred.disk1)
       local out, status = child:wait(30)
       assert.are.equal(0, status, out)
-      local before = S.sh(vm2, "tail -n 1 /run/acked")
-      vmm.sleep(2)
-      S.sh(vm2, "kill $(pidof diskwrite); sleep 1")
-      local last = S.sh(vm2, "tail -n 1 /run/acked")
-      local gen, block = last:match("^acked (%d+) (%d+)$")
-      assert(gen, "the writer's last line: " .. last)
-      assert.are_not.equal(before, last, "the writer made no progress after the migrations")
-      local check = S.sh(vm2, string.format("diskwrite check /dev/vdb 0 8 9 --acked %s:%s", gen, block), 120)
-      assert.matches("^ok ", check)
-      acked = gen .. ":" .. block
+      acked = S.stop_writer_and_check(vm2, "/dev/vdb", "0 8 9")
     end)
 
     it("leaves every acknowledged write in the image file once the VM has stopped", function()

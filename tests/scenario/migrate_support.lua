@@ -186,6 +186,53 @@ function S.sh(vm, cmd, timeout)
   return out
 end
 
+-- A migration of vm whose target (a child through build/migproxy) is
+-- SIGKILLed when the source's first device section arrives, i.e. after
+-- the freeze. Raises unless the target was killed and the source runs
+-- again. -> the proxy's log.
+function S.migrate_killed_after_freeze(vm, transfer)
+  local fsock = S.tmp_path("fsock")
+  local server = assert(vm:serve(fsock, { backend_transfer = transfer, timeout = 10 }))
+  local proxy = S.start_proxy(fsock, { "--kill-target-at-type", "device" })
+  local target = S.run_target(proxy.listen, transfer)
+  local out, status = target:wait(120)
+  local log = S.read_file(proxy.log)
+  S.stop_proxy(proxy)
+  server.close()
+  os.remove(fsock)
+  assert(status == 128 + 9, "the target was not killed (status " .. tostring(status) .. "): " .. tostring(out) ..
+         "\nthe proxy's log: " .. log)
+  assert(vmm.wait_until(function() return vm:state() == "running" end, 10), "the source VM is " .. vm:state())
+  return log
+end
+
+-- The guest's stream writer (diskwrite stream ... > /run/acked): waits up
+-- to 30 s for its last acknowledgement to change; raises naming `when`
+-- and what extra() adds.
+function S.wait_writer_progress(vm, when, extra)
+  local before = S.sh(vm, "tail -n 1 /run/acked")
+  assert(vmm.wait_until(function() return S.sh(vm, "tail -n 1 /run/acked") ~= before end, 30),
+         "the writer made no progress " .. when .. ": " .. before .. "; " .. S.sh(vm, "cat /run/stream.err") ..
+         (extra and ("\n" .. extra()) or ""))
+end
+
+-- Stops the guest's stream writer after 2 s more and checks in the guest
+-- that every write it acknowledged is on dev (diskwrite check with the
+-- writer's arguments `args`, "0 8 9"). -> "GEN:BLOCK", its last
+-- acknowledgement (for a check from the host).
+function S.stop_writer_and_check(vm, dev, args)
+  local before = S.sh(vm, "tail -n 1 /run/acked")
+  vmm.sleep(2)
+  S.sh(vm, "kill $(pidof diskwrite); sleep 1")
+  local last = S.sh(vm, "tail -n 1 /run/acked")
+  local gen, block = last:match("^acked (%d+) (%d+)$")
+  assert(gen, "the writer's last line: " .. last)
+  assert(before ~= last, "the writer made no progress after the migrations: " .. last)
+  local check = S.sh(vm, string.format("diskwrite check %s %s --acked %s:%s", dev, args, gen, block), 120)
+  assert(check:match("^ok "), check)
+  return gen .. ":" .. block
+end
+
 -- Runs the host's diskwrite (S.DISKWRITE) -> its output, exit status.
 function S.host_diskwrite(...)
   local out, status = vmm.command({ S.DISKWRITE, ... }, { timeout = 120 })

@@ -78,21 +78,8 @@ describe("a guest on a vhost-user-blk disk (qemu-storage-daemon)", function()
   -- busy: the source resumes. Reconnecting (no transfer) or keeping the
   -- connection it never gave away (transfer).
   local function rollback(transfer)
-    local fsock = S.tmp_path("fsock")
-    local server = assert(vm:serve(fsock, { backend_transfer = transfer, timeout = 10 }))
-    local proxy = S.start_proxy(fsock, { "--kill-target-at-type", "device" }) -- after the freeze
-    local target = S.run_target(proxy.listen, transfer)
-    local out, status = target:wait(120)
-    local log = S.read_file(proxy.log)
-    S.stop_proxy(proxy)
-    server.close()
-    os.remove(fsock)
-    assert.are.equal(128 + 9, status, "the target was not killed: " .. tostring(out) .. "\nthe proxy's log: " .. log)
-    assert(vmm.wait_until(function() return vm:state() == "running" end, 10), "the source VM is " .. vm:state())
-    local before = S.sh(vm, "tail -n 1 /run/acked")
-    assert(vmm.wait_until(function() return S.sh(vm, "tail -n 1 /run/acked") ~= before end, 30),
-           "the writer made no progress after the rollback: " .. before .. "; " .. S.sh(vm, "cat /run/stream.err") ..
-           "\n" .. disk_state(vm))
+    S.migrate_killed_after_freeze(vm, transfer)
+    S.wait_writer_progress(vm, "after the rollback", function() return disk_state(vm) end)
     local d = vm:disks()[1]
     assert.is_true(d.connected)
     assert.are.equal(1, d.queues_running)
@@ -142,15 +129,7 @@ describe("a guest on a vhost-user-blk disk (qemu-storage-daemon)", function()
     assert.are.equal(0, status, out)
     -- the same socket, never reconnected, though the process that held it is gone
     assert.are.same(first_connection, daemon:connections())
-    local before = S.sh(vm2, "tail -n 1 /run/acked")
-    vmm.sleep(2)
-    S.sh(vm2, "kill $(pidof diskwrite); sleep 1")
-    local last = S.sh(vm2, "tail -n 1 /run/acked")
-    local gen, block = last:match("^acked (%d+) (%d+)$")
-    assert(gen, "the writer's last line: " .. last)
-    assert.are_not.equal(before, last, "the writer made no progress after the migrations")
-    assert.matches("^ok ", S.sh(vm2, string.format("diskwrite check /dev/vda 16 8 9 --acked %s:%s", gen, block), 120))
-    acked = gen .. ":" .. block
+    acked = S.stop_writer_and_check(vm2, "/dev/vda", "16 8 9")
   end)
 
   it("works after the guest resets the device on the process that took the connection over", function()
