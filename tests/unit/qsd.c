@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -69,10 +70,16 @@ int qsd_start(struct qsd *q, const char *image, uint64_t size, const char *socke
 	snprintf(blockdev, sizeof(blockdev), "driver=file,node-name=disk0,filename=%s", image);
 	snprintf(export, sizeof(export),
 		 "type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path=%s,writable=on", socket_path);
+	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid < 0)
 		return vmm_fail_errno("qsd: fork");
 	if (pid == 0) {
+		/* dies with the test even when it aborts (atexit does not run
+		 * then): a daemon left behind holds the test's stdout, and ctest
+		 * waits for that pipe to close */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != parent)
+			_exit(127);
 		int null = open("/dev/null", O_RDWR);
 		if (null >= 0)
 			dup2(null, STDIN_FILENO);
