@@ -85,6 +85,12 @@ struct device_host {
 	/* The first device of a kind on this VM, or NULL (a PCI function finds
 	 * its host bridge this way). */
 	struct device *(*find)(void *opaque, const char *kind);
+	/* A migration target's device, at create: map the guest RAM that comes
+	 * over at this address of this process if it is free there (the
+	 * source's: a backend that holds the source's addresses then goes on
+	 * with them). The first ask wins; mem->host says what happened. May
+	 * be NULL. */
+	void (*ram_address)(void *opaque, uintptr_t addr);
 };
 
 /* A backend handed over by a migration source: its fds (the device owns

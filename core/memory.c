@@ -32,9 +32,19 @@ static int check_size(uint64_t size)
 }
 
 /* Maps the whole of fd (size bytes) shared and lays it out; m takes fd. */
-static int map_fd(struct guest_mem *m, int fd, uint64_t size)
+static int map_fd(struct guest_mem *m, int fd, uint64_t size, uintptr_t at)
 {
-	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+	void *p = MAP_FAILED;
+	if (at) { /* where asked, or anywhere if that range is taken here */
+		p = mmap((void *)at, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE | MAP_FIXED_NOREPLACE,
+			 fd, 0);
+		if (p != MAP_FAILED && p != (void *)at) { /* a kernel before 4.17 took it as a hint */
+			munmap(p, size);
+			p = MAP_FAILED;
+		}
+	}
+	if (p == MAP_FAILED)
+		p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
 	if (p == MAP_FAILED)
 		return vmm_fail_errno("mmap %llu bytes of guest memory", (unsigned long long)size);
 	/* Advisory, both: transparent huge pages for shmem (effective where
@@ -62,14 +72,14 @@ int guest_mem_create(struct guest_mem *m, uint64_t size, const char *name)
 		close(fd);
 		return -1;
 	}
-	if (map_fd(m, fd, size)) {
+	if (map_fd(m, fd, size, 0)) {
 		close(fd);
 		return -1;
 	}
 	return 0;
 }
 
-int guest_mem_adopt(struct guest_mem *m, int fd, uint64_t size)
+int guest_mem_adopt(struct guest_mem *m, int fd, uint64_t size, uintptr_t at)
 {
 	memset(m, 0, sizeof(*m));
 	m->fd = -1;
@@ -84,7 +94,7 @@ int guest_mem_adopt(struct guest_mem *m, int fd, uint64_t size)
 	if ((uint64_t)st.st_size != size)
 		return vmm_fail("guest memory fd %d: %llu bytes, the description says %llu", fd,
 				(unsigned long long)st.st_size, (unsigned long long)size);
-	return map_fd(m, fd, size);
+	return map_fd(m, fd, size, at);
 }
 
 int guest_mem_wrap(struct guest_mem *m, void *buf, uint64_t size)

@@ -32,9 +32,11 @@ struct guest_mem {
 int guest_mem_create(struct guest_mem *m, uint64_t size, const char *name);
 
 /* Takes over guest RAM received from another process (local migration):
- * fd must be a memfd of exactly `size` bytes. On success m owns fd; on
- * failure fd is left to the caller. */
-int guest_mem_adopt(struct guest_mem *m, int fd, uint64_t size);
+ * fd must be a memfd of exactly `size` bytes. `at` nonzero: map it at that
+ * address if it is free in this process (the source's, for a backend that
+ * knows the source's addresses), else anywhere; m->host says which. On
+ * success m owns fd; on failure fd is left to the caller. */
+int guest_mem_adopt(struct guest_mem *m, int fd, uint64_t size, uintptr_t at);
 
 /* Lays out `size` bytes over an anonymous buffer the caller owns (no memfd):
  * lets tests play the guest without a VM. */

@@ -185,6 +185,13 @@ static int append_device(struct vm *vm, struct device *d, void *config)
 	return 0;
 }
 
+static void host_ram_address(void *opaque, uintptr_t addr)
+{
+	struct vm *vm = opaque;
+	if (vm->incoming && vm->kvm.vm_fd < 0 && !vm->ram_at)
+		vm->ram_at = addr;
+}
+
 /* The board: every VM has its devices, named by their kind. */
 static int add_board(struct vm *vm)
 {
@@ -201,6 +208,7 @@ static int add_board(struct vm *vm)
 		.console_output = host_console_output,
 		.guest_reset = host_guest_reset,
 		.find = host_find,
+		.ram_address = host_ram_address,
 	};
 	if (bus_register(&vm->pio, VM_BOOT_MARK_PORT, 1, &boot_mark_ops, vm, "boot-mark"))
 		return -1;
@@ -416,7 +424,7 @@ int vm_prepare_incoming(struct vm *vm, int mem_fd)
 {
 	if (!vm->incoming || vm->state != VM_CREATED || vm->kvm.vm_fd >= 0)
 		return vmm_fail("%s: not an incoming VM waiting for its memory", vm->name);
-	if (kvm_create(&vm->kvm) || guest_mem_adopt(&vm->mem, mem_fd, vm->mem_size))
+	if (kvm_create(&vm->kvm) || guest_mem_adopt(&vm->mem, mem_fd, vm->mem_size, vm->ram_at))
 		return vmm_fail_context("%s: prepare", vm->name);
 	if (kvm_map_memory(&vm->kvm, &vm->mem) || realize_devices(vm) || create_vcpus(vm, NULL))
 		return vmm_fail_context("%s: prepare", vm->name);

@@ -53,6 +53,7 @@ struct vm {
 	struct device *console_dev; /* the first device with console_input */
 
 	bool incoming;                /* built by a migration, not booted */
+	uintptr_t ram_at;             /* incoming: where a device asked for guest RAM (0: anywhere) */
 	bool incoming_loaded;         /* loaded and committed, vCPUs never ran here */
 	bool awaiting_start;          /* ...and the source not told yet (migrate_start) */
 

@@ -55,10 +55,13 @@ struct vub {
 	/* The backend holds ring addresses in the source's address space
 	 * (SET_VRING_ADDR, the memory table): libvhost-user translates them
 	 * again through any new memory table and drops a front end whose
-	 * rings do not map. So the first set-up from this process starts a
-	 * new session instead (it only comes with a guest reset or a first
+	 * rings do not map. The target maps guest RAM at the source's address
+	 * where that range is free (nearly always), and then all addresses
+	 * agree; where it is not, the first set-up from this process starts
+	 * a new session instead (it only comes with a guest reset or a first
 	 * activation, when no ring runs). */
 	bool foreign_map;
+	uintptr_t source_ram;     /* target: where the source had guest RAM */
 	uv_poll_t *watch;         /* on the socket between calls */
 	struct uv_loop_s *loop;
 };
@@ -368,6 +371,7 @@ struct handed_over {
 	uint64_t features, protocol_features;
 	uint32_t queue_num;
 	uint8_t config[VIRTIO_BLK_CONFIG_SIZE];
+	uint64_t ram_addr;
 };
 
 /* Checks what the source sent with the fds against this device. */
@@ -381,6 +385,7 @@ static int decode_handed_over(struct vub *v, const struct dev_backend *in, struc
 	out->queue_num = mig_get_u32(&c);
 	unsigned nq = mig_get_u16(&c), nev = mig_get_u16(&c), clen = mig_get_u16(&c);
 	mig_get_bytes(&c, out->config, sizeof(out->config));
+	out->ram_addr = mig_get_u64(&c);
 	if (mig_cursor_finish(&c))
 		return vmm_fail_context("%s: vhost-user backend", name);
 	if (nq != v->vd.nqueues)
@@ -457,6 +462,9 @@ static struct device *vub_create(const struct device_host *h, const char *name, 
 		memcpy(v->config, got.config, sizeof(v->config));
 		v->have_config = true;
 		v->vd.host_features = got.features & VUB_FEATURES;
+		v->source_ram = (uintptr_t)got.ram_addr;
+		if (h->ram_address && v->source_ram)
+			h->ram_address(h->opaque, v->source_ram);
 	} else if (h->incoming) {
 		/* The source still holds the backend, which serves one front
 		 * end: the features and the configuration come with the state,
@@ -495,7 +503,11 @@ fail:
 
 static int vub_realize(struct device *d)
 {
-	return virtio_pci_realize(((struct vub *)d)->pci);
+	struct vub *v = (struct vub *)d;
+	/* guest RAM is mapped by now: where the source had it, or not */
+	if (v->adopted && v->vd.mem && v->vd.mem->host && (uintptr_t)v->vd.mem->host == v->source_ram)
+		v->foreign_map = false;
+	return virtio_pci_realize(v->pci);
 }
 
 /* The freeze: the backend completes what it popped and says where it
@@ -631,7 +643,8 @@ static unsigned vub_backend_fds(struct device *d, int *fds, unsigned max)
 
 /* What the source negotiated, which the target must not ask again:
  * u64 features, u64 protocol features, u32 queue_num, u16 queues, u16
- * eventfds, u16 config length, the configuration space. */
+ * eventfds, u16 config length, the configuration space, u64 the address
+ * of guest RAM here (the backend's ring and table addresses are in it). */
 static int vub_backend_save(struct device *d, struct mig_buf *b)
 {
 	struct vub *v = (struct vub *)d;
@@ -647,6 +660,7 @@ static int vub_backend_save(struct device *d, struct mig_buf *b)
 	mig_put_u16(b, (uint16_t)nev);
 	mig_put_u16(b, sizeof(v->config));
 	mig_put_bytes(b, v->config, sizeof(v->config));
+	mig_put_u64(b, (uint64_t)(uintptr_t)v->vd.mem->host);
 	return 0;
 }
 
@@ -663,6 +677,9 @@ static void vub_stats(struct device *d, void (*emit)(void *ctx, const char *name
 	emit(ctx, "queues_running", running);
 	emit(ctx, "capacity_sectors", capacity);
 	emit(ctx, "backend_failed", v->failed);
+	/* a handed-over connection whose addresses do not hold here: its next
+	 * set-up will be a new session */
+	emit(ctx, "new_session_pending", v->foreign_map);
 }
 
 static size_t vub_describe_state(struct device *d, char *buf, size_t len)

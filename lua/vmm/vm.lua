@@ -208,7 +208,9 @@ end
 -- write_reqs, write_bytes, flush_reqs, discard_reqs, write_zeroes_reqs,
 -- io_errors, unsupported, inflight, capacity_sectors} for image disks, and
 -- {name, vhost_user, connected, queues_running, capacity_sectors,
--- backend_failed} for vhost-user ones
+-- backend_failed, new_session_pending (a connection handed over by a
+-- migration whose source's addresses do not hold here: the next set-up
+-- starts a new session)} for vhost-user ones
 function methods:disks()
   local list = {}
   for i, d in ipairs(self:devices()) do
@@ -220,6 +222,7 @@ function methods:disks()
       local s = self:device_stats(i)
       s.name, s.vhost_user = d.name, d.config.socket
       s.connected, s.backend_failed = s.connected == 1, s.backend_failed == 1
+      s.new_session_pending = s.new_session_pending == 1
       list[#list + 1] = s
     end
   end
