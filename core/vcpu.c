@@ -92,12 +92,37 @@ static void handle_mmio(struct vcpu *v)
 static void report(struct vcpu *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void report(struct vcpu *v, const char *fmt, ...)
 {
-	char why[256];
+	char why[640];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	v->group->host.fatal(v->group->host.opaque, v->id, why);
+}
+
+/* A triple fault (KVM_EXIT_SHUTDOWN): where the vCPU was and the tables
+ * an event delivery reads, the first things to look at. */
+static void report_shutdown(struct vcpu *v)
+{
+	struct kvm_regs r;
+	struct kvm_sregs s;
+	struct kvm_vcpu_events e;
+	if (ioctl(v->fd, KVM_GET_REGS, &r) < 0 || ioctl(v->fd, KVM_GET_SREGS, &s) < 0 ||
+	    ioctl(v->fd, KVM_GET_VCPU_EVENTS, &e) < 0) {
+		report(v, "guest shutdown (triple fault) on vCPU %u; its registers are unreadable: %s", v->id,
+		       strerror(errno));
+		return;
+	}
+	report(v,
+	       "guest shutdown (triple fault) on vCPU %u: rip 0x%llx rsp 0x%llx rflags 0x%llx cs 0x%x ss 0x%x "
+	       "cr0 0x%llx cr3 0x%llx cr4 0x%llx efer 0x%llx gdt 0x%llx/%u idt 0x%llx/%u tr 0x%x@0x%llx "
+	       "gs.base 0x%llx; event: irq %s%u exception %s%u",
+	       v->id, (unsigned long long)r.rip, (unsigned long long)r.rsp, (unsigned long long)r.rflags,
+	       s.cs.selector, s.ss.selector, (unsigned long long)s.cr0, (unsigned long long)s.cr3,
+	       (unsigned long long)s.cr4, (unsigned long long)s.efer, (unsigned long long)s.gdt.base, s.gdt.limit,
+	       (unsigned long long)s.idt.base, s.idt.limit, s.tr.selector, (unsigned long long)s.tr.base,
+	       (unsigned long long)s.gs.base, e.interrupt.injected ? "injected " : "", e.interrupt.nr,
+	       e.exception.injected ? "injected " : e.exception.pending ? "pending " : "", e.exception.nr);
 }
 
 /* Handles one exit; returns false when the vCPU cannot go on. */
@@ -116,7 +141,7 @@ static bool handle_exit(struct vcpu *v)
 	case KVM_EXIT_INTR:
 		return true;
 	case KVM_EXIT_SHUTDOWN:
-		report(v, "guest shutdown");
+		report_shutdown(v);
 		return false;
 	case KVM_EXIT_SYSTEM_EVENT:
 		report(v, "guest %s", run->system_event.type == KVM_SYSTEM_EVENT_RESET ? "reset" : "shutdown");
