@@ -17,7 +17,11 @@
  *     fdatasync after each write) before the next starts, and reports the
  *     last durable write as "acked GEN BLOCK". So on the disk the blocks up
  *     to some block hold generation G and the rest G-1 (never written = 0),
- *     and that point is at or after every position acked.
+ *     and that point is at or after every position acked. With --timestamps
+ *     each line also gives the guest's CLOCK_MONOTONIC in ms when the write
+ *     was durable, "acked GEN BLOCK MS" (bench/migrate measures the longest
+ *     gap between them: the I/O stall a migration causes), and a line on
+ *     stderr first gives both CLOCK_MONOTONIC and CLOCK_REALTIME in ms.
  *
  * bench: a load generator for bench/disk. For SECONDS it reads or writes
  * BS-byte blocks (default 1 MiB for seq-*, 4 KiB for rand-*) in the first
@@ -59,6 +63,7 @@ static const char usage_text[] =
   "usage: diskwrite write  DEV OFFSET_MIB COUNT_MIB SEED [--direct] [--fsync]\n"
   "       diskwrite verify DEV OFFSET_MIB COUNT_MIB SEED [--direct]\n"
   "       diskwrite stream DEV OFFSET_MIB COUNT_MIB SEED [--direct] [--fsync] [--every N] [--passes N]\n"
+  "                        [--timestamps]\n"
   "       diskwrite check  DEV OFFSET_MIB COUNT_MIB SEED [--direct] [--acked GEN:BLOCK]\n"
   "       diskwrite bench  DEV seq-read|seq-write|rand-read|rand-write SIZE_MIB SECONDS\n"
   "                        [--bs BYTES] [--jobs N] [--offset MIB]\n";
@@ -68,6 +73,7 @@ struct args {
   uint64_t first, nblocks, seed;  /* first block, block count */
   bool direct, fsync;
   uint64_t every, passes;         /* stream: ack line every N writes; 0 passes = forever */
+  bool timestamps;                /* stream: CLOCK_MONOTONIC ms on each ack line */
   bool acked;                     /* check: --acked given */
   uint64_t acked_gen, acked_block;
 };
@@ -288,10 +294,14 @@ static void on_signal(int sig)
   else want_stop = 1;
 }
 
-static void report(uint64_t gen, uint64_t block)
+static void report(uint64_t gen, uint64_t block, const struct timespec *at)
 {
   if (gen == 0) return;  /* nothing acknowledged yet */
-  printf("acked %" PRIu64 " %" PRIu64 "\n", gen, block);
+  if (at)
+    printf("acked %" PRIu64 " %" PRIu64 " %jd.%03ld\n", gen, block,
+           (intmax_t)at->tv_sec * 1000 + at->tv_nsec / 1000000, (at->tv_nsec / 1000) % 1000);
+  else
+    printf("acked %" PRIu64 " %" PRIu64 "\n", gen, block);
   if (fflush(stdout) == EOF) die("stdout: %s", strerror(errno));
 }
 
@@ -313,6 +323,16 @@ static int cmd_stream(const struct args *a)
           a->dev, a->first, a->first + a->nblocks - 1, a->seed,
           !direct ? "write + fdatasync" : a->fsync ? "O_DIRECT|O_DSYNC + fdatasync" : "O_DIRECT|O_DSYNC");
   uint64_t gen_ok = 0, block_ok = 0, writes = 0, reported = 0;
+  struct timespec at_ok = { 0, 0 };  /* when the last acknowledged write was durable */
+  const struct timespec *at = a->timestamps ? &at_ok : NULL;
+  if (at) {  /* both clocks at once: the acks' times can be put on the wall clock */
+    struct timespec mono, real;
+    if (clock_gettime(CLOCK_MONOTONIC, &mono) < 0 || clock_gettime(CLOCK_REALTIME, &real) < 0)
+      die("clock_gettime: %s", strerror(errno));
+    fprintf(stderr, "diskwrite: clocks: monotonic %jd.%03ld ms, realtime %jd.%03ld ms\n",
+            (intmax_t)mono.tv_sec * 1000 + mono.tv_nsec / 1000000, (mono.tv_nsec / 1000) % 1000,
+            (intmax_t)real.tv_sec * 1000 + real.tv_nsec / 1000000, (real.tv_nsec / 1000) % 1000);
+  }
   for (uint64_t gen = 1; (a->passes == 0 || gen <= a->passes) && !want_stop; gen++) {
     for (uint64_t i = 0; i < a->nblocks && !want_stop; i++) {
       uint64_t b = a->first + i;
@@ -320,13 +340,14 @@ static int cmd_stream(const struct args *a)
       write_at(fd, a, buf, BLK, b);
       if (a->fsync) sync_dev(fd, a);
       gen_ok = gen, block_ok = b, writes++;  /* durable: acknowledged */
+      if (at && clock_gettime(CLOCK_MONOTONIC, &at_ok) < 0) die("clock_gettime: %s", strerror(errno));
       if ((a->every && writes % a->every == 0) || want_report) {
         want_report = 0, reported = writes;
-        report(gen_ok, block_ok);
+        report(gen_ok, block_ok, at);
       }
     }
   }
-  if (reported != writes) report(gen_ok, block_ok);  /* the last one, once */
+  if (reported != writes) report(gen_ok, block_ok, at);  /* the last one, once */
   close_dev(fd, a);
   fprintf(stderr, "diskwrite: stream stopped after %" PRIu64 " writes\n", writes);
   free(buf);
@@ -527,6 +548,7 @@ int main(int argc, char **argv)
     else if (!strcmp(o, "--fsync") && (w || s)) a.fsync = true;
     else if (!strcmp(o, "--every") && s) a.every = number(value(argc, argv, &i), "--every");
     else if (!strcmp(o, "--passes") && s) a.passes = number(value(argc, argv, &i), "--passes");
+    else if (!strcmp(o, "--timestamps") && s) a.timestamps = true;
     else if (!strcmp(o, "--acked") && c) {
       const char *g = value(argc, argv, &i), *colon = strchr(g, ':');
       if (!colon) die("--acked wants GEN:BLOCK, not '%s'", g);
