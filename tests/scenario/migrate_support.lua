@@ -27,6 +27,18 @@ S.CMDLINE = vmm.DEFAULT_CMDLINE .. " quiet nokaslr"
 -- TCG fault of issue 9) were seen only while 2-vCPU guests ran, and four
 -- guest vCPUs on its two CPUs made every preemption an exit.
 S.VCPUS = 1
+-- The vCPUs of a guest that migrates with SMP as the point: n, except in
+-- the nested test host, where such guests triple-faulted or took the test
+-- host itself down about once in 30-90 round trips between processes
+-- (tests/tools/migrate_loop.lua; one-vCPU guests, and two-vCPU guests left
+-- in place, did not; scripts/testhost has the figures), which made one
+-- CI run in two red. There it is 1 and S.SMP_MIGRATION_SKIPPED says why
+-- (the SMP checks are then pending, not passed), unless
+-- VMM_TEST_SMP_MIGRATION=1. With a usable KVM on the machine it is n.
+S.SMP_MIGRATION_SKIPPED = os.getenv("VMM_IN_TESTHOST") and os.getenv("VMM_TEST_SMP_MIGRATION") ~= "1" and
+  "the nested test host (SVM on TCG) loses 2-vCPU guests moved between processes now and then " ..
+  "(tests/tools/migrate_loop.lua); VMM_TEST_SMP_MIGRATION=1 runs it" or nil
+function S.smp_migration_vcpus(n) return S.SMP_MIGRATION_SKIPPED and 1 or n end
 S.VMM = os.getenv("VMM_BIN") or "build/vmm"
 S.TARGET_SCRIPT = "scripts/migrate.lua"
 S.PROXY = "build/migproxy"
