@@ -119,13 +119,9 @@ for _, transfer in ipairs { true, false } do
 
     it("takes the VM back, and every acknowledged write is on the image", function()
       assert(source_report, "the first migration failed")
-      assert(S.wait_output(child, "migrate.lua: serving", 30))
-      local got, report = S.receive(sock, transfer)
-      assert(got, report)
-      vm2 = got
+      local report
+      vm2, report = S.take_back(child, sock, transfer)
       assert.are.equal(transfer, report.transferred.disk1)
-      local out, status = child:wait(30)
-      assert.are.equal(0, status, out)
       acked = S.stop_writer_and_check(vm2, "/dev/vdb", "0 8 9")
     end)
 

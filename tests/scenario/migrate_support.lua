@@ -479,6 +479,17 @@ function S.receive(sock, transfer)
   end
 end
 
+-- Takes back the VM that child (S.run_target) took over and serves again
+-- on sock, and waits for child to exit 0 -> vm, report (errors raised)
+function S.take_back(child, sock, transfer)
+  assert(S.wait_output(child, "migrate.lua: serving", 30))
+  local vm, report = S.receive(sock, transfer)
+  assert(vm, report)
+  local out, status = child:wait(30)
+  if status ~= 0 then error("the process that served the VM back exited " .. tostring(status) .. ": " .. tostring(out), 2) end
+  return vm, report
+end
+
 -- ---- the man-in-the-middle proxy (tests/tools/migproxy.c) ------------------------------
 
 -- Starts build/migproxy LISTEN UPSTREAM OPTIONS... with its stdout and

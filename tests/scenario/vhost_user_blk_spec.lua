@@ -121,13 +121,9 @@ describe("a guest on a vhost-user-blk disk (qemu-storage-daemon)", function()
 
   it("takes the VM back with the live connection handed over: the daemon keeps its one connection, every acknowledged write is on the disk", function()
     assert(source_report, "the first migration failed")
-    assert(S.wait_output(child, "migrate.lua: serving", 30))
-    local got, report = S.receive(sock, true)
-    assert(got, report)
-    vm2 = got
+    local report
+    vm2, report = S.take_back(child, sock, true)
     assert.is_true(report.transferred.disk0)
-    local out, status = child:wait(30)
-    assert.are.equal(0, status, out)
     -- the same socket, never reconnected, though the process that held it is gone
     assert.are.same(first_connection, daemon:connections())
     acked = S.stop_writer_and_check(vm2, "/dev/vda", "16 8 9")
