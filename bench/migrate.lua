@@ -938,6 +938,15 @@ local function failures_note(r)
   return string.format(" (%d of %d runs failed: %s)", #r.failures, r.runs, tail(r.failures[1], 150))
 end
 
+-- The ratio table under title: its header cells and rows (nothing without rows)
+local function print_ratios(title, header, rows)
+  if #rows == 0 then return end
+  print("\n" .. title .. "\n")
+  print("| " .. table.concat(header, " | ") .. " |")
+  print(string.rep("|---", #header) .. "|")
+  print(table.concat(rows, "\n"))
+end
+
 -- --vhost-user-disk: freeze, I/O stall, the writer's pace, ping; then
 -- vmm's freeze and stall over QEMU's
 local function vu_tables()
@@ -991,12 +1000,8 @@ local function vu_tables()
       end
     end
   end
-  if #ratios > 0 then
-    print("\nvmm / QEMU (QEMU's STOP -> RESUME and its one migration's stall; below 1: vmm's is shorter)\n")
-    print("| contender | guest RAM | freeze -> new | freeze -> back | I/O stall -> new | I/O stall -> back |")
-    print("|---|---|---|---|---|---|")
-    print(table.concat(ratios, "\n"))
-  end
+  print_ratios("vmm / QEMU (QEMU's STOP -> RESUME and its one migration's stall; below 1: vmm's is shorter)",
+    { "contender", "guest RAM", "freeze -> new", "freeze -> back", "I/O stall -> new", "I/O stall -> back" }, ratios)
 end
 
 if opts.vhost_user_disk then
@@ -1044,12 +1049,8 @@ else
       end
     end
   end
-  if #ratios > 0 then
-    print("\nfreeze, vmm / QEMU (QEMU's STOP -> RESUME, same network backend and guest RAM)\n")
-    print("| contender | network | guest RAM | -> new | -> back |")
-    print("|---|---|---|---|---|")
-    print(table.concat(ratios, "\n"))
-  end
+  print_ratios("freeze, vmm / QEMU (QEMU's STOP -> RESUME, same network backend and guest RAM)",
+    { "contender", "network", "guest RAM", "-> new", "-> back" }, ratios)
 end
 disk_cleanup()
 if watchdog then watchdog:kill(9) end
