@@ -4,8 +4,10 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -589,8 +591,109 @@ int vhost_user_get_inflight(struct vhost_user *u, uint16_t num_queues, uint16_t 
 		*fd = -1;
 		return vmm_fail("%s: vhost-user: GET_INFLIGHT_FD: an empty region", u->name);
 	}
-	*out = r.inflight;
+	const struct vhost_user_inflight *g = &r.inflight;
+	const char *bad = NULL;
+	char why[128];
+	struct stat st;
+	if (g->num_queues != num_queues || g->queue_size != queue_size) {
+		snprintf(why, sizeof(why), "a region for %u queues of %u, %u of %u asked", g->num_queues,
+			 g->queue_size, num_queues, queue_size);
+		bad = why;
+	} else if (g->mmap_size > VHOST_USER_INFLIGHT_MAX ||
+		   g->mmap_size / num_queues < VHOST_USER_INFLIGHT_HDR + (uint64_t)VHOST_USER_INFLIGHT_DESC * queue_size) {
+		snprintf(why, sizeof(why), "a region of %llu bytes for %u queues of %u",
+			 (unsigned long long)g->mmap_size, num_queues, queue_size);
+		bad = why;
+	} else if (g->mmap_offset % 4096 || g->mmap_offset > VHOST_USER_INFLIGHT_MAX) {
+		snprintf(why, sizeof(why), "region offset %llu", (unsigned long long)g->mmap_offset);
+		bad = why;
+	} else if (fstat(*fd, &st) < 0 || (uint64_t)st.st_size < g->mmap_offset + g->mmap_size) {
+		snprintf(why, sizeof(why), "its fd holds %lld bytes, the region ends at %llu", (long long)st.st_size,
+			 (unsigned long long)(g->mmap_offset + g->mmap_size));
+		bad = why;
+	}
+	if (bad) {
+		close(*fd);
+		*fd = -1;
+		vmm_fail("GET_INFLIGHT_FD: %s", bad);
+		return broken(u);
+	}
+	*out = *g;
 	return 0;
+}
+
+int vhost_user_inflight_position(const void *region, size_t len, uint16_t queue_size, uint16_t ring_used,
+				 unsigned q, uint16_t *last_avail)
+{
+	const uint8_t *b = region;
+	if (queue_size == 0 || len < VHOST_USER_INFLIGHT_HDR + (size_t)VHOST_USER_INFLIGHT_DESC * queue_size)
+		return vmm_fail("inflight region of queue %u: %zu bytes for a queue of %u", q, len, queue_size);
+	uint16_t version = get16(b + 8), desc_num = get16(b + 10), head = get16(b + 12), used = get16(b + 14);
+	if (version == 0)
+		return 1;
+	if (version != 1)
+		return vmm_fail("inflight region of queue %u: version %u, expected 1", q, version);
+	if (desc_num != queue_size)
+		return vmm_fail("inflight region of queue %u: desc_num %u, the queue has %u", q, desc_num, queue_size);
+	const uint8_t *desc = b + VHOST_USER_INFLIGHT_HDR;
+	unsigned n = 0;
+	for (unsigned i = 0; i < queue_size; i++) {
+		uint8_t f = desc[VHOST_USER_INFLIGHT_DESC * i];
+		if (f > 1)
+			return vmm_fail("inflight region of queue %u: descriptor %u has inflight %u", q, i, f);
+		n += f;
+	}
+	/* the last batch: completed in the used ring, maybe not yet cleared
+	 * here. Walked once, each entry counted off once (a list that loops
+	 * is refused). */
+	uint16_t batch = (uint16_t)(ring_used - used);
+	if (batch > queue_size)
+		return vmm_fail("inflight region of queue %u: used_idx %u, the ring's is %u", q, used, ring_used);
+	uint8_t *seen = batch ? calloc(queue_size, 1) : NULL;
+	if (batch && !seen)
+		return vmm_fail("inflight region of queue %u: out of memory", q);
+	int rc = 0;
+	for (unsigned k = 0; k < batch; k++) {
+		if (head >= queue_size || seen[head]) {
+			rc = vmm_fail("inflight region of queue %u: last batch entry %u is %s", q, k,
+				      head >= queue_size ? "out of the queue" : "in the list twice");
+			break;
+		}
+		seen[head] = 1;
+		const uint8_t *e = desc + VHOST_USER_INFLIGHT_DESC * head;
+		n -= e[0];
+		head = get16(e + 6);
+	}
+	free(seen);
+	if (rc)
+		return rc;
+	*last_avail = (uint16_t)(ring_used + n);
+	return 0;
+}
+
+int vhost_user_inflight_read(int fd, const struct vhost_user_inflight *in, unsigned q, uint16_t ring_used,
+			     uint16_t *last_avail)
+{
+	if (in->num_queues == 0 || q >= in->num_queues)
+		return vmm_fail("inflight region: queue %u of %u", q, in->num_queues);
+	uint64_t stride = in->mmap_size / in->num_queues;
+	size_t len = VHOST_USER_INFLIGHT_HDR + (size_t)VHOST_USER_INFLIGHT_DESC * in->queue_size;
+	if (stride < len)
+		return vmm_fail("inflight region: %llu bytes a queue, a queue of %u needs %zu",
+				(unsigned long long)stride, in->queue_size, len);
+	uint8_t *buf = malloc(len);
+	if (!buf)
+		return vmm_fail("inflight region: out of memory");
+	ssize_t got = pread(fd, buf, len, (off_t)(in->mmap_offset + q * stride));
+	int rc;
+	if (got < 0)
+		rc = vmm_fail_errno("inflight region of queue %u: pread", q);
+	else if ((size_t)got != len)
+		rc = vmm_fail("inflight region of queue %u: %zd of %zu bytes (the backend shrank it?)", q, got, len);
+	else
+		rc = vhost_user_inflight_position(buf, len, in->queue_size, ring_used, q, last_avail);
+	free(buf);
+	return rc;
 }
 
 int vhost_user_set_inflight(struct vhost_user *u, const struct vhost_user_inflight *in, int fd)

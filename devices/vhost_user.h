@@ -181,11 +181,52 @@ int vhost_user_vring_start(struct vhost_user *u, unsigned idx, const struct vhos
 int vhost_user_vring_stop(struct vhost_user *u, unsigned idx, uint16_t *last_avail);
 
 /* INFLIGHT_SHMFD (negotiated): GET_INFLIGHT_FD for num_queues x queue_size
- * -> the region's fd (the caller's) and its size and offset; SET_INFLIGHT_FD
- * gives one back (after a reconnect). */
+ * -> the region's fd (the caller's) and its size and offset. The reply is
+ * checked: the queue count and size asked, a size that holds every queue's
+ * region and at most VHOST_USER_INFLIGHT_MAX, a page-aligned offset, and
+ * an fd that is that large. SET_INFLIGHT_FD gives a region to the backend
+ * (each session, after SET_FEATURES: a backend that restarted resubmits
+ * what it had in flight). */
 int vhost_user_get_inflight(struct vhost_user *u, uint16_t num_queues, uint16_t queue_size,
 			    struct vhost_user_inflight *out, int *fd);
 int vhost_user_set_inflight(struct vhost_user *u, const struct vhost_user_inflight *in, int fd);
+
+/* ---- the inflight region (INFLIGHT_SHMFD) ------------------------------- *
+ *
+ * The backend's own record of what it popped and has not completed, in
+ * shared memory the front end keeps (by its fd) across sessions and hands
+ * to a migration target: num_queues queue regions of mmap_size /
+ * num_queues bytes each. A split queue's region (vhost-user.rst, "Inflight
+ * I/O tracking"): u64 features, u16 version (1; 0 = never written), u16
+ * desc_num (the queue size), u16 last_batch_head, u16 used_idx, then
+ * desc_num 16-byte entries: u8 inflight, 5 padding, u16 next (the last
+ * batch's list), u64 counter. The region is the backend's and untrusted:
+ * it is read with pread (a backend that shrinks the memfd gives a short
+ * read, never SIGBUS) and every index in it is checked. */
+
+#define VHOST_USER_INFLIGHT_HDR   16
+#define VHOST_USER_INFLIGHT_DESC  16
+/* The largest region a front end takes: every queue at the largest size
+ * with room for the header and alignment. */
+#define VHOST_USER_INFLIGHT_MAX                                                                           \
+	((uint64_t)VHOST_USER_MAX_QUEUES * (VHOST_USER_INFLIGHT_HDR + 64 +                                \
+					   (uint64_t)VHOST_USER_INFLIGHT_DESC * VHOST_RING_MAX_SIZE))
+
+/* Queue region of one queue (region: len bytes) -> where the backend would
+ * pop next: ring_used (the used index in guest memory, every chain before
+ * it completed) plus the chains the region says are in flight, less those
+ * of the last batch the used ring already shows (used_idx behind
+ * ring_used). 0 and *last_avail; 1 when the region was never written
+ * (version 0: nothing to say, the caller takes the ring's used index);
+ * -1 with a message ("inflight region of queue 1: desc_num 64, the queue
+ * has 128") for a region that cannot be right. Reads only [0, len). */
+int vhost_user_inflight_position(const void *region, size_t len, uint16_t queue_size, uint16_t ring_used,
+				 unsigned q, uint16_t *last_avail);
+
+/* The same for queue q, read from the region's fd (pread at mmap_offset +
+ * q * mmap_size / num_queues). */
+int vhost_user_inflight_read(int fd, const struct vhost_user_inflight *in, unsigned q, uint16_t ring_used,
+			     uint16_t *last_avail);
 
 /* Whether the backend said something unasked or hung up, checked without
  * blocking (for the device's watch on the socket between calls): 0 quiet,

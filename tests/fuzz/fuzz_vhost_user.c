@@ -1,9 +1,13 @@
-/* Fuzz target of the vhost-user reply check (vhost_user_parse_reply), the
- * one place where a backend's bytes are decoded. An input is one byte that
- * picks the request, need_ack, the config size and the fd count, then the
- * reply's bytes. Whatever the input: no read past it, an accepted reply is
- * consistent (its header says what was asked, its payload fits), and a
- * refusal names the request.
+/* Fuzz target of the two places where a backend's bytes are decoded: the
+ * vhost-user reply check (vhost_user_parse_reply) and the inflight region
+ * (vhost_user_inflight_position). An input is one byte that picks the
+ * request, need_ack, the config size and the fd count, then the reply's
+ * bytes; or the byte 0xff, a u16 queue size (taken modulo 256, plus 1), a
+ * u16 ring used index, then one queue's region. Whatever the input: no
+ * read past it; an accepted reply is consistent (its header says what was
+ * asked, its payload fits), an accepted region puts the next avail index
+ * at most a queue ahead of the used one; a refusal names the request, or
+ * the region.
  *
  * Built with -DLIBFUZZER (clang -fsanitize=fuzzer) this is a libFuzzer
  * target; otherwise a standalone driver that mutates valid replies:
@@ -30,10 +34,35 @@ static const uint32_t config_sizes[] = { 0, 8, 60, 256, 257 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+#define REGION_PICK 0xff
+
+static int fuzz_region(const uint8_t *data, size_t size)
+{
+	if (size < 4)
+		return 0;
+	uint16_t qs = (uint16_t)(1 + (data[0] | data[1] << 8) % 256), used = (uint16_t)(data[2] | data[3] << 8);
+	size_t len = size - 4;
+	uint8_t *buf = malloc(len ? len : 1);
+	REQUIRE(buf, "out of memory");
+	memcpy(buf, data + 4, len);
+	uint16_t last = 0;
+	int rc = vhost_user_inflight_position(buf, len, qs, used, 0, &last);
+	if (rc == 0)
+		REQUIRE((uint16_t)(last - used) <= qs, "next avail %u for used %u in a queue of %u", last, used, qs);
+	else if (rc < 0)
+		REQUIRE(strstr(vmm_error(), "inflight region"), "refusal without the region: %s", vmm_error());
+	else
+		REQUIRE(rc == 1, "rc %d", rc);
+	free(buf);
+	return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
 		return 0;
+	if (data[0] == REGION_PICK)
+		return fuzz_region(data + 1, size - 1);
 	uint8_t pick = data[0];
 	uint32_t request = requests[(pick & 0x0f) % NREQ];
 	bool need_ack = pick & 0x10;
@@ -87,6 +116,29 @@ static size_t seed(uint8_t *out, unsigned ri, bool ack, unsigned ci)
 	return 13 + size;
 }
 
+#define REGION_QS 8
+
+/* A region input: queue size 8, ring used index 6; the region's used_idx
+ * 5 with a last batch of one (head 2), heads 2, 4 and 7 marked in flight:
+ * next avail 8. */
+static size_t region_seed(uint8_t *out)
+{
+	size_t len = VHOST_USER_INFLIGHT_HDR + VHOST_USER_INFLIGHT_DESC * REGION_QS;
+	out[0] = REGION_PICK;
+	out[1] = REGION_QS - 1, out[2] = 0; /* 1 + 7 % 256 */
+	out[3] = 6, out[4] = 0;
+	uint8_t *r = out + 5;
+	memset(r, 0, len);
+	r[8] = 1;             /* version */
+	r[10] = REGION_QS;    /* desc_num */
+	r[12] = 2;            /* last_batch_head */
+	r[14] = 5;            /* used_idx */
+	r[VHOST_USER_INFLIGHT_HDR + 16 * 2] = 1;
+	r[VHOST_USER_INFLIGHT_HDR + 16 * 4] = 1;
+	r[VHOST_USER_INFLIGHT_HDR + 16 * 7] = 1;
+	return 5 + len;
+}
+
 int main(int argc, char **argv)
 {
 	unsigned long runs = 100000, s = 1;
@@ -118,7 +170,26 @@ int main(int argc, char **argv)
 			REQUIRE((rc == 0) == want_ok, "seed %u/%u: %s", ri, ci, vmm_error());
 			seeds_ok++;
 		}
+	uint8_t region[5 + VHOST_USER_INFLIGHT_HDR + VHOST_USER_INFLIGHT_DESC * REGION_QS];
+	size_t rn = region_seed(region);
+	uint16_t last;
+	REQUIRE(vhost_user_inflight_position(region + 5, rn - 5, REGION_QS, 6, 0, &last) == 0 && last == 8,
+		"region seed: %s", vmm_error());
+	seeds_ok++;
 	for (unsigned long i = 0; i < runs; i++) {
+		if (rng() % 4 == 0) { /* a region */
+			uint8_t r[sizeof(region) + 16];
+			size_t n = region_seed(r);
+			for (unsigned k = 1 + rng() % 4; k > 0; k--) {
+				switch (rng() % 3) {
+				case 0: r[1 + rng() % (n - 1)] ^= (uint8_t)(1u << (rng() % 8)); break;
+				case 1: r[1 + rng() % (n - 1)] = (uint8_t)rng(); break;
+				default: if (n > 2) n -= 1 + rng() % (n - 2); break;
+				}
+			}
+			LLVMFuzzerTestOneInput(r, n);
+			continue;
+		}
 		size_t n = seed(buf, (unsigned)(rng() % NREQ), rng() & 1, (unsigned)(rng() % 5));
 		unsigned flips = 1 + (unsigned)(rng() % 4);
 		for (unsigned k = 0; k < flips; k++) {
@@ -138,7 +209,7 @@ int main(int argc, char **argv)
 		}
 		LLVMFuzzerTestOneInput(buf, n);
 	}
-	printf("fuzz_vhost_user: %u seeds, %lu mutated replies, no crash\n", seeds_ok, runs);
+	printf("fuzz_vhost_user: %u seeds, %lu mutated replies and regions, no crash\n", seeds_ok, runs);
 	return 0;
 }
 #endif

@@ -5,6 +5,7 @@
  * stood, and a daemon that dies. Without qemu-storage-daemon that second
  * part is skipped, saying so. */
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fake_vhost_user.h"
 #include "err.h"
 #include "memory.h"
 #include "qsd.h"
@@ -282,6 +284,144 @@ static void test_a_socket_nobody_serves_is_named(void)
 	CHECK_CONTAINS(vmm_error(), "too long");
 }
 
+/* ---- the inflight region ---- */
+
+#define IQ 8 /* queue size of the regions below */
+
+static void region_init(uint8_t *r, uint16_t version, uint16_t desc_num, uint16_t used_idx)
+{
+	memset(r, 0, VHOST_USER_INFLIGHT_HDR + VHOST_USER_INFLIGHT_DESC * IQ);
+	memcpy(r + 8, &version, 2);
+	memcpy(r + 10, &desc_num, 2);
+	memcpy(r + 14, &used_idx, 2);
+}
+
+static void region_desc(uint8_t *r, uint16_t i, uint8_t inflight, uint16_t next)
+{
+	uint8_t *e = r + VHOST_USER_INFLIGHT_HDR + VHOST_USER_INFLIGHT_DESC * i;
+	e[0] = inflight;
+	memcpy(e + 6, &next, 2);
+}
+
+static void test_inflight_position_counts_what_the_backend_has_in_flight(void)
+{
+	uint8_t r[VHOST_USER_INFLIGHT_HDR + VHOST_USER_INFLIGHT_DESC * IQ];
+	size_t len = sizeof(r);
+	uint16_t last = 0;
+
+	/* never written: nothing to say */
+	region_init(r, 0, 0, 0);
+	CHECK_EQ(vhost_user_inflight_position(r, len, IQ, 5, 0, &last), 1);
+
+	/* three popped, none completed past the ring's used index 5 */
+	region_init(r, 1, IQ, 5);
+	region_desc(r, 1, 1, 0), region_desc(r, 4, 1, 0), region_desc(r, 6, 1, 0);
+	CHECK_EQ(vhost_user_inflight_position(r, len, IQ, 5, 0, &last), 0);
+	CHECK_EQ(last, 8);
+
+	/* the last batch (heads 4 then 1) is in the used ring (7) but its
+	 * entries are not cleared yet: only head 6 is still in flight */
+	region_init(r, 1, IQ, 5);
+	memcpy(r + 12, &(uint16_t){ 4 }, 2); /* last_batch_head */
+	region_desc(r, 4, 1, 1), region_desc(r, 1, 1, 0), region_desc(r, 6, 1, 0);
+	CHECK_EQ(vhost_user_inflight_position(r, len, IQ, 7, 0, &last), 0);
+	CHECK_EQ(last, 8);
+
+	/* the indices wrap */
+	region_init(r, 1, IQ, 0xffff);
+	region_desc(r, 2, 1, 0);
+	CHECK_EQ(vhost_user_inflight_position(r, len, IQ, 0xffff, 0, &last), 0);
+	CHECK_EQ(last, 0);
+
+	/* what cannot be right is refused, naming the queue and the field */
+	region_init(r, 2, IQ, 0);
+	CHECK_EQ(vhost_user_inflight_position(r, len, IQ, 0, 3, &last), (unsigned long long)-1);
+	CHECK_CONTAINS(vmm_error(), "queue 3: version 2");
+	region_init(r, 1, IQ / 2, 0);
+	CHECK_EQ(vhost_user_inflight_position(r, len, IQ, 0, 0, &last), (unsigned long long)-1);
+	CHECK_CONTAINS(vmm_error(), "desc_num 4, the queue has 8");
+	region_init(r, 1, IQ, 0);
+	region_desc(r, 3, 7, 0);
+	CHECK_EQ(vhost_user_inflight_position(r, len, IQ, 0, 0, &last), (unsigned long long)-1);
+	CHECK_CONTAINS(vmm_error(), "descriptor 3 has inflight 7");
+	region_init(r, 1, IQ, 0);
+	CHECK_EQ(vhost_user_inflight_position(r, len, IQ, IQ + 1, 0, &last), (unsigned long long)-1);
+	CHECK_CONTAINS(vmm_error(), "used_idx 0, the ring's is 9");
+	region_init(r, 1, IQ, 0); /* a batch list that leaves the queue */
+	memcpy(r + 12, &(uint16_t){ 2 }, 2);
+	region_desc(r, 2, 1, 200);
+	CHECK_EQ(vhost_user_inflight_position(r, len, IQ, 2, 0, &last), (unsigned long long)-1);
+	CHECK_CONTAINS(vmm_error(), "out of the queue");
+	region_init(r, 1, IQ, 0); /* one that loops */
+	memcpy(r + 12, &(uint16_t){ 2 }, 2);
+	region_desc(r, 2, 1, 2);
+	CHECK_EQ(vhost_user_inflight_position(r, len, IQ, 2, 0, &last), (unsigned long long)-1);
+	CHECK_CONTAINS(vmm_error(), "twice");
+	CHECK_EQ(vhost_user_inflight_position(r, len - 1, IQ, 0, 0, &last), (unsigned long long)-1);
+	CHECK_CONTAINS(vmm_error(), "bytes for a queue of 8");
+}
+
+static void test_a_backend_with_inflight_shmfd_hands_out_its_region(void)
+{
+	char sock[96];
+	snprintf(sock, sizeof(sock), "%s/fake.sock", dir);
+	struct fake_vu f;
+	fake_vu_defaults(&f);
+	CHECK_EQ(fake_vu_start(&f, sock), 0);
+	uint64_t wanted = (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK) | (1ull << VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD);
+	struct vhost_user u;
+	CHECK_EQ(vhost_user_connect(&u, "vub2", sock), 0);
+	CHECK_EQ(vhost_user_handshake(&u, wanted), 0);
+	CHECK(u.protocol_features & (1ull << VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD));
+	CHECK_EQ(vhost_user_set_features(&u, VIRTIO_BIT(VIRTIO_F_VERSION_1)), 0);
+
+	struct vhost_user_inflight in;
+	int fd = -1;
+	CHECK_EQ(vhost_user_get_inflight(&u, 2, 128, &in, &fd), 0);
+	CHECK(fd >= 0);
+	CHECK_EQ(in.num_queues, 2);
+	CHECK_EQ(in.queue_size, 128);
+	struct stat st;
+	CHECK_EQ(fstat(fd, &st), 0);
+	CHECK_EQ(st.st_ino, f.inflight_ino); /* the backend's region itself */
+	CHECK_EQ(vhost_user_set_inflight(&u, &in, fd), 0);
+	CHECK_EQ(f.set_inflight_ino, f.inflight_ino);
+
+	/* what the backend marks is what the front end reads back */
+	uint16_t last = 0xffff;
+	CHECK_EQ(vhost_user_inflight_read(fd, &in, 1, 0, &last), 0);
+	CHECK_EQ(last, 0);
+	CHECK_EQ(fake_vu_mark_inflight(&f, 1, 17, true, 10), 0);
+	CHECK_EQ(fake_vu_mark_inflight(&f, 1, 3, true, 10), 0);
+	CHECK_EQ(vhost_user_inflight_read(fd, &in, 1, 10, &last), 0);
+	CHECK_EQ(last, 12);
+	CHECK_EQ(vhost_user_inflight_read(fd, &in, 0, 0, &last), 0);
+	CHECK_EQ(last, 0);
+	CHECK_EQ(vhost_user_inflight_read(fd, &in, 2, 10, &last), (unsigned long long)-1);
+	CHECK_CONTAINS(vmm_error(), "queue 2 of 2");
+	close(fd);
+	vhost_user_close(&u);
+
+	/* a region the fd does not hold is refused, and the connection broken */
+	f.inflight_overstate = 1 << 20;
+	CHECK_EQ(vhost_user_connect(&u, "vub2", sock), 0);
+	CHECK_EQ(vhost_user_handshake(&u, wanted), 0);
+	CHECK_EQ(vhost_user_get_inflight(&u, 2, 128, &in, &fd), (unsigned long long)-1);
+	CHECK_CONTAINS(vmm_error(), "GET_INFLIGHT_FD: its fd holds");
+	CHECK_EQ(fd, -1);
+	CHECK(vhost_user_broken(&u));
+	vhost_user_close(&u);
+
+	/* without INFLIGHT_SHMFD asked, it is not negotiated */
+	CHECK_EQ(vhost_user_connect(&u, "vub2", sock), 0);
+	CHECK_EQ(vhost_user_handshake(&u, 1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK), 0);
+	CHECK(!(u.protocol_features & (1ull << VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD)));
+	CHECK_EQ(vhost_user_get_inflight(&u, 2, 128, &in, &fd), (unsigned long long)-1);
+	CHECK_CONTAINS(vmm_error(), "INFLIGHT_SHMFD was not negotiated");
+	vhost_user_close(&u);
+	fake_vu_stop(&f);
+}
+
 int main(void)
 {
 	RUN(test_parser_takes_each_kind_of_reply);
@@ -293,6 +433,8 @@ int main(void)
 	}
 	atexit(remove_dir);
 	RUN(test_a_socket_nobody_serves_is_named);
+	RUN(test_inflight_position_counts_what_the_backend_has_in_flight);
+	RUN(test_a_backend_with_inflight_shmfd_hands_out_its_region);
 	if (qsd_available())
 		RUN(test_a_real_daemon_serves_a_ring);
 	else
