@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "board_pc.h"
@@ -35,7 +37,7 @@
 
 #define VUB_PROTOCOL                                                                                      \
 	((1ull << VHOST_USER_PROTOCOL_F_MQ) | (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK) |                 \
-	 (1ull << VHOST_USER_PROTOCOL_F_CONFIG))
+	 (1ull << VHOST_USER_PROTOCOL_F_CONFIG) | (1ull << VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD))
 
 struct vub {
 	struct device dev;
@@ -62,6 +64,11 @@ struct vub {
 	 * activation, when no ring runs). */
 	bool foreign_map;
 	uintptr_t source_ram;     /* target: where the source had guest RAM */
+	/* INFLIGHT_SHMFD: the backend's region of requests in flight, asked
+	 * for at the first set-up, given back at each later one, dropped at
+	 * a guest reset; with backend transfer it goes to the target. */
+	int inflight_fd;          /* -1: none */
+	struct vhost_user_inflight inflight;
 	uv_poll_t *watch;         /* on the socket between calls */
 	struct uv_loop_s *loop;
 };
@@ -208,6 +215,25 @@ static int read_config(struct vub *v)
 	return 0;
 }
 
+/* INFLIGHT_SHMFD negotiated: the region (asked for once) given to the
+ * backend for this session, after SET_FEATURES as libvhost-user wants it. */
+static int setup_inflight(struct vub *v)
+{
+	if (!(v->conn.protocol_features & (1ull << VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD)))
+		return 0;
+	if (v->inflight_fd < 0 && vhost_user_get_inflight(&v->conn, (uint16_t)v->vd.nqueues, v->vd.queue_max_size,
+							  &v->inflight, &v->inflight_fd))
+		return -1;
+	return vhost_user_set_inflight(&v->conn, &v->inflight, v->inflight_fd);
+}
+
+static void drop_inflight(struct vub *v)
+{
+	if (v->inflight_fd >= 0)
+		close(v->inflight_fd);
+	v->inflight_fd = -1;
+}
+
 /* One session's set-up: connected (or connecting), the negotiated
  * features, the memory table, every enabled ring from its indices. */
 static int start_session(struct vub *v, int wait_ms)
@@ -222,7 +248,8 @@ static int start_session(struct vub *v, int wait_ms)
 	if (missing)
 		return vmm_fail("vhost-user backend %s no longer offers features 0x%llx", v->socket,
 				(unsigned long long)missing);
-	if (vhost_user_set_features(&v->conn, vd->driver_features) || vhost_user_set_mem_table(&v->conn, vd->mem))
+	if (vhost_user_set_features(&v->conn, vd->driver_features) || setup_inflight(v) ||
+	    vhost_user_set_mem_table(&v->conn, vd->mem))
 		return -1;
 	for (unsigned q = 0; q < vd->nqueues; q++) {
 		if (!vd->vqs[q].enabled || v->running[q])
@@ -340,6 +367,7 @@ static void vub_reset(struct virtio_device *vd)
 		fprintf(stderr, "vmm: %s: vhost-user backend %s: %s\n", v->dev.name, v->socket, vmm_error());
 		disconnect(v); /* the next activation reconnects */
 	}
+	drop_inflight(v); /* the driver gave up whatever was in flight */
 }
 
 static const struct virtio_device_ops vub_ops = {
@@ -352,18 +380,26 @@ static const struct virtio_device_ops vub_ops = {
 /* ---- backend transfer ---- */
 
 /* A queue the backend runs and this process never stopped: its position
- * for the state is where the backend's completions stand in guest memory
- * (every chain before the used index is done); nothing says how far the
- * backend popped beyond it (there is no inflight region with
- * qemu-storage-daemon), and the target only needs a restart point. */
-static void ring_position_from_memory(struct virtqueue *vq)
+ * for the state. The used index is where the backend's completions stand
+ * in guest memory (every chain before it is done). How far the backend
+ * popped beyond it comes from the inflight region where there is one
+ * (INFLIGHT_SHMFD; qemu-storage-daemon has none): the used index plus what
+ * is in flight. Without one it is the used index too: a restart point,
+ * which is all the target needs. */
+static void ring_position(struct vub *v, unsigned q)
 {
+	struct virtqueue *vq = &v->vd.vqs[q];
 	if (!vq->used)
 		return;
 	const volatile uint8_t *u = vq->used + 2;
-	uint16_t used = (uint16_t)(u[0] | (u[1] << 8));
+	uint16_t used = (uint16_t)(u[0] | (u[1] << 8)), last = used;
+	if (v->inflight_fd >= 0 && vhost_user_inflight_read(v->inflight_fd, &v->inflight, q, used, &last) < 0) {
+		fprintf(stderr, "vmm: %s: vhost-user backend %s: %s; queue %u restarts at its used index\n",
+			v->dev.name, v->socket, vmm_error(), q);
+		last = used;
+	}
 	vq->used_idx = used;
-	vq->last_avail = used;
+	vq->last_avail = last;
 	vq->signalled_used_valid = false;
 }
 
@@ -372,6 +408,8 @@ struct handed_over {
 	uint32_t queue_num;
 	uint8_t config[VIRTIO_BLK_CONFIG_SIZE];
 	uint64_t ram_addr;
+	bool has_inflight;        /* an inflight region's fd follows the eventfds */
+	struct vhost_user_inflight inflight;
 };
 
 /* Checks what the source sent with the fds against this device. */
@@ -386,6 +424,23 @@ static int decode_handed_over(struct vub *v, const struct dev_backend *in, struc
 	unsigned nq = mig_get_u16(&c), nev = mig_get_u16(&c), clen = mig_get_u16(&c);
 	mig_get_bytes(&c, out->config, sizeof(out->config));
 	out->ram_addr = mig_get_u64(&c);
+	/* from here on optional: a source without INFLIGHT_SHMFD support
+	 * (older builds) ends the state here */
+	out->has_inflight = false;
+	if (mig_cursor_left(&c) > 0) {
+		uint8_t has = mig_get_u8(&c);
+		if (has > 1) {
+			mig_cursor_finish(&c);
+			return vmm_fail("%s: vhost-user backend: inflight flag %u", name, has);
+		}
+		out->has_inflight = has;
+		if (has) {
+			out->inflight.mmap_size = mig_get_u64(&c);
+			out->inflight.mmap_offset = mig_get_u64(&c);
+			out->inflight.num_queues = mig_get_u16(&c);
+			out->inflight.queue_size = mig_get_u16(&c);
+		}
+	}
 	if (mig_cursor_finish(&c))
 		return vmm_fail_context("%s: vhost-user backend", name);
 	if (nq != v->vd.nqueues)
@@ -393,9 +448,26 @@ static int decode_handed_over(struct vub *v, const struct dev_backend *in, struc
 	if (clen != VIRTIO_BLK_CONFIG_SIZE)
 		return vmm_fail("%s: vhost-user backend: configuration space of %u bytes, expected %d", name, clen,
 				VIRTIO_BLK_CONFIG_SIZE);
-	if (nev != 2 * nq + 1 || in->nfds != 1 + nev)
+	if (nev != 2 * nq + 1 || in->nfds != 1 + nev + out->has_inflight)
 		return vmm_fail("%s: vhost-user backend: %u fds and %u eventfds announced for %u queues (expected the "
-				"connection and %u eventfds)", name, in->nfds, nev, nq, 2 * nq + 1);
+				"connection, %u eventfds%s)", name, in->nfds, nev, nq, 2 * nq + 1,
+				out->has_inflight ? " and the inflight region" : "");
+	if (out->has_inflight) {
+		const struct vhost_user_inflight *g = &out->inflight;
+		struct stat st;
+		int fd = in->fds[in->nfds - 1];
+		if (g->num_queues != nq || g->queue_size != v->vd.queue_max_size || g->mmap_size > VHOST_USER_INFLIGHT_MAX ||
+		    g->mmap_size / nq < VHOST_USER_INFLIGHT_HDR + (uint64_t)VHOST_USER_INFLIGHT_DESC * g->queue_size)
+			return vmm_fail("%s: vhost-user backend: an inflight region of %llu bytes for %u queues of %u "
+					"(the device has %u of %u)", name, (unsigned long long)g->mmap_size, g->num_queues,
+					g->queue_size, nq, v->vd.queue_max_size);
+		if (fstat(fd, &st) < 0)
+			return vmm_fail_errno("%s: vhost-user backend: the inflight region's fd", name);
+		if (g->mmap_offset > VHOST_USER_INFLIGHT_MAX || (uint64_t)st.st_size < g->mmap_offset + g->mmap_size)
+			return vmm_fail("%s: vhost-user backend: the inflight region's fd holds %lld bytes, the region "
+					"ends at %llu", name, (long long)st.st_size,
+					(unsigned long long)(g->mmap_offset + g->mmap_size));
+	}
 	if (!(out->features & VIRTIO_BIT(VIRTIO_F_VERSION_1)))
 		return vmm_fail("%s: vhost-user backend: features 0x%llx lack VIRTIO_F_VERSION_1", name,
 				(unsigned long long)out->features);
@@ -430,6 +502,7 @@ static void vub_free(struct device *d)
 	/* no GET_VRING_BASE: guest RAM may be gone; the backend stops its
 	 * rings when the connection closes, on its own mapping of the memfd */
 	disconnect(v);
+	drop_inflight(v);
 	virtio_destroy(&v->vd);
 	free(v);
 }
@@ -451,6 +524,7 @@ static struct device *vub_create(const struct device_host *h, const char *name, 
 	v->socket = c->socket;
 	v->loop = h->loop;
 	v->conn.fd = -1;
+	v->inflight_fd = -1;
 	virtio_init(&v->vd, v->dev.name, VIRTIO_ID_BLOCK, &vub_ops, v, c->queues, c->queue_size,
 		    VIRTIO_BLK_CONFIG_SIZE);
 	v->vd.mem = h->mem;
@@ -483,12 +557,17 @@ static struct device *vub_create(const struct device_host *h, const char *name, 
 		goto fail;
 	}
 	if (in) { /* last: on failure the fds stay the caller's */
-		if (virtio_pci_adopt_eventfds(v->pci, in->fds + 1, in->nfds - 1)) {
+		unsigned nev = in->nfds - 1 - got.has_inflight;
+		if (virtio_pci_adopt_eventfds(v->pci, in->fds + 1, nev)) {
 			virtio_pci_free(v->pci);
 			goto fail;
 		}
 		vhost_user_adopt(&v->conn, v->dev.name, in->fds[0], got.features, got.protocol_features,
 				 got.queue_num);
+		if (got.has_inflight) {
+			v->inflight_fd = in->fds[1 + nev];
+			v->inflight = got.inflight;
+		}
 		v->adopted = v->foreign_map = true;
 		for (unsigned q = 0; q < v->vd.nqueues; q++)
 			virtio_take_kicks(&v->vd, q, true); /* never drain what the backend polls */
@@ -523,7 +602,7 @@ static int vub_quiesce(struct device *d)
 		virtio_pci_hold_interrupts(v->pci, true);
 		for (unsigned q = 0; q < v->vd.nqueues; q++)
 			if (v->running[q])
-				ring_position_from_memory(&v->vd.vqs[q]);
+				ring_position(v, q);
 		v->left = true;
 		return 0;
 	}
@@ -632,19 +711,28 @@ static int vub_resume_loaded(struct device *d)
 }
 
 /* The backend handed over: the connection, then the eventfds
- * (virtio_pci_eventfds). */
+ * (virtio_pci_eventfds), then the inflight region if there is one. */
 static unsigned vub_backend_fds(struct device *d, int *fds, unsigned max)
 {
 	struct vub *v = (struct vub *)d;
 	if (max >= 1)
 		fds[0] = v->conn.fd;
-	return 1 + virtio_pci_eventfds(v->pci, max > 0 ? fds + 1 : fds, max > 0 ? max - 1 : 0);
+	unsigned n = 1 + virtio_pci_eventfds(v->pci, max > 0 ? fds + 1 : fds, max > 0 ? max - 1 : 0);
+	if (v->inflight_fd >= 0) {
+		if (max > n)
+			fds[n] = v->inflight_fd;
+		n++;
+	}
+	return n;
 }
 
 /* What the source negotiated, which the target must not ask again:
  * u64 features, u64 protocol features, u32 queue_num, u16 queues, u16
  * eventfds, u16 config length, the configuration space, u64 the address
- * of guest RAM here (the backend's ring and table addresses are in it). */
+ * of guest RAM here (the backend's ring and table addresses are in it);
+ * then u8 1 and the inflight region (u64 size, u64 offset, u16 queues,
+ * u16 queue size; its fd last), or u8 0. Builds before INFLIGHT_SHMFD
+ * ended at the address, and a target takes that too. */
 static int vub_backend_save(struct device *d, struct mig_buf *b)
 {
 	struct vub *v = (struct vub *)d;
@@ -661,6 +749,13 @@ static int vub_backend_save(struct device *d, struct mig_buf *b)
 	mig_put_u16(b, sizeof(v->config));
 	mig_put_bytes(b, v->config, sizeof(v->config));
 	mig_put_u64(b, (uint64_t)(uintptr_t)v->vd.mem->host);
+	mig_put_u8(b, v->inflight_fd >= 0);
+	if (v->inflight_fd >= 0) {
+		mig_put_u64(b, v->inflight.mmap_size);
+		mig_put_u64(b, v->inflight.mmap_offset);
+		mig_put_u16(b, v->inflight.num_queues);
+		mig_put_u16(b, v->inflight.queue_size);
+	}
 	return 0;
 }
 
@@ -680,6 +775,8 @@ static void vub_stats(struct device *d, void (*emit)(void *ctx, const char *name
 	/* a handed-over connection whose addresses do not hold here: its next
 	 * set-up will be a new session */
 	emit(ctx, "new_session_pending", v->foreign_map);
+	/* the backend's inflight region (INFLIGHT_SHMFD), bytes; 0 none */
+	emit(ctx, "inflight_region", v->inflight_fd >= 0 ? v->inflight.mmap_size : 0);
 }
 
 static size_t vub_describe_state(struct device *d, char *buf, size_t len)

@@ -24,6 +24,18 @@
  * when it starts the VM and sets everything up again from them. A rollback
  * reconnects the source and restarts its rings.
  *
+ * Migration, the backend handed over (backend_transfer): the connection,
+ * the queues' eventfds and the inflight region (if any) go to the target,
+ * which says nothing to the backend; the source never stops the rings.
+ * The queue positions in the state: the used index from guest memory, the
+ * next avail index from the inflight region where the backend keeps one
+ * (INFLIGHT_SHMFD), else the used index (a restart point).
+ *
+ * INFLIGHT_SHMFD, where a backend offers it (qemu-storage-daemon does
+ * not): the region is asked for at the first set-up (GET_INFLIGHT_FD),
+ * given back at every later one (SET_INFLIGHT_FD: a restarted backend
+ * resubmits what it had in flight), and dropped at a guest reset.
+ *
  * State (one section, version 1): the PCI function's, then the device's
  * configuration space as the backend gave it. */
 #ifndef VMM_VHOST_USER_BLK_H

@@ -145,6 +145,8 @@ static bool fixture_config(const struct device_type *t, void *config, unsigned i
 	return true;
 }
 
+static int rig_devices(struct rig *r);
+
 int rig_up(struct rig *r)
 {
 	memset(r, 0, sizeof(*r));
@@ -153,11 +155,36 @@ int rig_up(struct rig *r)
 		return vmm_fail("rig: out of memory");
 	if (guest_mem_wrap(&r->mem, r->ram, RIG_RAM_SIZE))
 		return -1;
+	r->kvm.sys_fd = r->kvm.vm_fd = -1;
+	return rig_devices(r);
+}
+
+int rig_up_kvm(struct rig *r, uint64_t ram_size)
+{
+	memset(r, 0, sizeof(*r));
+	r->kvm.sys_fd = r->kvm.vm_fd = -1;
+	r->mem.fd = -1;
+	if (access("/dev/kvm", R_OK | W_OK) != 0) {
+		vmm_fail_errno("rig: /dev/kvm");
+		return 1;
+	}
+	if (kvm_create(&r->kvm)) {
+		vmm_fail_context("rig");
+		return 1;
+	}
+	if (guest_mem_create(&r->mem, ram_size, "rig") || kvm_map_memory(&r->kvm, &r->mem))
+		return -1;
+	r->ram = r->mem.host;
+	r->with_kvm = true;
+	return rig_devices(r);
+}
+
+static int rig_devices(struct rig *r)
+{
 	if (uv_loop_init(&r->loop))
 		return vmm_fail("rig: uv_loop_init failed");
 	bus_init(&r->pio, "pio");
 	bus_init(&r->mmio, "mmio");
-	r->kvm.sys_fd = r->kvm.vm_fd = -1;
 	r->host = (struct device_host){
 		.vm_name = "rig", .kvm = &r->kvm, .mem = &r->mem, .pio = &r->pio, .mmio = &r->mmio,
 		.loop = &r->loop, .opaque = r, .irq_line = irq_line, .console_output = console_output,
@@ -184,7 +211,12 @@ void rig_down(struct rig *r)
 	uv_loop_close(&r->loop);
 	bus_destroy(&r->pio);
 	bus_destroy(&r->mmio);
-	free(r->ram);
+	if (r->with_kvm) {
+		guest_mem_destroy(&r->mem);
+		kvm_destroy(&r->kvm);
+	} else {
+		free(r->ram);
+	}
 	r->ram = NULL;
 }
 

@@ -27,7 +27,8 @@ struct rig {
 	struct bus pio, mmio;
 	struct kvm kvm; /* no KVM: fds -1 */
 	struct guest_mem mem;
-	uint8_t *ram;   /* RIG_RAM_SIZE zeroed bytes */
+	uint8_t *ram;   /* RIG_RAM_SIZE zeroed bytes (rig_up_kvm: its size) */
+	bool with_kvm;  /* rig_up_kvm: a VM, guest RAM a memfd */
 	uv_loop_t loop;
 	struct device *devs[RIG_MAX_DEVS];
 	unsigned n;
@@ -39,6 +40,11 @@ struct rig {
 bool rig_private_netns(void);
 /* -1 with a message when something cannot be set up. */
 int rig_up(struct rig *r);
+/* The same with a KVM VM (in-kernel irqchip, routes; no vCPU) and guest
+ * RAM of ram_size bytes in a memfd, registered with it: devices get
+ * ioeventfds and irqfds, as in a VMM. 1 with a message when this machine
+ * has no KVM that can make a VM. */
+int rig_up_kvm(struct rig *r, uint64_t ram_size);
 void rig_down(struct rig *r);
 /* The device of type t on r: the board's, or a new one named "dev<n>"
  * (n also makes its MAC and TAP name unique). NULL when this process

@@ -45,4 +45,27 @@ void write_features(uint64_t f);
 /* Where queue q's descriptor table (which 0), avail (1) or used ring (2) is. */
 uint64_t ring(unsigned q, unsigned which);
 
+/* Where a probe found the function's regions (addresses on the memory bus). */
+struct vpci_layout {
+	uint64_t bar, common, notify, isr, device, table, pba;
+	unsigned msix_cap, nvec;
+	uint32_t multiplier;
+};
+
+/* vp_modern_probe's capability walk over BAR 0 where the board placed it,
+ * memory decoding and bus mastering turned on; *common_out (the address
+ * the helpers above use) set. -1 when a region is missing. */
+int vpci_probe(struct vpci_layout *L, uint64_t *common_out);
+
+/* Linux's start-up up to DRIVER_OK: reset (pump() until the device reads
+ * 0), ACKNOWLEDGE, DRIVER, the features, FEATURES_OK, MSI-X on with every
+ * entry unmasked (config vector 0, queue q vector q + 1), nq queues of
+ * qsize at ring(q, ...), then DRIVER_OK and pump(). Returns the status the
+ * device reads back. */
+uint8_t vpci_start(const struct vpci_layout *L, uint64_t features, unsigned nq, uint16_t qsize,
+		   void (*pump)(void));
+
+/* A driver's reset: status 0, pump() until the device reads 0. */
+uint8_t vpci_reset(void (*pump)(void));
+
 #endif
