@@ -38,6 +38,12 @@ static const char *const type_names[] = {
 	[MIG_STARTING] = "starting",
 	[MIG_ERROR] = "error",
 	[MIG_DEVICE] = "device",
+	[MIG_ATTACH] = "attach",
+	[MIG_ATTACHED] = "attached",
+	[MIG_EVAL] = "eval",
+	[MIG_OUTPUT] = "output",
+	[MIG_RESULT] = "result",
+	[MIG_INTERRUPT] = "interrupt",
 };
 
 bool mig_type_known(uint32_t type)

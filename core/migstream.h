@@ -59,8 +59,20 @@ enum mig_type {
 	                       * description's), then the type's state */
 	MIG_STARTING = 19,    /* T->S: everything is done, the vCPUs start now:
 	                       * the point of no return */
-	MIG_TYPE_MAX = MIG_STARTING,
+	/* An attach session on a control socket (`vmm attach`): a client's
+	 * first section is MIG_ATTACH instead of MIG_HELLO. C = the client,
+	 * V = the VMM it attaches to. Text payloads are not NUL-terminated. */
+	MIG_ATTACH = 20,      /* C->V: u32 attach version (1), u32 flags (0) */
+	MIG_ATTACHED = 21,    /* V->C: text, the VM's name */
+	MIG_EVAL = 22,        /* C->V: a Lua chunk (text) */
+	MIG_OUTPUT = 23,      /* V->C: u8 stream (1 stdout, 2 stderr), then text */
+	MIG_RESULT = 24,      /* V->C: u8 0 (the chunk ran) or 1 (it failed), then
+	                       * the error's text */
+	MIG_INTERRUPT = 25,   /* C->V: stop the running chunk (Ctrl-C) */
+	MIG_TYPE_MAX = MIG_INTERRUPT,
 };
+
+#define MIG_ATTACH_VERSION 1u
 
 #define MIG_HELLO_BACKEND_TRANSFER 1u /* the target accepts backends */
 

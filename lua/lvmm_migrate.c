@@ -26,6 +26,7 @@
 
 #include "err.h"
 #include "lvmm.h"
+#include "migstream.h"
 #include "registry.h"
 #include "vm.h"
 #include "vm_migrate.h"
@@ -479,8 +480,12 @@ static int l_accept(lua_State *L)
 		return fail_result(L);
 	}
 	if (cred.uid != geteuid() && cred.uid != 0) {
-		vmm_fail("control socket %s: refused process %d of uid %u (only uid %u or root)", l->path,
-			 (int)cred.pid, (unsigned)cred.uid, (unsigned)geteuid());
+		if (geteuid() == 0)
+			vmm_fail("control socket %s: refused process %d of uid %u (only root)", l->path, (int)cred.pid,
+				 (unsigned)cred.uid);
+		else
+			vmm_fail("control socket %s: refused process %d of uid %u (only uid %u or root)", l->path,
+				 (int)cred.pid, (unsigned)cred.uid, (unsigned)geteuid());
 		close(fd);
 		return fail_result(L);
 	}
@@ -495,10 +500,111 @@ static int l_listener_path(lua_State *L)
 	return 1;
 }
 
+/* ---- attach sessions (lua/vmm/attach.lua) ----
+ * The sections of an attach session go through the same framing as a
+ * migration's (checked headers, CRC, bounds); these are its only types. */
+
+static uint32_t attach_type(lua_State *L, int idx)
+{
+	static const char *const names[] = { "attach", "attached", "eval", "output", "result", "interrupt",
+					      "error", NULL };
+	static const uint32_t types[] = { MIG_ATTACH, MIG_ATTACHED, MIG_EVAL, MIG_OUTPUT, MIG_RESULT,
+					  MIG_INTERRUPT, MIG_ERROR };
+	return types[luaL_checkoption(L, idx, NULL, names)];
+}
+
+static bool is_attach_type(uint32_t t)
+{
+	return (t >= MIG_ATTACH && t <= MIG_INTERRUPT) || t == MIG_ERROR;
+}
+
+/* conn:send(type, payload) -> true | nil, err */
+static int l_send(lua_State *L)
+{
+	struct conn *c = check_conn(L);
+	uint32_t type = attach_type(L, 2);
+	size_t len;
+	const char *p = luaL_optlstring(L, 3, "", &len);
+	struct mig_conn m = { .fd = c->fd, .timeout_ms = 5000, .peer = "peer" };
+	if (mig_send(&m, type, 0, p, len, NULL, 0))
+		return fail_result(L);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* conn:peek() -> the type of the next section once its header is here;
+ * nil if it is not yet (the loop wakes when more comes); false, err at
+ * EOF or on a header that is not a section's. */
+static int l_peek(lua_State *L)
+{
+	struct conn *c = check_conn(L);
+	uint8_t raw[MIG_HEADER_SIZE];
+	ssize_t n = recv(c->fd, raw, sizeof(raw), MSG_PEEK | MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+		wake_on_readable(&c->poll, c->fd);
+		return 0;
+	}
+	lua_pushboolean(L, 0);
+	if (n < 0) {
+		lua_pushfstring(L, "reading the connection: %s", strerror(errno));
+		return 2;
+	}
+	if (n == 0) {
+		lua_pushliteral(L, "the peer closed the connection");
+		return 2;
+	}
+	if ((size_t)n < sizeof(raw)) {
+		lua_pop(L, 1);
+		wake_on_readable(&c->poll, c->fd);
+		return 0;
+	}
+	struct mig_header h;
+	if (mig_header_decode(raw, &h)) {
+		lua_pushstring(L, vmm_error());
+		return 2;
+	}
+	lua_pop(L, 1);
+	lua_pushstring(L, mig_type_name(h.type));
+	return 1;
+}
+
+/* conn:recv() -> type, payload; nil when nothing has come (the loop wakes
+ * when something does); false, err at EOF, on a bad section or one that
+ * is not an attach session's. A section that has begun is waited for (5 s). */
+static int l_recv(lua_State *L)
+{
+	struct conn *c = check_conn(L);
+	struct pollfd pf = { .fd = c->fd, .events = POLLIN };
+	if (poll(&pf, 1, 0) != 1) {
+		wake_on_readable(&c->poll, c->fd);
+		return 0;
+	}
+	struct mig_conn m = { .fd = c->fd, .timeout_ms = 5000, .peer = "peer" };
+	struct mig_section sec;
+	if (mig_recv(&m, &sec)) {
+		lua_pushboolean(L, 0);
+		lua_pushstring(L, vmm_error());
+		return 2;
+	}
+	if (!is_attach_type(sec.type) || sec.nfds) {
+		vmm_fail("unexpected %s section%s in an attach session", mig_type_name(sec.type),
+			 sec.nfds ? " with fds" : "");
+		mig_section_free(&sec);
+		lua_pushboolean(L, 0);
+		lua_pushstring(L, vmm_error());
+		return 2;
+	}
+	lua_pushstring(L, mig_type_name(sec.type));
+	lua_pushlstring(L, sec.payload ? (const char *)sec.payload : "", sec.len);
+	mig_section_free(&sec);
+	return 2;
+}
+
 static const luaL_Reg conn_methods[] = {
 	{ "send_begin", l_send_begin }, { "send_finish", l_send_finish }, { "send_cancel", l_send_cancel }, { "readable", l_readable },
 	{ "offer", l_offer }, { "receive", l_receive }, { "start", l_start },
-	{ "close", l_conn_close }, { "fd", l_conn_fd }, { NULL, NULL },
+	{ "close", l_conn_close }, { "fd", l_conn_fd },
+	{ "send", l_send }, { "peek", l_peek }, { "recv", l_recv }, { NULL, NULL },
 };
 
 static const luaL_Reg listener_methods[] = {

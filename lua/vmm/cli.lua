@@ -9,6 +9,11 @@ usage: vmm <command> [arguments]
   vmm script FILE [ARGS...]   run a Lua script; ARGS are in the global arg
                               (arg[0] = FILE) and in the chunk's `...`
   vmm repl                    interactive Lua with the vmm module loaded
+  vmm attach SOCKET           a Lua prompt inside the running VMM that serves
+                              SOCKET (vm:serve): its VM is `vm`; Ctrl-C stops
+                              the running chunk, Ctrl-D detaches
+  vmm attach SOCKET -e CODE   run CODE there, print what it returns, exit 0
+                              (it ran) or 1 (it failed)
   vmm check-kvm               can /dev/kvm run a standard Linux guest? exit 0
                               (usable) or 1, with one line saying why
   vmm --help                  this text
@@ -86,7 +91,19 @@ local function check_kvm(argv)
   return 1
 end
 
+local function attach(argv)
+  local path = argv[2]
+  if not path then fail("attach: missing the control socket (try 'vmm --help')") end
+  local a = require "vmm.attach"
+  if argv[3] == nil then return a.run(path) end
+  if argv[3] ~= "-e" then fail("attach: unexpected argument %q (try 'vmm --help')", argv[3]) end
+  if not argv[4] then fail("attach: -e needs a Lua chunk (try 'vmm --help')") end
+  if argv[5] then fail("attach: unexpected argument %q after -e CODE (try 'vmm --help')", argv[5]) end
+  return a.run_once(path, argv[4])
+end
+
 local COMMANDS = {
+  attach = attach,
   ["check-kvm"] = check_kvm,
   script = function(argv) return run_script(argv, 2) end,
   repl = function(argv)

@@ -160,9 +160,30 @@ function methods:serve(path, opts)
   local listener, err = core.mig_listen(path)
   if not listener then return nil, "vm:serve: " .. err end
   local vm, closed = self, false
-  local server = {}
+  local server = { sessions = {} }
   function server.path() return path end
   function server.close() closed = true; listener:close() end
+  -- Ends the attach sessions, telling each client why.
+  local function end_sessions(why)
+    for conn in pairs(server.sessions) do
+      server.sessions[conn] = nil
+      pcall(conn.send, conn, "error", why)
+      conn:close()
+    end
+  end
+  -- The first section says what a client wants: a migration ("hello") or
+  -- an attach session ("attach", lua/vmm/attach.lua).
+  local function first_section(conn)
+    local kind, why
+    local deadline = core.now() + timeout
+    task.wait(function()
+      kind, why = conn:peek()
+      return kind ~= nil or core.now() >= deadline
+    end, timeout)
+    if kind == nil then return nil, "no request within " .. timeout .. " s" end
+    if kind == false then return nil, why end
+    return kind
+  end
   server.task = task.spawn(function()
     while not closed do
       local conn, extra
@@ -172,14 +193,31 @@ function methods:serve(path, opts)
         return conn ~= nil or extra ~= nil
       end)
       if conn then
-        local report, why = vm:migrate{ to = conn, backend_transfer = transfer, timeout = timeout }
-        conn:close()
-        if report then
-          server.close()
-          if opts.on_migrated then opts.on_migrated(report) end
-          return
-        end
-        io.stderr:write("vmm: ", vm:info().name, ": ", why, "\n")
+        local c = conn
+        task.spawn(function()
+          local kind, why = first_section(c)
+          if kind == "attach" then
+            local ok, err = pcall(require("vmm.attach").session, c, vm, server.sessions)
+            if not ok then io.stderr:write("vmm: ", vm:info().name, ": attach: ", tostring(err), "\n") end
+            server.sessions[c] = nil
+          elseif kind ~= "hello" then
+            why = why or ("a client began with a section of type " .. kind .. ", not attach or hello")
+            io.stderr:write("vmm: ", vm:info().name, ": control socket: ", why, "\n")
+            if kind then pcall(c.send, c, "error", why) end
+          elseif not closed then
+            local report
+            report, why = vm:migrate{ to = c, backend_transfer = transfer, timeout = timeout }
+            if report then
+              c:close()
+              server.close()
+              end_sessions(string.format("%s migrated to process %d", vm:info().name, report.peer_pid))
+              if opts.on_migrated then opts.on_migrated(report) end
+              return
+            end
+            io.stderr:write("vmm: ", vm:info().name, ": ", why, "\n")
+          end
+          c:close()
+        end)
       elseif extra then
         io.stderr:write("vmm: ", extra, "\n")
       else

@@ -11,6 +11,7 @@ local function one_line(msg)
   msg = msg:gsub("\nstack traceback:.*", "")
   return (msg:gsub("[\r\n]+%s*", " "))
 end
+M.one_line = one_line
 
 local error_text = task.error_text
 
@@ -19,7 +20,8 @@ local function report(e)
 end
 
 -- The next line of input, false after Ctrl-C, or nil at the end.
-local function read_line()
+local read_line
+function read_line()
   local line, err
   local ok, e = pcall(task.wait, function()
     local l, e = core.stdin_read_line()
@@ -36,17 +38,27 @@ local function read_line()
   return line
 end
 
--- A function for chunk, or nil, "incomplete", or nil and a syntax error.
-local function compile(chunk)
+M.read_line = read_line
+
+-- A function for chunk (its globals in env, if given), or nil,
+-- "incomplete" and the syntax error, or nil and a syntax error.
+local function compile(chunk, env)
   if chunk:sub(1, 1) == "=" then chunk = "return " .. chunk:sub(2) end
-  local f = load("return " .. chunk, "=stdin")
+  -- (load's env argument, even nil, replaces _ENV: pass it only if given)
+  local function try(text)
+    if env then return load(text, "=stdin", "t", env) end
+    return load(text, "=stdin", "t")
+  end
+  local f = try("return " .. chunk)
   if f then return f end
   local err
-  f, err = load(chunk, "=stdin")
+  f, err = try(chunk)
   if f then return f end
   if err:find("<eof>$") then return nil, "incomplete", err end
   return nil, err
 end
+
+M.compile = compile
 
 local function print_results(r)
   if r.n == 0 then return end
