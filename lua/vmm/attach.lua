@@ -60,10 +60,12 @@ local function session_env(vm, send)
   return env
 end
 
--- Waits for the client's next section: type, payload; false, why at EOF.
-local function next_section(conn)
+-- Waits for the client's next section: type, payload; false, why at EOF
+-- (or once st.ended: the session was ended from outside).
+local function next_section(conn, st)
   local kind, payload
   task.wait(function()
+    if st and st.ended then kind, payload = false, st.ended return true end
     kind, payload = conn:recv()
     return kind ~= nil
   end)
@@ -71,7 +73,8 @@ local function next_section(conn)
 end
 
 -- Runs one chunk of the session: its values printed, the result sent.
-local function run_chunk(conn, env, text, send)
+-- false when the session is over (the client went, or it was ended).
+local function run_chunk(conn, st, env, text, send)
   local f, err = repl.compile(text, env)
   if not f then
     send("result", "\1" .. (err == "incomplete" and select(3, repl.compile(text, env)) or err))
@@ -95,13 +98,15 @@ local function run_chunk(conn, env, text, send)
     r = table.pack(xpcall(f, task.error_text))
     debug.sethook()
   end)
+  st.chunk = t
   while not t:done() do
     local kind
     task.wait(function()
-      if t:done() then return true end
+      if t:done() or st.ended then return true end
       kind = conn:peek()
       return kind ~= nil
     end)
+    if st.ended then return false end -- st.stop cancelled the chunk
     if not t:done() then
       if kind == "interrupt" then
         conn:recv()
@@ -119,6 +124,7 @@ local function run_chunk(conn, env, text, send)
       end
     end
   end
+  st.chunk = nil
   if gone then return false end
   if interrupted then send("result", "\1interrupted") return true end
   if not r then send("result", "\1" .. tostring(t.err)) return true end
@@ -132,30 +138,39 @@ local function run_chunk(conn, env, text, send)
 end
 
 -- session(conn, vm, sessions): serves one client; returns when it
--- detaches or the session is ended (sessions[conn] = nil).
+-- detaches, or once sessions[conn]:stop(why) has ended it (the chunk it
+-- runs cancelled, why sent to the client).
 function M.session(conn, vm, sessions)
+  local st = {}
   local function send(kind, payload)
     local ok, err = conn:send(kind, payload)
     if not ok then error("attach: " .. err, 0) end
   end
+  function st.stop(why)
+    if st.ended then return end
+    st.ended = why
+    if st.chunk and not st.chunk:done() then st.chunk:cancel() end
+    pcall(conn.send, conn, "error", why)
+  end
   local kind, payload = next_section(conn)
-  if kind ~= "attach" then return end
+  if kind ~= "attach" then conn:close() return end
   local version = #payload >= 8 and string.unpack("<I4", payload) or 0
   if version ~= 1 then
     send("error", string.format("attach version %d, this vmm speaks 1", version))
+    conn:close()
     return
   end
-  sessions[conn] = true
+  sessions[conn] = st
   send("attached", vm:info().name)
   local env = session_env(vm, send)
-  while sessions[conn] do
-    kind, payload = next_section(conn)
+  while not st.ended do
+    kind, payload = next_section(conn, st)
     if not kind then break end
     if kind ~= "eval" then
       send("error", "expected a chunk (eval), got " .. kind)
       break
     end
-    local ok, err = pcall(run_chunk, conn, env, payload, send)
+    local ok, err = pcall(run_chunk, conn, st, env, payload, send)
     if not ok then io.stderr:write("vmm: ", err, "\n") break end
     if not err then break end
   end

@@ -165,11 +165,7 @@ function methods:serve(path, opts)
   function server.close() closed = true; listener:close() end
   -- Ends the attach sessions, telling each client why.
   local function end_sessions(why)
-    for conn in pairs(server.sessions) do
-      server.sessions[conn] = nil
-      pcall(conn.send, conn, "error", why)
-      conn:close()
-    end
+    for _, session in pairs(server.sessions) do session.stop(why) end
   end
   -- The first section says what a client wants: a migration ("hello") or
   -- an attach session ("attach", lua/vmm/attach.lua).
@@ -200,6 +196,7 @@ function methods:serve(path, opts)
             local ok, err = pcall(require("vmm.attach").session, c, vm, server.sessions)
             if not ok then io.stderr:write("vmm: ", vm:info().name, ": attach: ", tostring(err), "\n") end
             server.sessions[c] = nil
+            return
           elseif kind ~= "hello" then
             why = why or ("a client began with a section of type " .. kind .. ", not attach or hello")
             io.stderr:write("vmm: ", vm:info().name, ": control socket: ", why, "\n")

@@ -109,8 +109,15 @@ for _, transfer in ipairs { true, false } do
 
     it("hands the VM to a new process with its disks, and the writer goes on there", function()
       assert(vm:serve(sock, { backend_transfer = transfer, on_migrated = function(r) source_report = r end }))
+      -- an operator attached to the source: the migration ends the session
+      -- with one line saying where the VM went
+      local attached = assert(vmm.background({ S.VMM, "attach", sock, "-e", "vmm.sleep(600)" }))
+      vmm.sleep(1)
       child = S.run_target(sock, transfer)
       assert(S.wait_migrated(vm, child, function() return source_report end))
+      local said, status = attached:wait(30)
+      assert.are.equal(1, status, said)
+      assert.matches("migrated to process " .. source_report.peer_pid, said, 1, true)
       assert.are.equal(transfer, source_report.transferred.disk0)
       assert.are.equal(transfer, source_report.transferred.disk1)
       local took = assert(S.wait_output(child, "(migrate.lua: took over [^\n]*)\n", 30))

@@ -84,6 +84,19 @@ describe("vmm attach", function()
     assert.matches("after\tweb1\n", out, 1, true)
   end)
 
+  it("ends its sessions when told (as a completed migration does): the client hears why, the chunk is cancelled", function()
+    local task = require "vmm.task"
+    local before = task.count()
+    local c = attach({ "-e", "vmm.sleep(600)" })
+    assert(vmm.wait_until(function() return next(server.sessions) ~= nil end, 10), "no session")
+    vmm.sleep(0.5) -- the chunk is sleeping now
+    for _, session in pairs(server.sessions) do session.stop("web1 migrated to process 4242") end
+    local out, status = c:wait(20)
+    assert.equals(1, status, out)
+    assert.equals("vmm: attach: web1 migrated to process 4242\n", out)
+    assert(vmm.wait_until(function() return task.count() <= before end, 5), "the chunk's task is still there")
+  end)
+
   it("refuses a client that does not begin with an attach or a migration", function()
     local conn = assert(require("vmm.core").mig_connect(sock))
     assert(conn:send("eval", "return 1"))
