@@ -51,6 +51,14 @@ function M.replacement_ifname(ifname)
   return ifname:match("^(.+)%-b$") or (ifname:sub(1, 13) .. "-b")
 end
 
+-- "NAME: why", unless why already says NAME first (the core's messages do:
+-- "web1: migration failed, ..."), so that a log line names the VM once.
+function M.named(name, why)
+  why = tostring(why)
+  if why:sub(1, #name + 2) == name .. ": " then return why end
+  return name .. ": " .. why
+end
+
 -- ---- source ---------------------------------------------------------------
 
 local MIGRATE_FIELDS = { to = true, backend_transfer = true, nets = true, devices = true, timeout = true }
@@ -211,7 +219,7 @@ function methods:serve(path, opts)
               if opts.on_migrated then opts.on_migrated(report) end
               return
             end
-            io.stderr:write("vmm: ", vm:info().name, ": ", why, "\n")
+            io.stderr:write("vmm: ", M.named(vm:info().name, why), "\n")
           end
           c:close()
         end)

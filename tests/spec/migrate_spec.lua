@@ -178,3 +178,14 @@ describe("vm:migrate", function()
     assert.are.equal("averylongname-b", migrate.replacement_ifname("averylongnamexy"))
   end)
 end)
+
+describe("the source's log lines", function()
+  local named = require("vmm.migrate").named
+
+  it("name the VM once, whether or not the message already does", function()
+    assert.equals("mig-failures: migration failed, the VM runs on here: x",
+      named("mig-failures", "mig-failures: migration failed, the VM runs on here: x"))
+    assert.equals("web1: vm:migrate: connect: refused", named("web1", "vm:migrate: connect: refused"))
+    assert.equals("web1: web10: other", named("web1", "web10: other"))
+  end)
+end)
