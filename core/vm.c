@@ -623,6 +623,29 @@ unsigned vm_ncpus(struct vm *vm) { return vm->ncpus; }
 void vm_vcpu_stats(struct vm *vm, unsigned i, struct vcpu_stats *out) { vcpu_stats(&vm->vcpus, i, out); }
 uint64_t vm_mem_size(struct vm *vm) { return vm->mem_size; }
 
+int vm_vcpu_where(struct vm *vm, unsigned i, struct vcpu_where *out)
+{
+	if (vm->state != VM_PAUSED)
+		return vmm_fail("%s: vCPU registers are read only while paused; the VM is %s", vm->name,
+				vm_state_name(vm->state));
+	if (i >= vm->ncpus)
+		return vmm_fail("%s: no vCPU %u (it has %u)", vm->name, i, vm->ncpus);
+	int fd = vm->vcpus.vcpus[i].fd;
+	struct kvm_regs r;
+	struct kvm_sregs s;
+	struct kvm_mp_state mp;
+	if (ioctl(fd, KVM_GET_REGS, &r) < 0)
+		return vmm_fail_errno("%s: vCPU %u: KVM_GET_REGS", vm->name, i);
+	if (ioctl(fd, KVM_GET_SREGS, &s) < 0)
+		return vmm_fail_errno("%s: vCPU %u: KVM_GET_SREGS", vm->name, i);
+	if (ioctl(fd, KVM_GET_MP_STATE, &mp) < 0)
+		return vmm_fail_errno("%s: vCPU %u: KVM_GET_MP_STATE", vm->name, i);
+	*out = (struct vcpu_where){ .rip = r.rip, .rsp = r.rsp, .rflags = r.rflags, .cr0 = s.cr0, .cr2 = s.cr2,
+				    .cr3 = s.cr3, .cr4 = s.cr4, .efer = s.efer, .cs = s.cs.selector,
+				    .mp_state = mp.mp_state };
+	return 0;
+}
+
 void vm_free(struct vm *vm)
 {
 	if (!vm)

@@ -106,6 +106,15 @@ const char *vm_name(struct vm *vm);
 struct vcpu_stats;
 void vm_vcpu_stats(struct vm *vm, unsigned i, struct vcpu_stats *out);
 unsigned vm_ncpus(struct vm *vm);
+/* Where a paused vCPU is: its registers and whether it halted, read with
+ * KVM_GET_REGS, KVM_GET_SREGS and KVM_GET_MP_STATE. For telling where a
+ * guest that stopped answering spins. Fails unless the VM is paused. */
+struct vcpu_where {
+	uint64_t rip, rsp, rflags, cr0, cr2, cr3, cr4, efer;
+	uint16_t cs;
+	uint32_t mp_state; /* KVM_MP_STATE_* */
+};
+int vm_vcpu_where(struct vm *vm, unsigned i, struct vcpu_where *out);
 uint64_t vm_mem_size(struct vm *vm);
 
 #endif

@@ -467,6 +467,39 @@ static int l_vcpu_stats(lua_State *L)
 	return 1;
 }
 
+/* vm:vcpu_where() -> { {rip, rsp, rflags, cr0, cr2, cr3, cr4, efer, cs,
+ * mp_state}, ... } one per vCPU, or nil, err unless the VM is paused:
+ * where each vCPU is (vm:activity() pauses a spinning guest to ask). */
+static int l_vcpu_where(lua_State *L)
+{
+	struct vm *vm = check_vm(L);
+	static const char *const mp_names[] = { "runnable", "uninitialized", "init_received", "halted",
+						"sipi_received", "stopped", "check_stop", "operating", "load" };
+	unsigned n = vm_ncpus(vm);
+	lua_createtable(L, (int)n, 0);
+	for (unsigned i = 0; i < n; i++) {
+		struct vcpu_where w;
+		if (vm_vcpu_where(vm, i, &w))
+			return lvmm_result(L, -1);
+		lua_createtable(L, 0, 10);
+		const struct { const char *name; uint64_t v; } regs[] = {
+			{ "rip", w.rip }, { "rsp", w.rsp }, { "rflags", w.rflags }, { "cr0", w.cr0 }, { "cr2", w.cr2 },
+			{ "cr3", w.cr3 }, { "cr4", w.cr4 }, { "efer", w.efer }, { "cs", w.cs },
+		};
+		for (size_t k = 0; k < sizeof(regs) / sizeof(regs[0]); k++) {
+			lua_pushinteger(L, (lua_Integer)regs[k].v);
+			lua_setfield(L, -2, regs[k].name);
+		}
+		if (w.mp_state < sizeof(mp_names) / sizeof(mp_names[0]))
+			lua_pushstring(L, mp_names[w.mp_state]);
+		else
+			lua_pushfstring(L, "mp_state %d", (int)w.mp_state);
+		lua_setfield(L, -2, "mp_state");
+		lua_rawseti(L, -2, (lua_Integer)i + 1);
+	}
+	return 1;
+}
+
 /* "vmm.vm: web (running, 2 vCPUs, 512 MiB)" */
 static int l_tostring(lua_State *L)
 {
@@ -504,6 +537,7 @@ static const luaL_Reg vm_methods[] = {
 	{ "console_unread", l_console_unread },
 	{ "boot_time", l_boot_time },
 	{ "info", l_info },
+	{ "vcpu_where", l_vcpu_where },
 	{ "vcpu_stats", l_vcpu_stats },
 	{ NULL, NULL },
 };

@@ -119,6 +119,25 @@ local function thread_cpu(tid)
   return shell.cpu("/proc/self/task/" .. tid .. "/stat")
 end
 
+-- Where the vCPUs of a running VM are, for activity(): "; where: vcpu0
+-- rip 0x... rflags 0x... (IF=1) cr3 0x... runnable" ("" unless running).
+-- Pauses the VM for the reading.
+function methods:_where()
+  if self:state() ~= "running" then return "" end
+  local ok, err = self:pause()
+  if not ok then return "; where: cannot pause (" .. tostring(err) .. ")" end
+  local regs, why = self:vcpu_where()
+  local resumed, rerr = self:resume()
+  if not resumed then return "; where: cannot resume the VM: " .. tostring(rerr) end
+  if not regs then return "; where: " .. tostring(why) end
+  local parts = {}
+  for i, r in ipairs(regs) do
+    parts[#parts + 1] = string.format("vcpu%d rip 0x%x rsp 0x%x rflags 0x%x (IF=%d) cr3 0x%x %s", i - 1, r.rip,
+      r.rsp, r.rflags, (r.rflags >> 9) & 1, r.cr3, r.mp_state)
+  end
+  return "; where: " .. table.concat(parts, "; ")
+end
+
 -- vm:activity([seconds = 2]) -> one line on what each vCPU did over that
 -- time, for telling a guest that stopped answering: waiting (halted, no
 -- exits: an interrupt that never came) from spinning inside KVM_RUN (CPU
@@ -156,7 +175,7 @@ function methods:activity(seconds)
     end
     parts[#parts + 1] = string.format("vcpu%d %s", i - 1, text)
   end
-  return string.format("over %g s: %s", seconds, table.concat(parts, "; "))
+  return string.format("over %g s: %s%s", seconds, table.concat(parts, "; "), self:_where())
 end
 
 -- vm:add_net{ifname, mac?, queues? = 1, vhost? = false, queue_size? = 256,
