@@ -7,6 +7,7 @@
  *                    backend = false }, ... } }, ... }
  *   vm:_add_device(kind, name, config, backend_transfer) -> true | nil, err
  *   vm:devices() -> { {kind, name, config = {...}, backend_transfer,
+ *                      board (made by every VM, not added),
  *                      backend = "ifname" (its backend field) | nil}, ... }
  *   vm:device_stats(i) -> { rx_packets = ..., ... } | nil (1-based)
  *   vm:device_state(i) -> text | nil */
@@ -187,6 +188,8 @@ static int l_devices(lua_State *L)
 		lua_setfield(L, -2, "config");
 		lua_pushboolean(L, d->backend_transfer);
 		lua_setfield(L, -2, "backend_transfer");
+		lua_pushboolean(L, !device_registry_addable(&device_registry, d->type));
+		lua_setfield(L, -2, "board"); /* made by every VM, not added */
 		const struct dev_field *bf = device_backend_field(d->type);
 		if (bf) {
 			lua_pushstring(L, bf->name);

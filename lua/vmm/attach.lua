@@ -224,6 +224,47 @@ local function await_result(conn, interruptible)
   end
 end
 
+-- attach.query(path, code, timeout) -> what CODE printed to standard
+-- output, or nil and why (it failed, the VMM refused or did not answer
+-- within timeout seconds). For vmm ls: one chunk, nothing shown.
+function M.query(path, code, timeout)
+  local conn, err = core.mig_connect(path)
+  if not conn then return nil, err end
+  local out, why = {}, nil
+  local function recv()
+    local kind, payload
+    if not task.wait(function() kind, payload = conn:recv() return kind ~= nil end, timeout) then
+      return nil, string.format("no answer within %g s", timeout)
+    end
+    if kind == false or kind == "error" then return nil, payload end
+    return kind, payload
+  end
+  local ok, serr = conn:send("attach", string.pack("<I4I4", 1, 0))
+  local kind, payload
+  if not ok then why = serr
+  else
+    kind, payload = recv()
+    if kind == nil then why = payload
+    elseif kind ~= "attached" then why = "expected attached, got " .. kind
+    else
+      ok, serr = conn:send("eval", code)
+      if not ok then why = serr end
+      while not why do
+        kind, payload = recv()
+        if kind == nil then why = payload
+        elseif kind == "output" and payload:sub(1, 1) == STDOUT then out[#out + 1] = payload:sub(2)
+        elseif kind == "result" then
+          if payload:sub(1, 1) ~= "\0" then why = repl.one_line(payload:sub(2)) end
+          break
+        end
+      end
+    end
+  end
+  conn:close()
+  if why then return nil, why end
+  return table.concat(out)
+end
+
 -- `vmm attach SOCKET -e CODE`: exit status 0 if the chunk ran, else 1.
 function M.run_once(path, code)
   local conn = connect(path)

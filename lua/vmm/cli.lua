@@ -14,6 +14,10 @@ usage: vmm <command> [arguments]
                               the running chunk, Ctrl-D detaches
   vmm attach SOCKET -e CODE   run CODE there, print what it returns, exit 0
                               (it ran) or 1 (it failed)
+  vmm attach NAME ...         the same, for the VM of that name in vmm ls
+  vmm ls                      the VMs this user's VMMs serve (vm:serve): name,
+                              state, pid, memory, vCPUs, devices, socket;
+                              entries of VMMs that are gone say "stale"
   vmm check-kvm               can /dev/kvm run a standard Linux guest? exit 0
                               (usable) or 1, with one line saying why
   vmm --help                  this text
@@ -91,9 +95,26 @@ local function check_kvm(argv)
   return 1
 end
 
+-- Whether the working directory has an entry called name.
+local function in_cwd(name)
+  for _, n in ipairs(require("vmm.core").list_dir(".") or {}) do
+    if n == name then return true end
+  end
+  return false
+end
+
 local function attach(argv)
   local path = argv[2]
   if not path then fail("attach: missing the control socket (try 'vmm --help')") end
+  if not path:find("/", 1, true) then
+    -- the name of a VM a VMM of this user serves, else a socket here
+    local sock, err, several = require("vmm.registry").socket_of(path)
+    if sock then path = sock
+    elseif several then fail("attach: %s", err)
+    elseif not in_cwd(path) then
+      fail("attach: %s is no socket here, and %s", path, err)
+    end
+  end
   local a = require "vmm.attach"
   if argv[3] == nil then return a.run(path) end
   if argv[3] ~= "-e" then fail("attach: unexpected argument %q (try 'vmm --help')", argv[3]) end
@@ -102,8 +123,18 @@ local function attach(argv)
   return a.run_once(path, argv[4])
 end
 
+local function ls(argv)
+  if argv[2] then fail("ls: unexpected argument %q (try 'vmm --help')", argv[2]) end
+  local r = require "vmm.registry"
+  local list, err = r.list()
+  if not list then fail("ls: %s", err) end
+  io.write(r.format(list))
+  return 0
+end
+
 local COMMANDS = {
   attach = attach,
+  ls = ls,
   ["check-kvm"] = check_kvm,
   script = function(argv) return run_script(argv, 2) end,
   repl = function(argv)

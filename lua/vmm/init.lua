@@ -81,6 +81,9 @@ M.now = core.now              -- vmm.now() -> monotonic seconds
 M.net = require "vmm.net"
 local migrate = require "vmm.migrate"
 M.receive = migrate.receive  -- vmm.receive{from | listen, ...} -> vm, report
+-- vmm.ls{timeout = 2} -> the VMMs of this user that serve a control
+-- socket: {{name, pid, socket, state, memory, vcpus, devices, stale}, ...}
+M.ls = function(opts) return require("vmm.registry").list(opts) end
 local process = require "vmm.process"
 M.command = process.command  -- vmm.command(argv, opts) -> output, status
 M.background = process.background -- vmm.background(argv, opts) -> command

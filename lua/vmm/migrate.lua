@@ -153,24 +153,47 @@ function M.by_name(names, list, keep)
   return t
 end
 
--- vm:serve(path, {backend_transfer = true, timeout = 30, on_migrated}) ->
+-- vm:serve([path], {backend_transfer = true, timeout = 30, on_migrated}) ->
 -- server | nil, err: a control socket (mode 0600, only this uid or root
 -- may connect) through which a new process takes the VM (vmm.receive{from
--- = path}, scripts/migrate.lua). Runs as a task; a failed attempt is
--- logged and the next one is served; after a migration the socket goes
--- and on_migrated(report) is called. server:close() stops serving.
+-- = path}, scripts/migrate.lua) or an operator attaches (vmm attach).
+-- Without a path the socket is NAME.sock in the runtime directory (or
+-- NAME.PID.sock there while another VMM holds that one, as the other end
+-- of a migration does). The VMM is registered for vmm ls while it serves.
+-- Runs as a task; a failed attempt is logged and the next one is served;
+-- after a migration the socket goes and on_migrated(report) is called.
+-- server:close() stops serving; server.path() is the socket.
 function methods:serve(path, opts)
+  if type(path) == "table" and opts == nil then path, opts = nil, path end
   opts = opts or {}
   check_table("vm:serve", opts, { backend_transfer = true, timeout = true, on_migrated = true })
-  if type(path) ~= "string" then error("vm:serve: expected a socket path, got " .. type(path), 2) end
+  if path ~= nil and type(path) ~= "string" then
+    error("vm:serve: expected a socket path, got " .. type(path), 2)
+  end
   local transfer = check_field("vm:serve", opts, "backend_transfer", "boolean", true)
   local timeout = check_timeout("vm:serve", opts)
-  local listener, err = core.mig_listen(path)
+  local registry = require "vmm.registry"
+  local name = self:info().name
+  local listener, err
+  if path then
+    listener, err = core.mig_listen(path)
+  else
+    path, err = registry.default_socket(name)
+    if path then
+      listener, err = core.mig_listen(path)
+      if not listener and err:find("a running VMM listens on it", 1, true) then
+        path = registry.second_socket(name)
+        listener, err = core.mig_listen(path)
+      end
+    end
+  end
   if not listener then return nil, "vm:serve: " .. err end
+  local entry, rerr = registry.register(name, path)
+  if not entry then listener:close() return nil, "vm:serve: " .. rerr end
   local vm, closed = self, false
-  local server = { sessions = {} }
+  local server = { sessions = {}, entry = entry }
   function server.path() return path end
-  function server.close() closed = true; listener:close() end
+  function server.close() closed = true; listener:close(); entry.remove() end
   -- Ends the attach sessions, telling each client why.
   local function end_sessions(why)
     for _, session in pairs(server.sessions) do session.stop(why) end
