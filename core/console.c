@@ -1,6 +1,7 @@
 #include "console.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -73,7 +74,15 @@ static void copy_out(const struct console *c, uint64_t from, char *out, size_t n
 	memcpy(out + first, c->buf, n - first);
 }
 
-int console_flush(struct console *c)
+static void (*guard_before)(void), (*guard_after)(void);
+
+void console_set_sink_guard(void (*before)(void), void (*after)(void))
+{
+	guard_before = before;
+	guard_after = after;
+}
+
+static int flush_sink(struct console *c, bool *guarded)
 {
 	char chunk[4096];
 	for (;;) {
@@ -86,6 +95,10 @@ int console_flush(struct console *c)
 		pthread_mutex_unlock(&c->lock);
 		if (n == 0 || c->sink_fd < 0)
 			return 0;
+		if (!*guarded && guard_before && c->sink_fd == STDOUT_FILENO) {
+			guard_before();
+			*guarded = true;
+		}
 		ssize_t w = write(c->sink_fd, chunk, n);
 		if (w < 0 && errno == EINTR)
 			continue;
@@ -98,6 +111,15 @@ int console_flush(struct console *c)
 			c->echo_pos += (uint64_t)w;
 		pthread_mutex_unlock(&c->lock);
 	}
+}
+
+int console_flush(struct console *c)
+{
+	bool guarded = false;
+	int rc = flush_sink(c, &guarded);
+	if (guarded && guard_after)
+		guard_after();
+	return rc;
 }
 
 size_t console_unread(struct console *c)

@@ -31,6 +31,10 @@ void console_put(struct console *c, const uint8_t *buf, size_t len);
 
 /* Main thread: write pending output to the sink fd. Returns -1 on write error. */
 int console_flush(struct console *c);
+/* A terminal prompt that shares stdout (a line editor) is told before the
+ * first and after the last write of a flush to stdout, so that it can clear
+ * its line and redraw it. NULLs: none. Called on the flushing thread. */
+void console_set_sink_guard(void (*before)(void), void (*after)(void));
 
 /* Copies the unconsumed text (at most max bytes, oldest first) into out and
  * returns its length. */

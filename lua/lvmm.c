@@ -604,6 +604,7 @@ static int open_core(lua_State *L)
 	lvmm_net_register(L);
 	lvmm_process_register(L);
 	lvmm_fs_register(L);
+	lvmm_edit_register(L);
 	lvmm_migrate_register(L);
 	lvmm_device_register(L);
 	return 1;

@@ -30,8 +30,11 @@ void lvmm_net_register(lua_State *L);
 /* Adds core.process_spawn (host commands on the loop) to the table on the top. */
 void lvmm_process_register(lua_State *L);
 
-/* Adds core.list_dir to the table on the top. */
+/* Adds core.list_dir, private_dir, pid, euid, pid_alive to the table on the top. */
 void lvmm_fs_register(lua_State *L);
+
+/* Adds the line editor (core.edit_*: libedit) to the table on the top. */
+void lvmm_edit_register(lua_State *L);
 
 /* For the migration binding (lvmm_migrate.c). */
 struct vm;

@@ -93,6 +93,7 @@ static struct {
 	bool started;
 	bool eof;
 	bool sync;          /* read() directly: not a stream libuv can watch */
+	bool paused;        /* reading stopped (core.stdin_pause) until the next read */
 	uv_stream_t *stream; /* malloc'd, never freed: stdin lasts */
 	char *buf;
 	size_t len, cap;
@@ -188,6 +189,30 @@ static void in_start(lua_State *L)
 		in_fail(uv_strerror(err));
 }
 
+/* Starts reading again after core.stdin_pause. */
+static void in_resume(void)
+{
+	if (!in.paused)
+		return;
+	in.paused = false;
+	int err = uv_read_start(in.stream, on_alloc, on_read);
+	if (err)
+		in_fail(uv_strerror(err));
+}
+
+/* core.stdin_pause(): stops reading stdin until the next core.stdin_read_*,
+ * so that keys typed meanwhile stay with the terminal (the line editor reads
+ * them itself, after vm:attach). */
+static int l_stdin_pause(lua_State *L)
+{
+	(void)L;
+	if (in.started && !in.sync && in.stream && !in.eof && !in.paused) {
+		uv_read_stop(in.stream);
+		in.paused = true;
+	}
+	return 0;
+}
+
 /* One read() of a stdin libuv cannot watch; false if it would block. */
 static bool in_read_once(void)
 {
@@ -243,6 +268,7 @@ static int l_stdin_read_line(lua_State *L)
 {
 	if (!in.started)
 		in_start(L);
+	in_resume();
 	if (in.sync)
 		in_read_sync();
 	char *nl = in.len ? memchr(in.buf, '\n', in.len) : NULL;
@@ -267,6 +293,7 @@ static int l_stdin_read_raw(lua_State *L)
 {
 	if (!in.started)
 		in_start(L);
+	in_resume();
 	if (in.sync && !in.eof)
 		in_read_once();
 	if (in.len || !in.eof) {
@@ -359,6 +386,7 @@ static const luaL_Reg loop_functions[] = {
 	{ "step", l_step },
 	{ "now", l_now },
 	{ "stdin_read_line", l_stdin_read_line },
+	{ "stdin_pause", l_stdin_pause },
 	{ "stdin_is_tty", l_stdin_is_tty },
 	{ "stdin_read_raw", l_stdin_read_raw },
 	{ "stdin_raw", l_stdin_raw },

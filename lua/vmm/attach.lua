@@ -287,14 +287,14 @@ function M.run(path)
       name, path))
   end
   local prompt, prompt2 = name .. "> ", name .. ">> "
+  repl.start_editing(false) -- history, but no completion: the names are the VMM's
   local pending
   while true do
-    io.stdout:write(pending and prompt2 or prompt)
-    io.stdout:flush()
-    local line = repl.read_line()
+    local line = repl.read_line(pending and prompt2 or prompt)
     if line == false then
       pending = nil
     elseif not line then
+      repl.stop_editing()
       if tty then io.stdout:write("\n") end
       conn:close()
       return 0
@@ -307,6 +307,7 @@ function M.run(path)
         if not ok then fail("attach: %s", why) end
         local r, ended = await_result(conn, true)
         if r == nil then
+          repl.stop_editing()
           io.stderr:write("vmm: ", ended, "\n")
           conn:close()
           return 0

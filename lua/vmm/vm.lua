@@ -309,6 +309,7 @@ function methods:attach()
     return false
   end)
   core.stdin_raw(false)
+  core.stdin_pause() -- what is typed next is the prompt's (its line editor reads the terminal itself)
   if not ok then error(err, 0) end
   return result
 end

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -119,6 +120,61 @@ static void ring_wraparound_keeps_order(void)
 	console_destroy(&c);
 }
 
+/* The line editor's guard: told once before and once after a flush that
+ * writes to stdout, in order around the output; never for other sinks or
+ * for a flush with nothing to write. */
+static char guard_log[64];
+static int guard_pipe = -1;
+
+static void guard_note(char what)
+{
+	/* what the sink holds so far is drained, so the log shows the order */
+	char buf[64];
+	ssize_t n = read(guard_pipe, buf, sizeof(buf));
+	size_t len = strlen(guard_log);
+	if (n > 0 && len + 1 < sizeof(guard_log))
+		guard_log[len++] = 'W';
+	if (len + 1 < sizeof(guard_log))
+		guard_log[len] = what;
+}
+
+static void guard_before(void) { guard_note('['); }
+static void guard_after(void) { guard_note(']'); }
+
+static void a_flush_to_stdout_is_guarded_for_the_prompt(void)
+{
+	int p[2];
+	CHECK(pipe(p) == 0);
+	CHECK(fcntl(p[0], F_SETFL, O_NONBLOCK) == 0);
+	guard_pipe = p[0];
+	int saved = dup(STDOUT_FILENO);
+	CHECK(dup2(p[1], STDOUT_FILENO) == STDOUT_FILENO);
+	console_set_sink_guard(guard_before, guard_after);
+
+	struct console c;
+	CHECK(console_init(&c, STDOUT_FILENO, -1) == 0);
+	CHECK(console_flush(&c) == 0); /* nothing to write: no guard */
+	CHECK(strcmp(guard_log, "") == 0);
+	put_str(&c, "guest output\n");
+	CHECK(console_flush(&c) == 0);
+	CHECK(strcmp(guard_log, "[W]") == 0);
+	console_destroy(&c);
+
+	/* another sink is not the prompt's terminal */
+	guard_log[0] = '\0';
+	CHECK(console_init(&c, p[1], -1) == 0);
+	put_str(&c, "to a pipe");
+	CHECK(console_flush(&c) == 0);
+	CHECK(strcmp(guard_log, "") == 0);
+	console_destroy(&c);
+
+	console_set_sink_guard(NULL, NULL);
+	CHECK(dup2(saved, STDOUT_FILENO) == STDOUT_FILENO);
+	close(saved);
+	close(p[0]);
+	close(p[1]);
+}
+
 int main(void)
 {
 	RUN(output_is_peeked_then_consumed);
@@ -127,5 +183,6 @@ int main(void)
 	RUN(flush_to_a_closed_pipe_reports_the_error);
 	RUN(overflow_drops_the_oldest_and_counts_it);
 	RUN(ring_wraparound_keeps_order);
+	RUN(a_flush_to_stdout_is_guarded_for_the_prompt);
 	return CHECK_DONE();
 }
