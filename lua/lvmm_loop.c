@@ -5,6 +5,7 @@
 #include "lvmm.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -334,42 +335,63 @@ static int l_stdin_is_tty(lua_State *L)
 
 /* ---- SIGINT, for the REPL ---- */
 
-static uv_signal_t *sigint;  /* malloc'd once, never freed */
-static unsigned sigint_count; /* Ctrl-C presses not yet taken by Lua */
+/* A handler of our own rather than a uv_signal: the flag is there at once,
+ * so a chunk that never returns to the loop sees Ctrl-C from a debug hook
+ * (core.interrupted). The pipe wakes a loop that waits. */
+static volatile sig_atomic_t sigint_flag; /* a Ctrl-C not yet taken by Lua */
+static int sigint_pipe[2] = { -1, -1 };
+static uv_poll_t sigint_poll;
 
-static void on_sigint(uv_signal_t *h, int signum)
+static void on_sigint(int signum)
 {
-	(void)h;
 	(void)signum;
-	sigint_count++;
+	int saved = errno;
+	sigint_flag = 1;
+	if (write(sigint_pipe[1], "", 1) < 0) { /* full: a wake-up is pending anyway */
+	}
+	errno = saved;
 }
 
-/* core.catch_sigint(on): while on, SIGINT is counted instead of killing the
+static void on_sigint_wake(uv_poll_t *h, int status, int events)
+{
+	(void)h;
+	(void)status;
+	(void)events;
+	char buf[64];
+	while (read(sigint_pipe[0], buf, sizeof(buf)) > 0)
+		;
+}
+
+/* core.catch_sigint(on): while on, SIGINT is noted instead of killing the
  * process (see core.interrupted). Returns true, or nil and a message. */
 static int l_catch_sigint(lua_State *L)
 {
 	int on = lua_toboolean(L, 1);
-	int err = 0;
-	if (!sigint) {
-		sigint = malloc(sizeof(*sigint));
-		if (!sigint)
-			return luaL_error(L, "out of memory");
-		err = uv_signal_init(check_loop(L), sigint);
-		if (err) {
-			free(sigint);
-			sigint = NULL;
-		} else {
-			uv_unref((uv_handle_t *)sigint);
+	if (sigint_pipe[0] < 0) {
+		if (pipe2(sigint_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+			lua_pushnil(L);
+			lua_pushfstring(L, "SIGINT: pipe2: %s", strerror(errno));
+			return 2;
 		}
+		int err = uv_poll_init(check_loop(L), &sigint_poll, sigint_pipe[0]);
+		if (!err)
+			err = uv_poll_start(&sigint_poll, UV_READABLE, on_sigint_wake);
+		if (err) {
+			lua_pushnil(L);
+			lua_pushfstring(L, "SIGINT: %s", uv_strerror(err));
+			return 2;
+		}
+		uv_unref((uv_handle_t *)&sigint_poll);
 	}
-	if (!err)
-		err = on ? uv_signal_start(sigint, on_sigint, SIGINT) : uv_signal_stop(sigint);
-	if (err) {
+	struct sigaction sa = { .sa_flags = SA_RESTART };
+	sa.sa_handler = on ? on_sigint : SIG_DFL;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGINT, &sa, NULL) < 0) {
 		lua_pushnil(L);
-		lua_pushfstring(L, "SIGINT: %s", uv_strerror(err));
+		lua_pushfstring(L, "SIGINT: sigaction: %s", strerror(errno));
 		return 2;
 	}
-	sigint_count = 0;
+	sigint_flag = 0;
 	lua_pushboolean(L, 1);
 	return 1;
 }
@@ -377,8 +399,8 @@ static int l_catch_sigint(lua_State *L)
 /* core.interrupted() -> true once per Ctrl-C caught since the last call. */
 static int l_interrupted(lua_State *L)
 {
-	lua_pushboolean(L, sigint_count > 0);
-	sigint_count = 0;
+	lua_pushboolean(L, sigint_flag != 0);
+	sigint_flag = 0;
 	return 1;
 }
 

@@ -155,7 +155,10 @@ end
 local function eval(f)
   local r
   local t = task.spawn(function()
+    -- a chunk that never blocks sees Ctrl-C too
+    debug.sethook(function() if core.interrupted() then error("interrupted", 0) end end, "", 100000)
     r = table.pack(xpcall(f, error_text))
+    debug.sethook()
   end)
   while true do
     local ok, err = pcall(task.wait, function() return t:done() end)
