@@ -1,4 +1,5 @@
 #include "vcpu.h"
+#include "sandbox.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -192,6 +193,10 @@ static void *vcpu_thread(void *arg)
 	(void)pthread_setname_np(pthread_self(), name); /* cosmetic: top, perf, /proc */
 
 	bool may_park = true;
+	if (sandbox_enter(SANDBOX_VCPU) < 0) {
+		report(v, "vCPU %u: %s", v->id, vmm_error());
+		goto out;
+	}
 	for (;;) {
 		enum vcpu_request r = wait_for_run(v, may_park);
 		if (r == VCPU_STOP && may_park)
@@ -211,6 +216,7 @@ static void *vcpu_thread(void *arg)
 			break;
 	}
 
+out:;
 	struct vcpu_group *g = v->group;
 	pthread_mutex_lock(&g->lock);
 	g->live--;

@@ -4,6 +4,7 @@
  * Mechanism only: configuration checking and every blocking behaviour live in
  * lua/vmm/. Misuse raises; OS and KVM failures return nil, message. */
 #include "lvmm.h"
+#include "sandbox.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -567,6 +568,21 @@ static void vm_metatable(lua_State *L)
 
 /* core.kvm() -> { usable = bool, backend = "kvm_amd"|..., reason = "...",
  * advice = "..."|nil }: whether /dev/kvm can run a standard guest. */
+/* core.seccomp([mode]) -> the mode ("on", "off", "log") the vCPU and disk
+ * I/O threads started from now on get (core/sandbox.h); with mode, sets it
+ * first. A bad mode raises, naming it. */
+static int l_seccomp(lua_State *L)
+{
+	if (!lua_isnoneornil(L, 1)) {
+		enum sandbox_mode m;
+		if (sandbox_parse_mode(luaL_checkstring(L, 1), &m) < 0)
+			return luaL_error(L, "vmm.seccomp: %s", vmm_error());
+		sandbox_set_mode(m);
+	}
+	lua_pushstring(L, sandbox_mode_name(sandbox_mode()));
+	return 1;
+}
+
 static int l_kvm(lua_State *L)
 {
 	struct kvm_verdict v;
@@ -592,6 +608,8 @@ static int open_core(lua_State *L)
 	lua_setfield(L, -2, "vm_new");
 	lua_pushcfunction(L, l_kvm);
 	lua_setfield(L, -2, "kvm");
+	lua_pushcfunction(L, l_seccomp);
+	lua_setfield(L, -2, "seccomp");
 	vm_metatable(L);
 	lua_setfield(L, -2, "vm_methods");
 	lua_pushliteral(L, VMM_VERSION);

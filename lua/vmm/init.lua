@@ -28,6 +28,9 @@ M.DEFAULT_CMDLINE = config.DEFAULT_CMDLINE
 -- same question and fails with reason and advice. VMM_KVM_FORCE=1 accepts a
 -- refused backend whose device works (a PVM guest kernel on kvm-pvm).
 M.kvm = core.kvm
+-- vmm.seccomp([mode]) -> "on" | "off" | "log": the seccomp filters of the
+-- vCPU and disk I/O threads started from now on (default VMM_SECCOMP, else on)
+M.seccomp = core.seccomp
 
 -- vmm.vm{name?, memory?, vcpus?, kernel, initrd?, cmdline?, console?} -> vm
 -- in state "created" (nothing touches KVM before vm:start()).
