@@ -44,6 +44,8 @@ static const char *const type_names[] = {
 	[MIG_OUTPUT] = "output",
 	[MIG_RESULT] = "result",
 	[MIG_INTERRUPT] = "interrupt",
+	[MIG_COMPLETE] = "complete",
+	[MIG_COMPLETIONS] = "completions",
 };
 
 bool mig_type_known(uint32_t type)

@@ -69,10 +69,16 @@ enum mig_type {
 	MIG_RESULT = 24,      /* V->C: u8 0 (the chunk ran) or 1 (it failed), then
 	                       * the error's text */
 	MIG_INTERRUPT = 25,   /* C->V: stop the running chunk (Ctrl-C) */
-	MIG_TYPE_MAX = MIG_INTERRUPT,
+	MIG_COMPLETE = 26,    /* C->V: text, the word before the cursor (Tab) */
+	MIG_COMPLETIONS = 27, /* V->C: the words that complete it, '\n'-separated */
+	MIG_TYPE_MAX = MIG_COMPLETIONS,
 };
 
 #define MIG_ATTACH_VERSION 1u
+/* MIG_ATTACH flags: the client completes names through the VMM. A VMM that
+ * can ends ATTACHED's name with "\0complete"; one that cannot (an older
+ * build) ignores the flag, and the client completes nothing. */
+#define MIG_ATTACH_COMPLETE 1u
 
 #define MIG_HELLO_BACKEND_TRANSFER 1u /* the target accepts backends */
 

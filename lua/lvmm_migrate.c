@@ -506,16 +506,16 @@ static int l_listener_path(lua_State *L)
 
 static uint32_t attach_type(lua_State *L, int idx)
 {
-	static const char *const names[] = { "attach", "attached", "eval", "output", "result", "interrupt",
-					      "error", NULL };
-	static const uint32_t types[] = { MIG_ATTACH, MIG_ATTACHED, MIG_EVAL, MIG_OUTPUT, MIG_RESULT,
-					  MIG_INTERRUPT, MIG_ERROR };
+	static const char *const names[] = { "attach",	  "attached", "eval",	     "output", "result",
+					      "interrupt", "complete", "completions", "error",  NULL };
+	static const uint32_t types[] = { MIG_ATTACH,	 MIG_ATTACHED, MIG_EVAL,	MIG_OUTPUT, MIG_RESULT,
+					  MIG_INTERRUPT, MIG_COMPLETE, MIG_COMPLETIONS, MIG_ERROR };
 	return types[luaL_checkoption(L, idx, NULL, names)];
 }
 
 static bool is_attach_type(uint32_t t)
 {
-	return (t >= MIG_ATTACH && t <= MIG_INTERRUPT) || t == MIG_ERROR;
+	return (t >= MIG_ATTACH && t <= MIG_COMPLETIONS) || t == MIG_ERROR;
 }
 
 /* conn:send(type, payload) -> true | nil, err */
@@ -568,14 +568,22 @@ static int l_peek(lua_State *L)
 	return 1;
 }
 
-/* conn:recv() -> type, payload; nil when nothing has come (the loop wakes
- * when something does); false, err at EOF, on a bad section or one that
- * is not an attach session's. A section that has begun is waited for (5 s). */
+/* conn:recv([wait_ms]) -> type, payload; nil when nothing has come (the
+ * loop wakes when something does), after waiting up to wait_ms without the
+ * loop (for a reply needed at once: Tab's completions); false, err at EOF,
+ * on a bad section or one that is not an attach session's. A section that
+ * has begun is waited for (5 s). */
 static int l_recv(lua_State *L)
 {
 	struct conn *c = check_conn(L);
+	lua_Integer wait_ms = luaL_optinteger(L, 2, 0);
+	luaL_argcheck(L, wait_ms >= 0 && wait_ms <= 60000, 2, "expected 0..60000 ms");
 	struct pollfd pf = { .fd = c->fd, .events = POLLIN };
-	if (poll(&pf, 1, 0) != 1) {
+	int ready;
+	do
+		ready = poll(&pf, 1, (int)wait_ms);
+	while (ready < 0 && errno == EINTR);
+	if (ready != 1) {
 		wake_on_readable(&c->poll, c->fd);
 		return 0;
 	}

@@ -19,6 +19,9 @@ local repl = require "vmm.repl"
 local M = {}
 
 local STDOUT, STDERR = "\1", "\2"
+local COMPLETE_FLAG = 1 -- MIG_ATTACH_COMPLETE (core/migstream.h)
+-- How long Tab waits for the VMM's completions.
+local COMPLETE_WAIT_MS = 2000
 -- How often (in VM instructions) a chunk that never blocks looks for an
 -- interrupt.
 local HOOK_COUNT = 100000
@@ -154,25 +157,30 @@ function M.session(conn, vm, sessions)
   end
   local kind, payload = next_section(conn)
   if kind ~= "attach" then conn:close() return end
-  local version = #payload >= 8 and string.unpack("<I4", payload) or 0
+  local version, flags = 0, 0
+  if #payload >= 8 then version, flags = string.unpack("<I4I4", payload) end
   if version ~= 1 then
     send("error", string.format("attach version %d, this vmm speaks 1", version))
     conn:close()
     return
   end
   sessions[conn] = st
-  send("attached", vm:info().name)
+  -- a client that completes through us is told we do (COMPLETE_FLAG)
+  send("attached", vm:info().name .. ((flags & COMPLETE_FLAG) ~= 0 and "\0complete" or ""))
   local env = session_env(vm, send)
   while not st.ended do
     kind, payload = next_section(conn, st)
     if not kind then break end
-    if kind ~= "eval" then
+    if kind == "complete" then
+      send("completions", table.concat(repl.completions(payload, env), "\n"))
+    elseif kind ~= "eval" then
       send("error", "expected a chunk (eval), got " .. kind)
       break
+    else
+      local ok, err = pcall(run_chunk, conn, st, env, payload, send)
+      if not ok then io.stderr:write("vmm: ", err, "\n") break end
+      if not err then break end
     end
-    local ok, err = pcall(run_chunk, conn, st, env, payload, send)
-    if not ok then io.stderr:write("vmm: ", err, "\n") break end
-    if not err then break end
   end
   sessions[conn] = nil
   conn:close()
@@ -185,14 +193,28 @@ local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
 local function connect(path)
   local conn, err = core.mig_connect(path)
   if not conn then fail("attach: %s", err) end
-  local ok, why = conn:send("attach", string.pack("<I4I4", 1, 0))
+  local ok, why = conn:send("attach", string.pack("<I4I4", 1, COMPLETE_FLAG))
   if not ok then fail("attach: %s: %s", path, why) end
   local kind, payload = next_section(conn)
   if kind == "error" then fail("attach: %s: %s", path, payload) end
   if kind ~= "attached" then
     fail("attach: %s: %s", path, kind == false and payload or ("expected attached, got " .. tostring(kind)))
   end
-  return conn, payload
+  local name, caps = payload:match("^([^%z]*)%z?(.*)$")
+  return conn, name, caps == "complete"
+end
+
+-- A completer for Tab that asks the VMM (the names are its): the words, or
+-- none when it does not answer in time (a late answer is skipped later).
+local function remote_completer(conn)
+  return function(word)
+    if not conn:send("complete", word) then return {} end
+    local kind, payload = conn:recv(COMPLETE_WAIT_MS)
+    if kind ~= "completions" then return {} end
+    local words = {}
+    for w in payload:gmatch("[^\n]+") do words[#words + 1] = w end
+    return words
+  end
 end
 
 -- Shows what the VMM sends until the chunk's result: true if it ran, false
@@ -279,7 +301,7 @@ end
 -- `vmm attach SOCKET`: a prompt as vmm repl's, evaluated in the VMM.
 -- Ctrl-C stops the running chunk, Ctrl-D detaches.
 function M.run(path)
-  local conn, name = connect(path)
+  local conn, name, completes = connect(path)
   core.catch_sigint(true)
   local tty = core.stdin_is_tty()
   if tty then
@@ -287,7 +309,7 @@ function M.run(path)
       name, path))
   end
   local prompt, prompt2 = name .. "> ", name .. ">> "
-  repl.start_editing(false) -- history, but no completion: the names are the VMM's
+  repl.start_editing(completes and remote_completer(conn) or false) -- the names are the VMM's
   local pending
   while true do
     local line = repl.read_line(pending and prompt2 or prompt)

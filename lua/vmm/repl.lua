@@ -78,13 +78,16 @@ end
 local editing = false
 
 -- Turns line editing on (stdin and stdout a terminal, TERM not "dumb"):
--- history in M.history_path(); Tab completes in complete_env unless it is
--- false (vmm attach: the names are the other process's). -> whether on.
-function M.start_editing(complete_env)
+-- history in M.history_path(); Tab completes names in `complete` (a
+-- table, default _G), or asks it (a function(word) -> words: vmm attach
+-- asks the VMM), or not at all (false). -> whether on.
+function M.start_editing(complete)
   if editing or os.getenv("TERM") == "dumb" then return editing end
-  local complete
-  if complete_env ~= false then
-    complete = function(word) return M.completions(word, complete_env or _G) end
+  if complete == nil or type(complete) == "table" then
+    local env = complete or _G
+    complete = function(word) return M.completions(word, env) end
+  elseif complete == false then
+    complete = nil
   end
   editing = core.edit_open { history = M.history_path(), complete = complete } == true
   return editing
