@@ -19,6 +19,8 @@ if disk ~= "-" then vm:add_disk { path = disk } end
 local server = assert(vm:serve(path ~= "-" and path or nil))
 print("serving " .. server.path())
 io.stdout:flush()
+-- arg[5] "busy": its loop never runs (a chunk that never yields)
+if arg[5] == "busy" then local t0 = os.clock() while os.clock() - t0 < life do end end
 vmm.sleep(life)
 -- then it stops serving (arg[5] "close") or exits at once, its Lua state
 -- closed
@@ -134,6 +136,16 @@ describe("vmm ls", function()
       assert.same({}, require("vmm.core").list_dir(dir))
     end)
   end
+
+  it("reports a VMM that does not answer on its socket as not answering (its loop is busy)", function()
+    local c, path = start("lsbusy", { ending = "busy", life = 30 })
+    local status, out = run("ls")
+    assert.equals(0, status, out)
+    local cells, line = row(out, c:pid())
+    assert(cells, out)
+    assert.equals("not answering", cells[2], line)
+    assert.matches(path .. "  [no answer within 2 s]", line, 1, true)
+  end)
 
   it("reports the entry of a VMM that was killed as stale, naming the process", function()
     local c, path = start("lsdead")
