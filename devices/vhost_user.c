@@ -537,12 +537,18 @@ int vhost_user_vring_start(struct vhost_user *u, unsigned idx, const struct vhos
 	put64(a + 32, 0);
 	if (request(u, VHOST_USER_SET_VRING_ADDR, a, sizeof(a), NULL, 0))
 		return vmm_fail_context("vring %u", idx);
+	/* The call fd before the kick: a backend may start the ring on
+	 * SET_VRING_KICK and serve what the guest queued at once
+	 * (libvhost-user kicks itself then), and it must have somewhere to
+	 * signal (qemu-storage-daemon panicked, "Error writing eventfd: Bad
+	 * file descriptor", when a guest reset's restart sent them the other
+	 * way round). */
 	uint8_t f[8];
-	put64(f, idx);
-	if (request(u, VHOST_USER_SET_VRING_KICK, f, sizeof(f), &r->kick_fd, 1))
-		return vmm_fail_context("vring %u", idx);
 	put64(f, idx | (r->call_fd < 0 ? VHOST_USER_VRING_NOFD : 0));
 	if (request(u, VHOST_USER_SET_VRING_CALL, f, sizeof(f), &r->call_fd, r->call_fd < 0 ? 0 : 1))
+		return vmm_fail_context("vring %u", idx);
+	put64(f, idx);
+	if (request(u, VHOST_USER_SET_VRING_KICK, f, sizeof(f), &r->kick_fd, 1))
 		return vmm_fail_context("vring %u", idx);
 	/* with protocol features a ring starts disabled */
 	if ((u->features & (1ull << VHOST_USER_F_PROTOCOL_FEATURES)) &&

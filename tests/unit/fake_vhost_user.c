@@ -147,9 +147,27 @@ static int serve(struct fake_vu *f, int fd)
 			f->vring_base[idx] = (uint16_t)num;
 		break;
 	}
+	case VHOST_USER_SET_VRING_CALL:
+	case VHOST_USER_SET_VRING_KICK: {
+		/* as libvhost-user: the kick starts the ring, and what it
+		 * serves then is signalled through the call fd */
+		uint64_t v;
+		memcpy(&v, p, 8);
+		unsigned idx = (unsigned)(v & 0xff);
+		if (idx >= VHOST_USER_MAX_QUEUES)
+			break;
+		if (req == VHOST_USER_SET_VRING_CALL)
+			f->call_set[idx] = true;
+		else if (!f->call_set[idx] && !f->error[0])
+			snprintf(f->error, sizeof(f->error), "SET_VRING_KICK for vring %u before its SET_VRING_CALL",
+				 idx);
+		break;
+	}
 	case VHOST_USER_GET_VRING_BASE: {
 		uint32_t idx;
 		memcpy(&idx, p, 4);
+		if (idx < VHOST_USER_MAX_QUEUES)
+			f->call_set[idx] = false; /* a stopped ring's fds are closed */
 		uint32_t s[2] = { idx, idx < VHOST_USER_MAX_QUEUES ? f->vring_base[idx] : 0 };
 		memcpy(out, s, 8);
 		n = 8;

@@ -36,6 +36,7 @@ struct fake_vu {
 	struct vhost_user_inflight inflight;
 	ino_t inflight_ino;         /* its inode */
 	ino_t set_inflight_ino;     /* the last SET_INFLIGHT_FD's fd's inode; 0 none */
+	bool call_set[VHOST_USER_MAX_QUEUES]; /* SET_VRING_CALL since the ring last stopped */
 	char error[128];            /* a front end's bad message: what was wrong */
 	bool stopping;
 };

@@ -231,6 +231,19 @@ static void test_a_real_daemon_serves_a_ring(void)
 	CHECK_EQ(vhost_user_vring_stop(&u, 0, &last), 0);
 	CHECK_EQ(last, 2);
 
+	/* a request the guest queued while the ring was stopped (as around a
+	 * guest reset): the daemon serves it the moment the ring starts again,
+	 * and signals it through the call fd, which it must have by then (it
+	 * closed the old one at GET_VRING_BASE) */
+	submit(&m, 2, 0 /* VIRTIO_BLK_T_IN */, READ_GPA, kick);
+	r.last_avail = last;
+	CHECK_EQ(vhost_user_vring_start(&u, 0, &r), 0);
+	CHECK(completed(&m, call, 3));
+	CHECK_EQ(*(uint8_t *)gpa(&m, STATUS_GPA + 2, 1), 0);
+	CHECK_EQ(vhost_user_vring_stop(&u, 0, &last), 0);
+	CHECK_EQ(last, 3);
+	r.last_avail = 0;
+
 	/* the write is in the image file */
 	uint8_t back[4096];
 	int fd = open(image, O_RDONLY | O_CLOEXEC);
@@ -361,6 +374,38 @@ static void test_inflight_position_counts_what_the_backend_has_in_flight(void)
 	CHECK_CONTAINS(vmm_error(), "bytes for a queue of 8");
 }
 
+/* The order a ring starts in: its call fd before its kick fd (a backend
+ * may start serving at the kick), each time it starts. */
+static void test_a_ring_gets_its_call_fd_before_its_kick(void)
+{
+	char sock[96];
+	snprintf(sock, sizeof(sock), "%s/fake-order.sock", dir);
+	struct fake_vu f;
+	fake_vu_defaults(&f);
+	CHECK_EQ(fake_vu_start(&f, sock), 0);
+	struct vhost_user u;
+	CHECK_EQ(vhost_user_connect(&u, "vub3", sock), 0);
+	CHECK_EQ(vhost_user_handshake(&u, 1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK), 0);
+	CHECK_EQ(vhost_user_set_features(&u, VIRTIO_BIT(VIRTIO_F_VERSION_1)), 0);
+	static _Alignas(16) uint8_t ring[4096];
+	int kick = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), call = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	struct vhost_vring r = { .size = 8, .desc = ring, .avail = ring + 1024, .used = ring + 2048,
+				 .kick_fd = kick, .call_fd = call };
+	for (int round = 0; round < 2; round++) { /* start, stop, start again */
+		CHECK_EQ(vhost_user_vring_start(&u, 0, &r), 0);
+		uint16_t last;
+		CHECK_EQ(vhost_user_vring_stop(&u, 0, &last), 0);
+	}
+	vhost_user_close(&u);
+	fake_vu_stop(&f);
+	CHECK_EQ(f.counts[VHOST_USER_SET_VRING_KICK], 2);
+	CHECK_EQ(strlen(f.error), 0);
+	if (f.error[0])
+		fprintf(stderr, "  the backend saw: %s\n", f.error);
+	close(kick);
+	close(call);
+}
+
 static void test_a_backend_with_inflight_shmfd_hands_out_its_region(void)
 {
 	char sock[96];
@@ -434,6 +479,7 @@ int main(void)
 	atexit(remove_dir);
 	RUN(test_a_socket_nobody_serves_is_named);
 	RUN(test_inflight_position_counts_what_the_backend_has_in_flight);
+	RUN(test_a_ring_gets_its_call_fd_before_its_kick);
 	RUN(test_a_backend_with_inflight_shmfd_hands_out_its_region);
 	if (qsd_available())
 		RUN(test_a_real_daemon_serves_a_ring);
