@@ -8,7 +8,8 @@
  * the thread and the call and ends the process (exit status 128 + SIGSYS):
  * a VMM whose device path was turned into something else stops rather than
  * run on. clone3 fails with ENOSYS (seccomp cannot look into its argument
- * struct; glibc falls back to clone).
+ * struct; glibc falls back to clone), and open/openat with EACCES (glibc
+ * looks for message catalogs on the first strerror of an error path).
  *
  * The mode is process-wide and read when such a thread starts:
  * VMM_SECCOMP=off|log|on (default on), or sandbox_set_mode. "log" lets
