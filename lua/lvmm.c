@@ -8,6 +8,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -583,6 +588,53 @@ static int l_seccomp(lua_State *L)
 	return 1;
 }
 
+/* A test hook: core._sandbox_try(role, call) runs one system call ("mkdir",
+ * "socket", "open" or "clock_gettime") in a new thread under the filter of
+ * role ("vcpu" or "io") -> 0 or the errno it failed with. A refused call
+ * ends the process as it would in a vCPU thread, so run it in a child. */
+struct sandbox_try {
+	enum sandbox_role role;
+	int call, result;
+	char err[256];
+};
+
+static void *sandbox_try_thread(void *arg)
+{
+	struct sandbox_try *t = arg;
+	(void)pthread_setname_np(pthread_self(), "sandbox-try");
+	if (sandbox_enter(t->role) < 0) {
+		snprintf(t->err, sizeof(t->err), "%s", vmm_error());
+		return NULL;
+	}
+	int rc = 0;
+	struct timespec ts;
+	switch (t->call) {
+	case 0: rc = mkdir("/tmp/vmm-sandbox-try", 0700); if (!rc) rmdir("/tmp/vmm-sandbox-try"); break;
+	case 1: rc = socket(AF_UNIX, SOCK_STREAM, 0); if (rc >= 0) { close(rc); rc = 0; } break;
+	case 2: rc = open("/proc/self/stat", O_RDONLY | O_CLOEXEC); if (rc >= 0) { close(rc); rc = 0; } break;
+	default: rc = clock_gettime(CLOCK_MONOTONIC, &ts); break;
+	}
+	t->result = rc < 0 ? errno : 0;
+	return NULL;
+}
+
+static int l_sandbox_try(lua_State *L)
+{
+	static const char *const roles[] = { "vcpu", "io", NULL };
+	static const char *const calls[] = { "mkdir", "socket", "open", "clock_gettime", NULL };
+	struct sandbox_try t = { .role = luaL_checkoption(L, 1, NULL, roles) == 0 ? SANDBOX_VCPU : SANDBOX_IO,
+				 .call = luaL_checkoption(L, 2, NULL, calls) };
+	pthread_t th;
+	int err = pthread_create(&th, NULL, sandbox_try_thread, &t);
+	if (err)
+		return luaL_error(L, "sandbox_try: pthread_create: %s", strerror(err));
+	pthread_join(th, NULL);
+	if (t.err[0])
+		return luaL_error(L, "sandbox_try: %s", t.err);
+	lua_pushinteger(L, t.result);
+	return 1;
+}
+
 static int l_kvm(lua_State *L)
 {
 	struct kvm_verdict v;
@@ -610,6 +662,8 @@ static int open_core(lua_State *L)
 	lua_setfield(L, -2, "kvm");
 	lua_pushcfunction(L, l_seccomp);
 	lua_setfield(L, -2, "seccomp");
+	lua_pushcfunction(L, l_sandbox_try);
+	lua_setfield(L, -2, "_sandbox_try");
 	vm_metatable(L);
 	lua_setfield(L, -2, "vm_methods");
 	lua_pushliteral(L, VMM_VERSION);

@@ -93,6 +93,28 @@ describe("a Linux guest under KVM", function()
     assert.is_true(after >= before)
   end)
 
+  -- vmm attach from another process to this running VM: read it, pause and
+  -- resume it from there, and leave it running when the client goes
+  it("is read, paused and resumed through vmm attach from another process, and runs on after it detaches",
+     function()
+    local vm <close> = guest(1, "attached")
+    local sock = S.tmp_path("sock")
+    local server = assert(vm:serve(sock))
+    local function attach(code)
+      local out, status = vmm.command({ S.VMM, "attach", sock, "-e", code }, { timeout = 60 })
+      assert(out, status)
+      assert.are.equal(0, status, out)
+      return out
+    end
+    assert.are.equal("attached\trunning\t0\n", attach("return vm:info().name, vm:state(), #vm:nets()"))
+    assert.are.equal("paused\n", attach("assert(vm:pause()) return vm:state()"))
+    assert.are.equal("paused", vm:state())
+    assert.are.equal("running\n", attach("assert(vm:resume()) return vm:state()"))
+    assert.are.equal("ok", (vm:sh("echo ok", 30)))
+    server.close()
+    os.remove(sock)
+  end)
+
   it("stops with a reason when the guest resets itself", function()
     local vm <close> = guest(1, "reboot")
     vm:send("reboot -f\n")
