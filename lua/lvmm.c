@@ -9,13 +9,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -571,8 +571,6 @@ static void vm_metatable(lua_State *L)
 
 /* ---- vmm.core ---- */
 
-/* core.kvm() -> { usable = bool, backend = "kvm_amd"|..., reason = "...",
- * advice = "..."|nil }: whether /dev/kvm can run a standard guest. */
 /* core.seccomp([mode]) -> the mode ("on", "off", "log") the vCPU and disk
  * I/O threads started from now on get (core/sandbox.h); with mode, sets it
  * first. A bad mode raises, naming it. */
@@ -635,6 +633,8 @@ static int l_sandbox_try(lua_State *L)
 	return 1;
 }
 
+/* core.kvm() -> { usable = bool, backend = "kvm_amd"|..., reason = "...",
+ * advice = "..."|nil }: whether /dev/kvm can run a standard guest. */
 static int l_kvm(lua_State *L)
 {
 	struct kvm_verdict v;

@@ -88,8 +88,9 @@ static void on_winch(uv_signal_t *h, int signum)
 static void hide_prompt(void)
 {
 	if (ed.active) {
-		fputs("\r\033[K", rl_outstream ? rl_outstream : stdout);
-		fflush(rl_outstream ? rl_outstream : stdout);
+		FILE *out = rl_outstream ? rl_outstream : stdout;
+		fputs("\r\033[K", out);
+		fflush(out);
 	}
 }
 

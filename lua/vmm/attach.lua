@@ -63,15 +63,16 @@ local function session_env(vm, send)
   return env
 end
 
--- Waits for the client's next section: type, payload; false, why at EOF
--- (or once st.ended: the session was ended from outside).
-local function next_section(conn, st)
+-- Waits for the peer's next section: type, payload; false, why at EOF
+-- (or once st.ended: the session was ended from outside); nil after
+-- timeout seconds (none: no limit).
+local function next_section(conn, st, timeout)
   local kind, payload
   task.wait(function()
     if st and st.ended then kind, payload = false, st.ended return true end
     kind, payload = conn:recv()
     return kind ~= nil
-  end)
+  end, timeout)
   return kind, payload
 end
 
@@ -190,18 +191,34 @@ end
 
 local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
 
+-- The client's next section, as next_section, with a timeout's nil
+-- turned into a reason: type, payload; or nil, why (EOF, the VMM's error
+-- section, no answer in time).
+local function answer(conn, timeout)
+  local kind, payload = next_section(conn, nil, timeout)
+  if kind == nil then return nil, string.format("no answer within %g s", timeout) end
+  if kind == false or kind == "error" then return nil, payload end
+  return kind, payload
+end
+
+-- Opens an attach session on conn (flags: COMPLETE_FLAG or 0) -> the VM's
+-- name and whether the VMM completes names for us; or nil, why.
+local function handshake(conn, flags, timeout)
+  local ok, why = conn:send("attach", string.pack("<I4I4", 1, flags))
+  if not ok then return nil, why end
+  local kind, payload = answer(conn, timeout)
+  if not kind then return nil, payload end
+  if kind ~= "attached" then return nil, "expected attached, got " .. kind end
+  local name, caps = payload:match("^([^%z]*)%z?(.*)$")
+  return name, caps == "complete"
+end
+
 local function connect(path)
   local conn, err = core.mig_connect(path)
   if not conn then fail("attach: %s", err) end
-  local ok, why = conn:send("attach", string.pack("<I4I4", 1, COMPLETE_FLAG))
-  if not ok then fail("attach: %s: %s", path, why) end
-  local kind, payload = next_section(conn)
-  if kind == "error" then fail("attach: %s: %s", path, payload) end
-  if kind ~= "attached" then
-    fail("attach: %s: %s", path, kind == false and payload or ("expected attached, got " .. tostring(kind)))
-  end
-  local name, caps = payload:match("^([^%z]*)%z?(.*)$")
-  return conn, name, caps == "complete"
+  local name, completes_or_why = handshake(conn, COMPLETE_FLAG)
+  if not name then fail("attach: %s: %s", path, completes_or_why) end
+  return conn, name, completes_or_why
 end
 
 -- A completer for Tab that asks the VMM (the names are its): the words, or
@@ -252,33 +269,18 @@ end
 function M.query(path, code, timeout)
   local conn, err = core.mig_connect(path)
   if not conn then return nil, err end
-  local out, why = {}, nil
-  local function recv()
-    local kind, payload
-    if not task.wait(function() kind, payload = conn:recv() return kind ~= nil end, timeout) then
-      return nil, string.format("no answer within %g s", timeout)
-    end
-    if kind == false or kind == "error" then return nil, payload end
-    return kind, payload
-  end
-  local ok, serr = conn:send("attach", string.pack("<I4I4", 1, 0))
-  local kind, payload
-  if not ok then why = serr
-  else
-    kind, payload = recv()
-    if kind == nil then why = payload
-    elseif kind ~= "attached" then why = "expected attached, got " .. kind
-    else
-      ok, serr = conn:send("eval", code)
-      if not ok then why = serr end
-      while not why do
-        kind, payload = recv()
-        if kind == nil then why = payload
-        elseif kind == "output" and payload:sub(1, 1) == STDOUT then out[#out + 1] = payload:sub(2)
-        elseif kind == "result" then
-          if payload:sub(1, 1) ~= "\0" then why = repl.one_line(payload:sub(2)) end
-          break
-        end
+  local out = {}
+  local name, why = handshake(conn, 0, timeout)
+  if name then
+    local ok, serr = conn:send("eval", code)
+    why = not ok and serr or nil
+    while not why do
+      local kind, payload = answer(conn, timeout)
+      if not kind then why = payload
+      elseif kind == "output" and payload:sub(1, 1) == STDOUT then out[#out + 1] = payload:sub(2)
+      elseif kind == "result" then
+        if payload:sub(1, 1) ~= "\0" then why = repl.one_line(payload:sub(2)) end
+        break
       end
     end
   end

@@ -14,6 +14,22 @@ local task = require "vmm.task"
 
 local M = {}
 
+-- process.stat_fields(path) -> the fields of a /proc stat file (a
+-- process's or a thread's) after its comm, which is in parentheses and may
+-- hold spaces: [1] is the state (field 3 of proc(5)), [n] field n + 2; nil
+-- when it is gone.
+function M.stat_fields(path)
+  local f = io.open(path, "r")
+  if not f then return nil end
+  local line = f:read("l") or ""
+  f:close()
+  local rest = line:match("%) (.*)$")
+  if not rest then return nil end
+  local fields = {}
+  for w in rest:gmatch("%S+") do fields[#fields + 1] = w end
+  return fields
+end
+
 local Command = {}
 Command.__index = Command
 

@@ -6,7 +6,7 @@
 -- process's start time in clock ticks, so that a reused PID reads as
 -- stale), socket. A VM served without a path gets its socket there too,
 -- named after it. An entry whose process is gone, or whose socket refuses,
--- is stale: listed as such (and removable with vmm.ls{prune = true}).
+-- is stale: listed as such.
 local core = require "vmm.core"
 
 local M = {}
@@ -35,18 +35,8 @@ end
 -- A process's start time (field 22 of /proc/PID/stat), or nil when it is
 -- gone.
 local function start_time(pid)
-  local f = io.open("/proc/" .. pid .. "/stat", "r")
-  if not f then return nil end
-  local line = f:read("l") or ""
-  f:close()
-  local rest = line:match("%) (.*)$") -- the comm, in parentheses, may hold spaces
-  if not rest then return nil end
-  local n = 2
-  for w in rest:gmatch("%S+") do
-    n = n + 1
-    if n == 22 then return w end
-  end
-  return nil
+  local fields = require("vmm.process").stat_fields("/proc/" .. pid .. "/stat")
+  return fields and fields[20]
 end
 
 -- The default control socket of VM `name` -> path, or nil, err.
@@ -114,7 +104,6 @@ function M.entries()
   local dir, err = M.dir()
   if not dir then return nil, err end
   local names = core.list_dir(dir) or {}
-  table.sort(names)
   local list = {}
   for _, n in ipairs(names) do
     if n:sub(-#SUFFIX) == SUFFIX then

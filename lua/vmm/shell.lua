@@ -32,16 +32,10 @@ end
 -- processor of the process or thread whose /proc stat file that is; nil
 -- when it is gone. USER_HZ is 100 on Linux.
 function M.cpu(stat_path)
-  local f = io.open(stat_path, "r")
-  if not f then return nil end
-  local line = f:read("l") or ""
-  f:close()
-  local rest = line:match("%) (.*)$") -- the comm, in parentheses, may hold spaces
-  if not rest then return nil end
-  local fields = {}
-  for w in rest:gmatch("%S+") do fields[#fields + 1] = w end
-  -- after the comm: state is field 3, utime 14, stime 15, processor 39
-  -- (fields[1], [12], [13], [37])
+  local fields = require("vmm.process").stat_fields(stat_path)
+  if not fields then return nil end
+  -- state is field 3, utime 14, stime 15, processor 39 (fields[1], [12],
+  -- [13], [37])
   return ((tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)) / 100, fields[1], fields[37]
 end
 
