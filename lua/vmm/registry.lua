@@ -83,7 +83,8 @@ function M.register(name, socket)
   return setmetatable(entry, { __gc = entry.remove, __close = entry.remove })
 end
 
--- Parses one entry file -> {name, pid, start, socket, file}, or nil.
+-- Parses one entry file -> {name, pid, start, socket, file}, or nil when
+-- it is not one (a key missing, a pid that is no PID).
 local function read_entry(file)
   local f = io.open(file, "r")
   if not f then return nil end
@@ -94,7 +95,7 @@ local function read_entry(file)
   end
   f:close()
   e.pid = math.tointeger(tonumber(e.pid))
-  if not (e.name and e.pid and e.socket) then return nil end
+  if not (e.name and e.pid and e.socket) or e.pid <= 0 or e.pid > 0x7fffffff then return nil end
   return e
 end
 
