@@ -29,6 +29,9 @@ void lvmm_net_register(lua_State *L);
 
 /* Adds core.process_spawn (host commands on the loop) to the table on the top. */
 void lvmm_process_register(lua_State *L);
+/* The host command launcher started and watched on the loop (before a
+ * lock): 0, or -1 with a core message. */
+int lvmm_launcher_ready(void);
 
 /* Adds core.list_dir, private_dir, pid, euid, pid_alive to the table on the top. */
 void lvmm_fs_register(lua_State *L);

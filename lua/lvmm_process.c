@@ -3,32 +3,44 @@
  * keeps running on the same loop. io.popen would block the loop, and with it
  * the userspace virtio-net datapath the command talks to.
  *
- * The process state lives in a heap block owned jointly by the userdata and
- * by libuv: it is freed once the userdata is collected and every handle is
- * closed, whichever comes last. */
+ * The commands are started by the host command launcher (core/launcher.h),
+ * a process exec'd before any seccomp filter, so that they run unfiltered
+ * and a locked VMM can still run the ones it allowed. Their output comes
+ * through a pipe watched on the loop; their ends, through the launcher's
+ * socket.
+ *
+ * The process state lives in a heap block owned jointly by the userdata,
+ * the output pipe's handle and the launcher (until the command ended): it
+ * is freed once all three let go, whichever comes last. */
 #include "lvmm.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
 
+#include "err.h"
+#include "launcher.h"
+
 #define PROCESS_MT "vmm.process"
-#define PROCESS_MAX_ARGS 256
 #define PROCESS_MAX_OUTPUT (64u << 20)
 
 struct process {
-	uv_process_t proc;
+	struct process *next; /* in `running`, until the launcher reports its end */
+	uint32_t id;
+	pid_t pid;
 	uv_pipe_t out;
-	unsigned open_handles;
+	bool out_open;
 	bool exited, out_eof, orphaned; /* orphaned: the userdata is gone */
-	int hold_fd;     /* write end of a stdin pipe kept open, or -1 */
-	int64_t exit_status;
+	bool lost;			 /* the launcher ended before it */
+	int hold_fd;			 /* write end of a stdin pipe kept open, or -1 */
+	int exit_status;
 	int term_signal;
 	char *buf;
 	size_t len, cap;
@@ -39,33 +51,86 @@ struct lprocess {
 	struct process *p;
 };
 
+static struct process *running;
+static uint32_t next_id = 1;
+static uv_poll_t *launcher_watch;
+
 static void maybe_free(struct process *p)
 {
-	if (p->orphaned && p->open_handles == 0) {
+	if (p->orphaned && !p->out_open && p->exited) {
 		free(p->buf);
 		free(p);
 	}
 }
 
-static void on_handle_closed(uv_handle_t *h)
+static void on_out_closed(uv_handle_t *h)
 {
 	struct process *p = h->data;
-	p->open_handles--;
+	p->out_open = false;
 	maybe_free(p);
 }
 
-static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
+/* The launcher reports a command's end (or that it was lost with it). */
+static void on_command_exit(uint32_t id, int status, int sig, int lost)
 {
-	struct process *p = proc->data;
-	p->exited = true;
-	if (p->hold_fd >= 0) {
-		close(p->hold_fd);
-		p->hold_fd = -1;
+	for (struct process **pp = &running; *pp; pp = &(*pp)->next) {
+		struct process *p = *pp;
+		if (p->id != id)
+			continue;
+		*pp = p->next;
+		p->exited = true;
+		p->lost = lost;
+		p->exit_status = status;
+		p->term_signal = sig;
+		if (p->hold_fd >= 0) {
+			close(p->hold_fd);
+			p->hold_fd = -1;
+		}
+		maybe_free(p);
+		return;
 	}
-	p->exit_status = status;
-	p->term_signal = sig;
-	uv_close((uv_handle_t *)proc, on_handle_closed);
 }
+
+static void on_watch_closed(uv_handle_t *h) { free(h); }
+
+static void on_launcher(uv_poll_t *w, int status, int events)
+{
+	(void)status;
+	(void)events;
+	if (launcher_dispatch() < 0) {
+		fprintf(stderr, "vmm: %s\n", vmm_error());
+		uv_close((uv_handle_t *)w, on_watch_closed);
+		launcher_watch = NULL;
+	}
+}
+
+/* The launcher running and watched: 0, or -1 with a core message. */
+static int launcher_ready(void)
+{
+	if (launcher_start(on_command_exit) < 0)
+		return -1;
+	if (launcher_watch)
+		return 0;
+	uv_poll_t *w = malloc(sizeof(*w));
+	if (!w)
+		return vmm_fail("out of memory");
+	int rc = uv_poll_init(lvmm_loop(), w, launcher_fd());
+	if (rc < 0) {
+		free(w);
+		return vmm_fail("uv_poll_init: %s", uv_strerror(rc));
+	}
+	if ((rc = uv_poll_start(w, UV_READABLE, on_launcher)) < 0) {
+		uv_close((uv_handle_t *)w, on_watch_closed);
+		return vmm_fail("uv_poll_start: %s", uv_strerror(rc));
+	}
+	/* it watches for the commands' ends but, like libuv's own signal
+	 * pipe, does not keep the loop alive: a command's output pipe does */
+	uv_unref((uv_handle_t *)w);
+	launcher_watch = w;
+	return 0;
+}
+
+int lvmm_launcher_ready(void) { return launcher_ready(); }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
@@ -95,24 +160,21 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 	}
 	if (n < 0 && !p->out_eof) {
 		p->out_eof = true;
-		uv_close((uv_handle_t *)s, on_handle_closed);
+		uv_close((uv_handle_t *)s, on_out_closed);
 	}
 }
 
-static int open_redirect(lua_State *L, const char *field, int flags)
+/* The path in opts[field], or NULL; raises if it is not a string. */
+static const char *redirect_path(lua_State *L, const char *field)
 {
 	int t = lua_getfield(L, 2, field);
-	int fd = -1;
-	if (t == LUA_TSTRING) {
-		const char *path = lua_tostring(L, -1);
-		fd = open(path, flags | O_CLOEXEC, 0644);
-		if (fd < 0)
-			luaL_error(L, "process_spawn: %s %s: %s", field, path, strerror(errno));
-	} else if (t != LUA_TNIL) {
+	const char *path = NULL;
+	if (t == LUA_TSTRING)
+		path = lua_tostring(L, -1); /* stays alive in the options table */
+	else if (t != LUA_TNIL)
 		luaL_error(L, "process_spawn: field %s must be a file path", field);
-	}
 	lua_pop(L, 1);
-	return fd;
+	return path;
 }
 
 /* core.process_spawn(argv, {stdin = path?, stdout = path?, hold_stdin?})
@@ -129,9 +191,9 @@ static int l_process_spawn(lua_State *L)
 	}
 	luaL_checktype(L, 2, LUA_TTABLE);
 	lua_Integer argc = luaL_len(L, 1);
-	if (argc < 1 || argc > PROCESS_MAX_ARGS)
-		return luaL_error(L, "process_spawn: argv must have 1 to %d strings", PROCESS_MAX_ARGS);
-	char *args[PROCESS_MAX_ARGS + 1];
+	if (argc < 1 || argc > LAUNCHER_MAX_ARGS)
+		return luaL_error(L, "process_spawn: argv must have 1 to %d strings", LAUNCHER_MAX_ARGS);
+	char *args[LAUNCHER_MAX_ARGS + 1];
 	for (lua_Integer i = 1; i <= argc; i++) {
 		if (lua_rawgeti(L, 1, i) != LUA_TSTRING)
 			return luaL_error(L, "process_spawn: argv[%d] must be a string", (int)i);
@@ -140,83 +202,60 @@ static int l_process_spawn(lua_State *L)
 	}
 	args[argc] = NULL;
 
-	int in_fd = open_redirect(L, "stdin", O_RDONLY);
+	const char *in_path = redirect_path(L, "stdin"), *out_path = redirect_path(L, "stdout");
 	lua_getfield(L, 2, "hold_stdin");
 	bool hold = lua_toboolean(L, -1);
 	lua_pop(L, 1);
-	if (hold && in_fd >= 0) {
-		close(in_fd);
+	if (hold && in_path)
 		return luaL_error(L, "process_spawn: stdin and hold_stdin exclude each other");
-	}
-	int out_fd = open_redirect(L, "stdout", O_WRONLY | O_CREAT | O_TRUNC);
 
 	struct lprocess *u = lua_newuserdatauv(L, sizeof(*u), 0);
 	u->p = NULL;
 	luaL_setmetatable(L, PROCESS_MT);
-	struct process *p = calloc(1, sizeof(*p));
-	if (!p) {
-		if (in_fd >= 0)
-			close(in_fd);
-		if (out_fd >= 0)
-			close(out_fd);
-		return luaL_error(L, "process_spawn: out of memory");
+	if (launcher_ready() < 0) {
+		lua_pushnil(L);
+		lua_pushfstring(L, "%s: %s", args[0], vmm_error());
+		return 2;
 	}
-	uv_loop_t *loop = lvmm_loop();
+	struct process *p = calloc(1, sizeof(*p));
+	if (!p)
+		return luaL_error(L, "process_spawn: out of memory");
+	p->hold_fd = -1;
 	/* One pipe for stdout and stderr, as a terminal would show them. */
-	uv_file fds[2];
+	uv_file fds[2], hold_fds[2] = { -1, -1 };
 	int rc = uv_pipe(fds, 0, 0);
-	if (rc == 0 && (rc = uv_pipe_init(loop, &p->out, 0)) == 0 && (rc = uv_pipe_open(&p->out, fds[0])) < 0)
+	if (rc == 0 && hold && (rc = uv_pipe(hold_fds, 0, 0)) < 0) {
+		close(fds[0]);
+		close(fds[1]);
+	}
+	if (rc == 0 && (rc = uv_pipe_init(lvmm_loop(), &p->out, 0)) == 0 && (rc = uv_pipe_open(&p->out, fds[0])) < 0)
 		close(fds[0]);
 	if (rc < 0) {
 		free(p);
-		if (in_fd >= 0)
-			close(in_fd);
-		if (out_fd >= 0)
-			close(out_fd);
 		return luaL_error(L, "process_spawn: pipe: %s", uv_strerror(rc));
 	}
 	p->out.data = p;
-	p->proc.data = p;
-	p->open_handles = 1;
-	p->hold_fd = -1;
-	uv_file hold_fds[2];
-	if (hold && uv_pipe(hold_fds, 0, 0) == 0) {
-		in_fd = hold_fds[0];
-		p->hold_fd = hold_fds[1];
-	}
+	p->out_open = true;
+	p->hold_fd = hold_fds[1];
+	p->id = next_id++;
 
-	uv_stdio_container_t stdio[3] = {
-		{ .flags = in_fd >= 0 ? UV_INHERIT_FD : UV_IGNORE, .data.fd = in_fd },
-		{ .flags = UV_INHERIT_FD, .data.fd = out_fd >= 0 ? out_fd : fds[1] },
-		{ .flags = UV_INHERIT_FD, .data.fd = fds[1] },
-	};
-	uv_process_options_t opts = {
-		.file = args[0],
-		.args = args,
-		.exit_cb = on_exit_cb,
-		.stdio_count = 3,
-		.stdio = stdio,
-	};
-	rc = uv_spawn(loop, &p->proc, &opts);
+	struct launcher_cmd cmd = { .argv = args, .stdin_path = in_path, .stdout_path = out_path,
+				    .out_fd = fds[1], .in_fd = hold_fds[0] };
+	rc = launcher_spawn(p->id, &cmd, &p->pid);
 	close(fds[1]);
-	if (in_fd >= 0)
-		close(in_fd);
-	if (out_fd >= 0)
-		close(out_fd);
+	if (hold_fds[0] >= 0)
+		close(hold_fds[0]);
 	if (rc < 0) {
 		if (p->hold_fd >= 0)
 			close(p->hold_fd);
-		p->orphaned = true;
-		p->out_eof = true;
-		uv_close((uv_handle_t *)&p->out, on_handle_closed);
-		/* uv_spawn failed: the process handle still needs closing */
-		p->open_handles++;
-		uv_close((uv_handle_t *)&p->proc, on_handle_closed);
+		p->orphaned = p->exited = p->out_eof = true;
+		uv_close((uv_handle_t *)&p->out, on_out_closed);
 		lua_pushnil(L);
-		lua_pushfstring(L, "%s: %s", args[0], uv_strerror(rc));
+		lua_pushstring(L, vmm_error());
 		return 2;
 	}
-	p->open_handles++;
+	p->next = running;
+	running = p;
 	uv_read_start((uv_stream_t *)&p->out, on_alloc, on_read);
 	u->p = p;
 	return 1;
@@ -244,6 +283,11 @@ static int l_status(lua_State *L)
 	struct process *p = check_process(L);
 	if (!p->exited)
 		return 0;
+	if (p->lost) {
+		lua_pushnil(L);
+		lua_pushliteral(L, "its end is unknown: the host command launcher ended first");
+		return 2;
+	}
 	lua_pushinteger(L, p->term_signal ? 128 + p->term_signal : p->exit_status);
 	return 1;
 }
@@ -259,7 +303,7 @@ static int l_output(lua_State *L)
 static int l_pid(lua_State *L)
 {
 	struct process *p = check_process(L);
-	lua_pushinteger(L, p->proc.pid);
+	lua_pushinteger(L, p->pid);
 	return 1;
 }
 
@@ -268,13 +312,12 @@ static int l_kill(lua_State *L)
 {
 	struct process *p = check_process(L);
 	int sig = (int)luaL_optinteger(L, 2, SIGTERM);
-	if (!p->exited) {
-		int rc = uv_process_kill(&p->proc, sig);
-		if (rc < 0 && rc != UV_ESRCH) {
-			lua_pushnil(L);
-			lua_pushstring(L, uv_strerror(rc));
-			return 2;
-		}
+	if (sig < 1 || sig >= NSIG)
+		return luaL_error(L, "process:kill: %d is not a signal number", sig);
+	if (!p->exited && launcher_kill(p->id, sig) < 0) {
+		lua_pushnil(L);
+		lua_pushstring(L, vmm_error());
+		return 2;
 	}
 	lua_pushboolean(L, 1);
 	return 1;
@@ -288,7 +331,7 @@ static int l_gc(lua_State *L)
 		return 0;
 	u->p = NULL;
 	if (!p->exited)
-		uv_process_kill(&p->proc, SIGKILL); /* its exit callback closes the handle */
+		(void)launcher_kill(p->id, SIGKILL); /* its end, when reported, lets go of p */
 	p->orphaned = true;
 	maybe_free(p);
 	return 0;

@@ -10,6 +10,7 @@
 #include <lua.h>
 #include <lualib.h>
 
+#include "launcher.h"
 #include "lvmm.h"
 
 static int traceback_wanted(void)
@@ -71,6 +72,9 @@ static void report(const char *msg)
 
 int main(int argc, char **argv)
 {
+	/* the host command launcher (core/launcher.h), exec'd by a VMM */
+	if (argc == 3 && strcmp(argv[1], "__launcher") == 0)
+		return launcher_main(atoi(argv[2]));
 	lua_State *L = luaL_newstate();
 	if (!L) {
 		fputs("vmm: cannot create a Lua state: out of memory\n", stderr);

@@ -11,7 +11,7 @@ describe("vmm.command", function()
   it("returns nil and a message naming the program when it cannot start", function()
     local out, err = vmm.command({ "/nonexistent/program" })
     assert.is_nil(out)
-    assert.matches("/nonexistent/program: no such file", err, 1, true)
+    assert.matches("/nonexistent/program: No such file or directory", err, 1, true)
   end)
 
   it("kills a command that outlives its timeout", function()
