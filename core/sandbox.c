@@ -2,6 +2,9 @@
 
 #include <errno.h>
 #include <linux/kvm.h>
+#include <linux/netlink.h>
+#include <linux/seccomp.h>
+#include <sched.h>
 #include <pthread.h>
 #include <seccomp.h>
 #include <signal.h>
@@ -10,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "err.h"
@@ -77,9 +81,48 @@ static const int vcpu_calls[] = {
 	SCMP_SYS(tgkill),   SCMP_SYS(dup),     SCMP_SYS(sigaltstack),
 };
 
+/* A locked main thread also runs the event loop (epoll), the control and
+ * migration sockets (accept, connect, SCM_RIGHTS), the commands' output
+ * pipes, netlink (the switch-over's address moves), the REPL's terminal,
+ * and new threads. Each vCPU and disk I/O thread keeps its own filter on
+ * top of the main one, and what they allow is allowed here too. */
+static const int main_calls[] = {
+	SCMP_SYS(epoll_wait),  SCMP_SYS(epoll_pwait), SCMP_SYS(epoll_ctl),   SCMP_SYS(epoll_create1),
+	SCMP_SYS(accept),      SCMP_SYS(accept4),     SCMP_SYS(connect),     SCMP_SYS(bind),
+	SCMP_SYS(listen),      SCMP_SYS(shutdown),    SCMP_SYS(socketpair),  SCMP_SYS(getsockname),
+	SCMP_SYS(getpeername), SCMP_SYS(getsockopt),  SCMP_SYS(setsockopt),  SCMP_SYS(pipe2),
+	SCMP_SYS(dup2),	       SCMP_SYS(dup3),	      SCMP_SYS(rt_sigaction), SCMP_SYS(tkill),
+	SCMP_SYS(getrusage),   SCMP_SYS(times),	      SCMP_SYS(clock_getres), SCMP_SYS(sysinfo),
+	SCMP_SYS(uname),       SCMP_SYS(getuid),      SCMP_SYS(geteuid),     SCMP_SYS(getgid),
+	SCMP_SYS(getegid),     SCMP_SYS(getppid),     SCMP_SYS(getcwd),	     SCMP_SYS(set_robust_list),
+	SCMP_SYS(rseq),	       SCMP_SYS(sched_getaffinity), SCMP_SYS(statx), SCMP_SYS(select),
+	SCMP_SYS(pselect6),
+};
+
+/* What users' Lua may ask of the file system (io.open, os.remove,
+ * os.rename, require of a file) fails with EACCES instead of ending the
+ * VMM: a locked VMM opens and changes no files. */
+static const int main_refused_fs_calls[] = {
+	SCMP_SYS(creat),   SCMP_SYS(openat2),	SCMP_SYS(mkdir),      SCMP_SYS(mkdirat),  SCMP_SYS(rmdir),
+	SCMP_SYS(unlink),  SCMP_SYS(unlinkat),	SCMP_SYS(rename),     SCMP_SYS(renameat), SCMP_SYS(renameat2),
+	SCMP_SYS(link),	   SCMP_SYS(linkat),	SCMP_SYS(symlink),    SCMP_SYS(symlinkat), SCMP_SYS(chmod),
+	SCMP_SYS(fchmod),  SCMP_SYS(fchmodat),	SCMP_SYS(chown),      SCMP_SYS(fchown),   SCMP_SYS(fchownat),
+	SCMP_SYS(lchown),  SCMP_SYS(truncate),	SCMP_SYS(utimensat),  SCMP_SYS(access),	  SCMP_SYS(faccessat),
+	SCMP_SYS(faccessat2), SCMP_SYS(readlink), SCMP_SYS(readlinkat), SCMP_SYS(chdir),
+};
+
+/* ... and starting programs (os.execute, io.popen) with EPERM: host
+ * commands go through the launcher (core/launcher.h). clone is allowed for
+ * threads only (see add_main_rules). */
+static const int main_refused_exec_calls[] = {
+	SCMP_SYS(execve), SCMP_SYS(execveat), SCMP_SYS(fork), SCMP_SYS(vfork),
+};
+
 /* ioctl request types (the _IOC_TYPE byte) each role may use. */
 static const unsigned vcpu_ioctl_types[] = { KVMIO, 0xAF /* VHOST_VIRTIO */, 'T' /* TUN, FIONBIO */ };
 static const unsigned io_ioctl_types[] = { 0x12 /* BLKDISCARD, BLKZEROOUT */ };
+static const unsigned main_ioctl_types[] = { KVMIO, 0xAF, 'T' /* also the terminal's */, 0x12,
+					     0x89 /* SIOC*: interfaces */ };
 
 /* ---- SIGSYS ---- */
 
@@ -149,6 +192,60 @@ static int allow_ioctls(scmp_filter_ctx ctx, const unsigned *types, size_t n)
 	return 0;
 }
 
+static int refuse_all(scmp_filter_ctx ctx, const int *calls, size_t n, int err)
+{
+	for (size_t i = 0; i < n; i++) {
+		int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(err), calls[i], 0);
+		if (rc < 0) {
+			char *name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, calls[i]);
+			vmm_fail("seccomp: %s -> %s: %s", name ? name : "?", strerror(err), strerror(-rc));
+			free(name);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+#define N(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The main thread's rules that look at arguments: clone for threads only
+ * (fork-like clones get EPERM), sockets of the local families only (UNIX:
+ * control, migration, vhost-user; netlink), prctl for thread names, and
+ * what a new thread needs to add its own filter. */
+static int add_main_rules(scmp_filter_ctx ctx)
+{
+	struct {
+		uint32_t action;
+		int call;
+		struct scmp_arg_cmp cmp;
+		const char *what;
+	} rules[] = {
+		{ SCMP_ACT_ALLOW, SCMP_SYS(clone), SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD), "clone (threads)" },
+		{ SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0), "clone (processes)" },
+		{ SCMP_ACT_ALLOW, SCMP_SYS(socket), SCMP_A0(SCMP_CMP_EQ, AF_UNIX), "socket (AF_UNIX)" },
+		{ SCMP_ACT_ALLOW, SCMP_SYS(socket), SCMP_A0(SCMP_CMP_EQ, AF_NETLINK), "socket (AF_NETLINK)" },
+		{ SCMP_ACT_ALLOW, SCMP_SYS(prctl), SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME), "prctl (PR_SET_NAME)" },
+		{ SCMP_ACT_ALLOW, SCMP_SYS(prctl), SCMP_A0(SCMP_CMP_EQ, PR_GET_NAME), "prctl (PR_GET_NAME)" },
+		/* a thread started later loads its own filter on top: only stricter */
+		{ SCMP_ACT_ALLOW, SCMP_SYS(prctl), SCMP_A0(SCMP_CMP_EQ, PR_SET_NO_NEW_PRIVS), "prctl (NO_NEW_PRIVS)" },
+		{ SCMP_ACT_ALLOW, SCMP_SYS(seccomp), SCMP_A0(SCMP_CMP_EQ, SECCOMP_SET_MODE_FILTER), "seccomp (filters)" },
+	};
+	for (size_t i = 0; i < N(rules); i++) {
+		int rc = seccomp_rule_add(ctx, rules[i].action, rules[i].call, 1, rules[i].cmp);
+		if (rc < 0)
+			return vmm_fail("seccomp: %s: %s", rules[i].what, strerror(-rc));
+	}
+	return allow_all(ctx, main_calls, N(main_calls)) || allow_all(ctx, vcpu_calls, N(vcpu_calls)) ||
+	       allow_ioctls(ctx, main_ioctl_types, N(main_ioctl_types)) ||
+	       refuse_all(ctx, main_refused_fs_calls, N(main_refused_fs_calls), EACCES) ||
+	       refuse_all(ctx, main_refused_exec_calls, N(main_refused_exec_calls), EPERM) ? -1 : 0;
+}
+
+static const char *role_name(enum sandbox_role role)
+{
+	return role == SANDBOX_VCPU ? "vCPU" : role == SANDBOX_IO ? "I/O" : "main";
+}
+
 int sandbox_enter(enum sandbox_role role)
 {
 	enum sandbox_mode mode = sandbox_mode();
@@ -176,6 +273,8 @@ int sandbox_enter(enum sandbox_role role)
 		     allow_ioctls(ctx, vcpu_ioctl_types, sizeof(vcpu_ioctl_types) / sizeof(vcpu_ioctl_types[0]));
 	if (!rc && role == SANDBOX_IO)
 		rc = allow_ioctls(ctx, io_ioctl_types, sizeof(io_ioctl_types) / sizeof(io_ioctl_types[0]));
+	if (!rc && role == SANDBOX_MAIN)
+		rc = add_main_rules(ctx);
 	if (!rc) {
 		int e = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
 		if (e < 0)
@@ -196,9 +295,22 @@ int sandbox_enter(enum sandbox_role role)
 	if (!rc) {
 		int e = seccomp_load(ctx);
 		if (e < 0)
-			rc = vmm_fail("seccomp: loading the %s filter: %s", role == SANDBOX_VCPU ? "vCPU" : "I/O",
-				      strerror(-e));
+			rc = vmm_fail("seccomp: loading the %s filter: %s", role_name(role), strerror(-e));
 	}
 	seccomp_release(ctx);
 	return rc;
+}
+
+static _Atomic int locked;
+
+int sandbox_locked(void) { return atomic_load(&locked); }
+
+int sandbox_lock(void)
+{
+	if (atomic_load(&locked))
+		return vmm_fail("the VMM is locked already");
+	if (sandbox_enter(SANDBOX_MAIN) < 0)
+		return -1;
+	atomic_store(&locked, 1);
+	return 0;
 }

@@ -1,8 +1,12 @@
 /* Per-thread seccomp filters (libseccomp) for the threads that run guest
  * work once the VM is set up: vCPU threads (KVM_RUN, the port and MMIO
  * handlers of the devices) and disk I/O threads (preadv, pwritev, flush,
- * discard). A filter is per thread and cannot be lifted; the main thread has
- * none, so it still starts host commands, opens backends and migrates.
+ * discard). A filter is per thread and cannot be lifted. The main thread has
+ * none unless the process is locked (vmm --sandbox, vmm.lock, a VM's
+ * `locked` field): then it may run the event loop, the datapaths, the
+ * control socket and migration, but opens no file (EACCES) and starts no
+ * program (EPERM; host commands go through core/launcher.h), and threads it
+ * starts from then on inherit its filter.
  *
  * A refused system call raises SIGSYS, whose handler writes one line naming
  * the thread and the call and ends the process (exit status 128 + SIGSYS):
@@ -18,7 +22,8 @@
 #ifndef VMM_SANDBOX_H
 #define VMM_SANDBOX_H
 
-enum sandbox_role { SANDBOX_VCPU, SANDBOX_IO };
+/* SANDBOX_MAIN: the main thread in locked mode (sandbox_lock). */
+enum sandbox_role { SANDBOX_VCPU, SANDBOX_IO, SANDBOX_MAIN };
 enum sandbox_mode { SANDBOX_ON, SANDBOX_OFF, SANDBOX_LOG };
 
 /* The mode threads get from now on. */
@@ -32,5 +37,12 @@ const char *sandbox_mode_name(enum sandbox_mode mode);
  * off). Call it from the thread itself, after its setup. -1 with a
  * message if the filter cannot be built or loaded. */
 int sandbox_enter(enum sandbox_role role);
+
+/* Locks the calling (main) thread: sandbox_enter(SANDBOX_MAIN) once; a
+ * second call fails. 0 (also when the mode is off: then nothing is
+ * loaded), or -1 with a message. */
+int sandbox_lock(void);
+/* Whether sandbox_lock succeeded (with the filters on or off). */
+int sandbox_locked(void);
 
 #endif

@@ -4,6 +4,7 @@
  * Mechanism only: configuration checking and every blocking behaviour live in
  * lua/vmm/. Misuse raises; OS and KVM failures return nil, message. */
 #include "lvmm.h"
+#include "launcher.h"
 #include "sandbox.h"
 
 #include <errno.h>
@@ -16,6 +17,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -586,9 +588,40 @@ static int l_seccomp(lua_State *L)
 	return 1;
 }
 
+/* core.lock(commands) -> true, or nil and what failed: locks the process
+ * (core/sandbox.h): the host command launcher started and told that only
+ * the programs in the list `commands` may run from now on, then the main
+ * thread's filter loaded (not with the filters off). Not undone. */
+static int l_lock(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_Integer n = luaL_len(L, 1);
+	if (n < 0 || n > LAUNCHER_MAX_ARGS)
+		return luaL_error(L, "vmm.lock: commands: at most %d programs", LAUNCHER_MAX_ARGS);
+	const char *progs[LAUNCHER_MAX_ARGS];
+	for (lua_Integer i = 1; i <= n; i++) {
+		if (lua_rawgeti(L, 1, i) != LUA_TSTRING)
+			return luaL_error(L, "vmm.lock: commands[%d] must be a string", (int)i);
+		progs[i - 1] = lua_tostring(L, -1);
+		lua_pop(L, 1); /* alive in the table */
+	}
+	if (sandbox_locked())
+		return lvmm_result(L, vmm_fail("vmm.lock: the VMM is locked already"));
+	if (lvmm_launcher_ready() < 0 || launcher_allow(progs, (size_t)n) < 0 || sandbox_lock() < 0)
+		return lvmm_result(L, vmm_fail_context("vmm.lock"));
+	return lvmm_result(L, 0);
+}
+
+static int l_locked(lua_State *L)
+{
+	lua_pushboolean(L, sandbox_locked());
+	return 1;
+}
+
 /* A test hook: core._sandbox_try(role, call) runs one system call ("mkdir",
- * "socket", "open" or "clock_gettime") in a new thread under the filter of
- * role ("vcpu" or "io") -> 0 or the errno it failed with. A refused call
+ * "socket" (AF_UNIX), "open", "socket_inet", "fork" or "clock_gettime") in
+ * a new thread under the filter of role ("vcpu", "io" or "main", the
+ * locked main thread's) -> 0 or the errno it failed with. A refused call
  * ends the process as it would in a vCPU thread, so run it in a child. */
 struct sandbox_try {
 	enum sandbox_role role;
@@ -610,6 +643,16 @@ static void *sandbox_try_thread(void *arg)
 	case 0: rc = mkdir("/tmp/vmm-sandbox-try", 0700); if (!rc) rmdir("/tmp/vmm-sandbox-try"); break;
 	case 1: rc = socket(AF_UNIX, SOCK_STREAM, 0); if (rc >= 0) { close(rc); rc = 0; } break;
 	case 2: rc = open("/proc/self/stat", O_RDONLY | O_CLOEXEC); if (rc >= 0) { close(rc); rc = 0; } break;
+	case 3: rc = socket(AF_INET, SOCK_DGRAM, 0); if (rc >= 0) { close(rc); rc = 0; } break;
+	case 4: {
+		pid_t pid = fork();
+		if (pid == 0)
+			_exit(0);
+		rc = pid < 0 ? -1 : 0;
+		if (pid > 0)
+			(void)waitpid(pid, NULL, 0);
+		break;
+	}
 	default: rc = clock_gettime(CLOCK_MONOTONIC, &ts); break;
 	}
 	t->result = rc < 0 ? errno : 0;
@@ -618,9 +661,10 @@ static void *sandbox_try_thread(void *arg)
 
 static int l_sandbox_try(lua_State *L)
 {
-	static const char *const roles[] = { "vcpu", "io", NULL };
-	static const char *const calls[] = { "mkdir", "socket", "open", "clock_gettime", NULL };
-	struct sandbox_try t = { .role = luaL_checkoption(L, 1, NULL, roles) == 0 ? SANDBOX_VCPU : SANDBOX_IO,
+	static const char *const roles[] = { "vcpu", "io", "main", NULL };
+	static const enum sandbox_role role_of[] = { SANDBOX_VCPU, SANDBOX_IO, SANDBOX_MAIN };
+	static const char *const calls[] = { "mkdir", "socket", "open", "socket_inet", "fork", "clock_gettime", NULL };
+	struct sandbox_try t = { .role = role_of[luaL_checkoption(L, 1, NULL, roles)],
 				 .call = luaL_checkoption(L, 2, NULL, calls) };
 	pthread_t th;
 	int err = pthread_create(&th, NULL, sandbox_try_thread, &t);
@@ -664,6 +708,10 @@ static int open_core(lua_State *L)
 	lua_setfield(L, -2, "seccomp");
 	lua_pushcfunction(L, l_sandbox_try);
 	lua_setfield(L, -2, "_sandbox_try");
+	lua_pushcfunction(L, l_lock);
+	lua_setfield(L, -2, "lock");
+	lua_pushcfunction(L, l_locked);
+	lua_setfield(L, -2, "locked");
 	vm_metatable(L);
 	lua_setfield(L, -2, "vm_methods");
 	lua_pushliteral(L, VMM_VERSION);

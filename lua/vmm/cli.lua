@@ -18,6 +18,10 @@ usage: vmm <command> [arguments]
   vmm ls                      the VMs this user's VMMs serve (vm:serve): name,
                               state, pid, memory, vCPUs, devices, socket;
                               entries of VMMs that are gone say "stale"
+  vmm --sandbox[=PROG,...] COMMAND ...
+                              lock the process once a VM started (vmm.lock):
+                              no files opened or changed, no programs started
+                              but the host commands PROG,... (vmm.command)
   vmm check-kvm               can /dev/kvm run a standard Linux guest? exit 0
                               (usable) or 1, with one line saying why
   vmm --help                  this text
@@ -147,9 +151,22 @@ local COMMANDS = {
 COMMANDS["--help"], COMMANDS["-h"] = COMMANDS.help, COMMANDS.help
 COMMANDS["--version"], COMMANDS["-v"] = version, version
 
+-- `--sandbox[=PROG,...]` before the command: every VM locks the process
+-- when it starts (lua/vmm/vm.lua), allowing those host commands.
+local function sandbox(argv)
+  local list = argv[1]:match("^%-%-sandbox=(.*)$")
+  local commands = {}
+  for prog in (list or ""):gmatch("[^,]+") do commands[#commands + 1] = prog end
+  if list and #commands == 0 then fail("--sandbox=: expected program names after '=', got %q", list) end
+  require("vmm.vm").lock_on_start = { commands = commands }
+  table.remove(argv, 1)
+  return M.main(argv)
+end
+
 function M.main(argv)
   local cmd = argv[1]
   if not cmd then fail("missing command (try 'vmm --help')") end
+  if cmd == "--sandbox" or cmd:find("^%-%-sandbox=") then return sandbox(argv) end
   if COMMANDS[cmd] then return COMMANDS[cmd](argv) end
   if cmd == "-e" then return run_e(argv, 1) end
   if cmd:find("/", 1, true) or cmd:find("%.lua$") then return run_script(argv, 1) end

@@ -10,7 +10,7 @@ M.MAX_VCPUS = 64
 M.DEFAULT_CMDLINE = "console=ttyS0 reboot=k panic=-1 acpi=off "
   .. "i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd"
 
-local FIELDS = { "name", "memory", "vcpus", "kernel", "initrd", "cmdline", "console" }
+local FIELDS = { "name", "memory", "vcpus", "kernel", "initrd", "cmdline", "console", "locked" }
 local DEFAULTS = { name = "vm", memory = "512M", vcpus = 1, console = "stdout", cmdline = M.DEFAULT_CMDLINE }
 
 local UNITS = {
@@ -123,6 +123,36 @@ local function check_console(v)
   return v
 end
 
+-- locked = true | false | {commands = {program, ...}}: lock the VMM once
+-- this VM started (vmm.lock); -> false or {commands = {...}}.
+function M.check_lock(fn, v)
+  if v == true then return { commands = {} } end
+  if v == false then return false end
+  if type(v) ~= "table" then
+    return nil, fn .. ": expected true, false or {commands = {program, ...}}, got " .. show(v)
+  end
+  for k in pairs(v) do
+    if k ~= "commands" then return nil, fn .. ": unknown field " .. show(k) .. " (known: commands)" end
+  end
+  local cmds = v.commands or {}
+  if type(cmds) ~= "table" then
+    return nil, fn .. ".commands: expected a list of program names or paths, got " .. show(cmds)
+  end
+  local out = {}
+  for i = 1, #cmds do
+    if type(cmds[i]) ~= "string" or cmds[i] == "" then
+      return nil, string.format("%s.commands[%d]: expected a program name or path, got %s", fn, i, show(cmds[i]))
+    end
+    out[i] = cmds[i]
+  end
+  for k in pairs(cmds) do
+    if math.type(k) ~= "integer" or k < 1 or k > #cmds then
+      return nil, fn .. ".commands: expected a list, got the key " .. show(k)
+    end
+  end
+  return { commands = out }
+end
+
 local CHECKS = {
   name = check_name,
   memory = check_memory,
@@ -131,6 +161,7 @@ local CHECKS = {
   initrd = function(v) return check_file("initrd", v) end,
   cmdline = check_cmdline,
   console = check_console,
+  locked = function(v) return M.check_lock("vmm.vm: locked", v) end,
 }
 
 -- Checks settings against checks (field -> checker) in the order of

@@ -32,6 +32,23 @@ M.kvm = core.kvm
 -- vCPU and disk I/O threads started from now on (default VMM_SECCOMP, else on)
 M.seccomp = core.seccomp
 
+-- vmm.lock{commands = {program, ...}} -> true, or nil and what failed:
+-- locks this VMM process for good (core/sandbox.h). Its main thread gets a
+-- seccomp filter that lets the VMs, their datapaths, the control socket,
+-- migration and the REPL run on but opens and changes no file (EACCES) and
+-- starts no program (EPERM); host commands (vmm.command) run only if they
+-- are in `commands` (names found in PATH, or paths). A VM's `locked` field
+-- and `vmm --sandbox` lock when the VM starts. vmm.locked() says whether it
+-- happened.
+function M.lock(opts)
+  if opts == nil then opts = true end
+  local lock, err = config.check_lock("vmm.lock", opts)
+  if lock == false then err = "vmm.lock: expected true or {commands = {program, ...}}, got false" end
+  if not lock then error(err, 2) end
+  return core.lock(lock.commands)
+end
+M.locked = core.locked
+
 -- vmm.vm{name?, memory?, vcpus?, kernel, initrd?, cmdline?, console?} -> vm
 -- in state "created" (nothing touches KVM before vm:start()).
 function M.vm(settings)
@@ -39,6 +56,7 @@ function M.vm(settings)
   if not cfg then error(err, 2) end
   local ok, vm = pcall(core.vm_new, cfg)
   if not ok then error("vmm.vm: " .. tostring(vm), 2) end
+  if cfg.locked ~= nil then require("vmm.vm").lock_after_start(vm, cfg.locked) end
   return vm
 end
 

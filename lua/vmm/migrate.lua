@@ -172,6 +172,10 @@ function methods:serve(path, opts)
   end
   local transfer = check_field("vm:serve", opts, "backend_transfer", "boolean", true)
   local timeout = check_timeout("vm:serve", opts)
+  if core.locked() then
+    return nil, "vm:serve: this VMM is locked (vmm.lock) and creates no files, not even its registry entry: "
+      .. "serve before it locks (before vm:start of a VM with `locked`)"
+  end
   local registry = require "vmm.registry"
   local name = self:info().name
   local listener, err
@@ -260,7 +264,8 @@ end
 -- ---- target ---------------------------------------------------------------
 
 local RECEIVE_FIELDS = { from = true, listen = true, backend_transfer = true, device = true,
-                         console = true, timeout = true, switch_network = true, before_start = true }
+                         console = true, timeout = true, switch_network = true, before_start = true,
+                         locked = true }
 
 local function accept_one(path, timeout)
   local listener, err = core.mig_listen(path)
@@ -351,6 +356,12 @@ function M.receive(opts)
   local accept = check_field("vmm.receive", opts, "backend_transfer", "boolean", true)
   local hook = check_field("vmm.receive", opts, "device", "function")
   local before_start = check_field("vmm.receive", opts, "before_start", "function")
+  local lock
+  if opts.locked ~= nil then
+    local e
+    lock, e = require("vmm.config").check_lock("vmm.receive: locked", opts.locked)
+    if lock == nil then error(e, 2) end
+  end
   local console = check_field("vmm.receive", opts, "console", "string")
   local switch = check_field("vmm.receive", opts, "switch_network", "boolean", true)
   local timeout = check_timeout("vmm.receive", opts)
@@ -401,6 +412,9 @@ function M.receive(opts)
   ok, err = conn:start(vm)
   conn:close()
   local resumed = core.now()
+  if not ok then vm:close() return nil, "vmm.receive: " .. err end
+  if lock ~= nil then require("vmm.vm").lock_after_start(vm, lock) end
+  ok, err = require("vmm.vm").locked_start(vm)
   if not ok then vm:close() return nil, "vmm.receive: " .. err end
   report.transferred = M.by_name(names, report.transferred, has_backend)
   report.new_taps = new_taps

@@ -11,6 +11,39 @@ local M = {}
 local methods = core.vm_methods
 
 M.READY_LINE = "LUAVMM-GUEST-READY"
+
+-- ---- locking after start (vmm.lock) ----
+
+-- What `vmm --sandbox` asks of every VM without a `locked` field: false or
+-- {commands = {...}}.
+M.lock_on_start = false
+local lock_of = setmetatable({}, { __mode = "k" })
+
+-- VM vm locks the process once it started (lock: false or {commands}).
+function M.lock_after_start(vm, lock) lock_of[vm] = lock end
+
+-- After vm started: locks the process if vm (or vmm --sandbox) asks to.
+-- true, or nil and what failed (the VM is stopped then: it was not meant
+-- to run unlocked).
+function M.locked_start(vm)
+  local lock = lock_of[vm]
+  if lock == nil then lock = M.lock_on_start end
+  if not lock or core.locked() then return true end
+  local ok, err = core.lock(lock.commands)
+  if not ok then
+    vm:stop()
+    return nil, err
+  end
+  return true
+end
+
+local c_start = methods.start
+-- vm:start() -> true, or nil and what failed (locking included).
+function methods:start()
+  local ok, err = c_start(self)
+  if not ok then return nil, err end
+  return M.locked_start(self)
+end
 local DEFAULT_TIMEOUT = 30
 local BOOT_TIMEOUT = 60
 local TAIL = 200

@@ -19,6 +19,33 @@ local function guest(vcpus, name)
 end
 
 describe("a Linux guest under KVM", function()
+  -- the lock (vmm.lock) of a VMM whose VM runs: in a child VMM, since it
+  -- cannot be undone; tests/scenario/locked_guest.lua says what it checks
+  it("runs in a VMM locked after the start (vmm --sandbox=ping): net, disk and console on, files and programs off", function()
+    local ifname, image = "lvlock0", os.tmpname()
+    local f = assert(io.open(image, "wb"))
+    f:write(string.rep("\0", 1024 * 1024))
+    f:close()
+    local script = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "locked_guest.lua"
+    local out, status = vmm.command({ S.VMM, "--sandbox=ping", "script", script, kernel, initrd,
+                                      S.CMDLINE, ifname, image }, { timeout = BOOT_TIMEOUT + 120 })
+    vmm.net.delete(ifname)
+    os.remove(image)
+    assert(out, status)
+    assert.are.equal(0, status, out)
+    assert.are.equal(table.concat({
+      "before\tfalse",
+      "after\ttrue",
+      "sh\tthe guest runs",
+      "disk\tlocked-disk",
+      "ping\t0\t",
+      "open\tnil\t/etc/hostname: Permission denied\t13",
+      "cat\tnil\tcat: not among the host commands allowed after the VMM was locked",
+      "serve\tnil\tvm:serve: this VMM is locked (vmm.lock) and creates no files, not even its registry entry: "
+        .. "serve before it locks (before vm:start of a VM with `locked`)",
+    }, "\n") .. "\n", out)
+  end)
+
   for _, n in ipairs { 1, 2 } do
     it("boots with " .. n .. " vCPU(s) and nproc prints " .. n, function()
       local vm <close> = guest(n, "nproc" .. n)

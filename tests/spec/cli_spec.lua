@@ -101,6 +101,20 @@ describe("vmm executable", function()
     assert.matches("^vmm: " .. path:gsub("%p", "%%%0") .. ':3: vmm.vm: unknown field "memroy"[^\n]*\n$', err)
   end)
 
+  it("locks every VM's process at its start with --sandbox, allowing the host commands named", function()
+    local code, out = vmm { "--sandbox=ping,md5sum", "-e",
+      "print(table.concat(require('vmm.vm').lock_on_start.commands, ' '), require('vmm').locked())" }
+    assert.equals(0, code)
+    assert.equals("ping md5sum\tfalse\n", out)
+    code, out = vmm { "--sandbox", "-e", "print(#require('vmm.vm').lock_on_start.commands)" }
+    assert.equals(0, code)
+    assert.equals("0\n", out)
+    local err
+    code, _, err = vmm { "--sandbox=,", "-e", "print(1)" }
+    assert.equals(1, code)
+    assert.equals("vmm: --sandbox=: expected program names after '=', got \",\"\n", err)
+  end)
+
   it("keeps the exit status given to os.exit", function()
     local code = vmm { "script", lua_file("os.exit(3)") }
     assert.equals(3, code)

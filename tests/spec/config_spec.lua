@@ -41,6 +41,27 @@ describe("vmm.vm settings", function()
     assert.matches("config_spec.lua:" .. line .. ": vmm.vm: unknown field", err, 1, true)
   end)
 
+  describe("locked", function()
+    it("takes true, false or {commands = {...}}, normalised", function()
+      assert.same({ commands = {} }, config.check(settings { locked = true }).locked)
+      assert.is_false(config.check(settings { locked = false }).locked)
+      assert.same({ commands = { "ping", "/usr/bin/md5sum" } },
+        config.check(settings { locked = { commands = { "ping", "/usr/bin/md5sum" } } }).locked)
+      assert.is_nil(config.check(settings {}).locked)
+    end)
+
+    it("refuses anything else, naming the field", function()
+      assert.matches('vmm.vm: locked: expected true, false or {commands = {program, ...}}, got "yes"',
+        vm_error(settings { locked = "yes" }), 1, true)
+      assert.matches('vmm.vm: locked: unknown field "command" (known: commands)',
+        vm_error(settings { locked = { command = {} } }), 1, true)
+      assert.matches("vmm.vm: locked.commands[2]: expected a program name or path, got \"\"",
+        vm_error(settings { locked = { commands = { "ping", "" } } }), 1, true)
+      assert.matches('vmm.vm: locked.commands: expected a list, got the key "x"',
+        vm_error(settings { locked = { commands = { x = "ping" } } }), 1, true)
+    end)
+  end)
+
   describe("memory", function()
     it("refuses text that is not a size", function()
       assert.matches('vmm.vm: memory: expected a size like "512M" or a number of bytes, got "abc"',

@@ -47,3 +47,71 @@ describe("seccomp filters (vmm.seccomp)", function()
     assert.are.equal("on", vmm.seccomp())
   end)
 end)
+
+describe("a locked VMM (vmm.lock)", function()
+  it("opens and changes no file (EACCES), starts no program (EPERM), runs only the host commands it allowed", function()
+    local status, out = child([[
+      local vmm = require 'vmm'
+      print(vmm.locked(), vmm.lock { commands = { 'echo' } }, vmm.locked())
+      print(io.open('/etc/hostname'))
+      print(os.remove('/tmp/luavmm-never-there'))
+      print(os.execute('true'))
+      print(vmm.command { 'echo', 'allowed' })
+      print(vmm.command { 'cat', '/etc/hostname' })
+      print(core._sandbox_try('main', 'socket'), core._sandbox_try('main', 'fork'))]])
+    assert.are.equal(0, status, out)
+    assert.are.equal(table.concat({
+      "false\ttrue\ttrue",
+      "nil\t/etc/hostname: Permission denied\t13",
+      "nil\t/tmp/luavmm-never-there: Permission denied\t13",
+      "nil\tOperation not permitted\t1",
+      "allowed\n\t0",
+      "nil\tcat: not among the host commands allowed after the VMM was locked",
+      "0\t1",
+    }, "\n") .. "\n", out)
+  end)
+
+  it("ends the VMM at a system call the locked main thread may not make, naming the call", function()
+    local status, out = child("require('vmm').lock() print(core._sandbox_try('main', 'socket_inet')) print('on')")
+    assert.are.equal(128 + 31, status, out)
+    assert.matches("refuses: socket (41); the VMM stops", out, 1, true)
+    assert.is_nil(out:find("on\n", 1, true))
+  end)
+
+  it("is locked for good: a second lock fails, and the allowed commands cannot change", function()
+    local status, out = child([[
+      local vmm = require 'vmm'
+      print(vmm.lock { commands = { 'echo' } })
+      print(vmm.lock { commands = { 'echo', 'cat' } })
+      print(vmm.command { 'cat', '/dev/null' })]])
+    assert.are.equal(0, status, out)
+    assert.are.equal("true\nnil\tvmm.lock: the VMM is locked already\n"
+      .. "nil\tcat: not among the host commands allowed after the VMM was locked\n", out)
+  end)
+
+  it("with the filters off keeps only the allowlist (VMM_SECCOMP=off, for debugging)", function()
+    local status, out = child([[
+      local vmm = require 'vmm'
+      print(vmm.lock { commands = { 'echo' } }, io.open('/dev/null') ~= nil)
+      print(vmm.command { 'cat', '/dev/null' })]], { "VMM_SECCOMP=off" })
+    assert.are.equal(0, status, out)
+    assert.are.equal("true\ttrue\nnil\tcat: not among the host commands allowed after the VMM was locked\n", out)
+  end)
+
+  it("raises on bad settings, naming the field", function()
+    assert.has_error(function() vmm.lock { commands = { 3 } } end,
+                     "vmm.lock.commands[1]: expected a program name or path, got 3")
+    assert.has_error(function() vmm.lock { programs = {} } end, 'vmm.lock: unknown field "programs" (known: commands)')
+    assert.has_error(function() vmm.lock(false) end,
+                     "vmm.lock: expected true or {commands = {program, ...}}, got false")
+    assert.has_error(function() vmm.lock { commands = "ping" } end,
+                     'vmm.lock.commands: expected a list of program names or paths, got "ping"')
+    assert.is_false(vmm.locked())
+  end)
+
+  it("refuses to name an allowed program that is not there", function()
+    local status, out = child("print(require('vmm').lock { commands = { 'no-such-program-here' } })")
+    assert.are.equal(0, status, out)
+    assert.are.equal("nil\tvmm.lock: allowed host command no-such-program-here: No such file or directory\n", out)
+  end)
+end)

@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -135,6 +136,92 @@ static int kvm_ioctl_then_other(void)
 	return 0;
 }
 
+/* What a locked main thread does: the loop, sockets, pipes, fd passing,
+ * threads, the devices' ioctls. */
+static void *nothing(void *arg) { return arg; }
+
+static int main_allowed(void)
+{
+	int sv[2], p[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0 || pipe2(p, O_CLOEXEC) < 0)
+		return 20;
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = sv[0] }, out;
+	if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, sv[0], &ev) < 0 || epoll_wait(ep, &out, 1, 0) != 0)
+		return 21;
+	char byte = 'x';
+	struct iovec iov = { &byte, 1 };
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u = { 0 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &p[0], sizeof(int));
+	if (sendmsg(sv[1], &m, 0) != 1 || recvmsg(sv[0], &m, 0) != 1)
+		return 22;
+	pthread_t t;
+	if (pthread_create(&t, NULL, nothing, NULL) != 0 || pthread_join(t, NULL) != 0)
+		return 23;
+	if (ioctl(io_efd, KVM_GET_API_VERSION, 0) != -1 || errno != ENOTTY)
+		return 24;
+	int n;
+	ioctl(io_efd, 0x8913 /* SIOCGIFFLAGS */, &n);
+	return io_allowed() ? 25 : 0;
+}
+
+/* Files fail with EACCES, programs with EPERM: errors Lua reports. */
+static int main_refuses_files_and_programs(void)
+{
+	if (open("/etc/hostname", O_RDONLY) >= 0 || errno != EACCES)
+		return 30;
+	if (mkdir("/tmp/test_sandbox_never", 0700) == 0 || errno != EACCES)
+		return 31;
+	if (unlink("/tmp/test_sandbox_never") == 0 || errno != EACCES)
+		return 32;
+	if (rename("/tmp/a", "/tmp/b") == 0 || errno != EACCES)
+		return 33;
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(0);
+	if (pid >= 0 || errno != EPERM)
+		return 34;
+	char *argv[] = { "true", NULL };
+	if (execve("/bin/true", argv, NULL) == 0 || errno != EPERM)
+		return 35;
+	return 0;
+}
+
+static int main_inet_socket(void)
+{
+	return socket(AF_INET, SOCK_STREAM, 0) >= 0 ? 40 : 41;
+}
+
+/* A thread started after the lock has the main filter and may add its own
+ * (a stricter one): under the I/O filter a socket is refused. */
+static void *io_thread_after_lock(void *arg)
+{
+	(void)arg;
+	if (sandbox_enter(SANDBOX_IO) < 0)
+		_exit(50);
+	if (open("/etc/hostname", O_RDONLY) >= 0 || errno != EACCES)
+		_exit(51);
+	(void)socket(AF_UNIX, SOCK_STREAM, 0);
+	_exit(52);
+}
+
+static int main_then_io_thread(void)
+{
+	pthread_t t;
+	if (pthread_create(&t, NULL, io_thread_after_lock, NULL) != 0)
+		return 53;
+	pthread_join(t, NULL);
+	return 54;
+}
+
 static void setup_files(void)
 {
 	char path[] = "/tmp/test_sandbox_XXXXXX";
@@ -193,6 +280,51 @@ static void off_and_log_modes_let_everything_through(void)
 	CHECK_EQ(strlen(err), 0);
 }
 
+static void a_locked_main_thread_runs_the_loop_sockets_fd_passing_and_threads(void)
+{
+	char err[512];
+	CHECK_EQ(run_filtered(SANDBOX_MAIN, SANDBOX_ON, main_allowed, err, sizeof(err)), 0);
+	CHECK_EQ(strlen(err), 0);
+}
+
+static void a_locked_main_thread_gets_eacces_for_files_and_eperm_for_programs(void)
+{
+	char err[512];
+	CHECK_EQ(run_filtered(SANDBOX_MAIN, SANDBOX_ON, main_refuses_files_and_programs, err, sizeof(err)), 0);
+	CHECK_EQ(strlen(err), 0);
+}
+
+static void a_locked_main_thread_ends_the_process_on_an_inet_socket(void)
+{
+	char err[512];
+	CHECK_EQ(run_filtered(SANDBOX_MAIN, SANDBOX_ON, main_inet_socket, err, sizeof(err)), 128 + SIGSYS);
+	CHECK_CONTAINS(err, "refuses: socket (41)");
+}
+
+static void a_thread_started_after_the_lock_adds_its_own_filter(void)
+{
+	char err[512];
+	CHECK_EQ(run_filtered(SANDBOX_MAIN, SANDBOX_ON, main_then_io_thread, err, sizeof(err)), 128 + SIGSYS);
+	CHECK_CONTAINS(err, "refuses: socket (41)");
+}
+
+/* In a child: the process is locked for good. */
+static void locking_twice_fails(void)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		sandbox_set_mode(SANDBOX_ON);
+		if (sandbox_locked() || sandbox_lock() < 0 || !sandbox_locked())
+			_exit(1);
+		if (sandbox_lock() == 0 || !strstr(vmm_error(), "locked already"))
+			_exit(2);
+		_exit(0);
+	}
+	int status = -1;
+	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 static void modes_parse_and_name(void)
 {
 	enum sandbox_mode m;
@@ -213,6 +345,11 @@ int main(void)
 	RUN(opening_a_file_fails_with_eacces_and_errors_still_read);
 	RUN(a_vcpu_thread_may_use_kvm_ioctls_not_others);
 	RUN(off_and_log_modes_let_everything_through);
+	RUN(a_locked_main_thread_runs_the_loop_sockets_fd_passing_and_threads);
+	RUN(a_locked_main_thread_gets_eacces_for_files_and_eperm_for_programs);
+	RUN(a_locked_main_thread_ends_the_process_on_an_inet_socket);
+	RUN(a_thread_started_after_the_lock_adds_its_own_filter);
+	RUN(locking_twice_fails);
 	RUN(modes_parse_and_name);
 	return CHECK_DONE();
 }
