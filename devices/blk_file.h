@@ -156,4 +156,13 @@ int blk_file_lock(struct blk_file *f);
  * too); later submits are refused. */
 void blk_file_disown_fd(struct blk_file *f);
 
+/* Restricts a ring created with IORING_SETUP_R_DISABLED to what the disk
+ * path submits (readv, writev, fsync, nop; no SQE flags, no registering):
+ * seccomp does not see a ring's operations, so a ring able to open files
+ * would undo the filters. 0 or -errno, as liburing. */
+struct io_uring;
+int blk_ring_restrict(struct io_uring *ring);
+/* Enables a ring created disabled (after blk_ring_restrict). */
+int blk_ring_enable(struct io_uring *ring);
+
 #endif

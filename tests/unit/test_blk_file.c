@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
@@ -22,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
+#include <liburing.h>
 
 #include "blk_file.h"
 #include "check.h"
@@ -1558,6 +1560,49 @@ static void run_engine_cases(enum blk_engine e)
 	RUN(test_block_device);
 }
 
+/* The disk's rings do what the disk path needs and nothing else: an
+ * openat (what a seccomp filter refuses) fails with EACCES. */
+static void test_ring_restricted_to_disk_io(void)
+{
+	struct io_uring ring;
+	int rc = io_uring_queue_init(4, &ring, IORING_SETUP_R_DISABLED);
+	if (rc < 0) {
+		printf("  (io_uring unavailable here: %s)\n", strerror(-rc));
+		return;
+	}
+	CHECK_EQ(blk_ring_restrict(&ring), 0);
+	CHECK_EQ(blk_ring_enable(&ring), 0);
+	char path[] = "/tmp/test_blk_ring_XXXXXX";
+	int fd = mkstemp(path);
+	CHECK(fd >= 0 && write(fd, "ring", 4) == 4);
+	char buf[4] = "";
+	struct iovec iov = { buf, sizeof(buf) };
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+	io_uring_prep_readv(sqe, fd, &iov, 1, 0);
+	sqe->user_data = 1;
+	sqe = io_uring_get_sqe(&ring);
+	io_uring_prep_openat(sqe, AT_FDCWD, "/etc/hostname", O_RDONLY, 0);
+	sqe->user_data = 2;
+	CHECK_EQ(io_uring_submit(&ring), 2);
+	for (int i = 0; i < 2; i++) {
+		struct io_uring_cqe *cqe;
+		CHECK_EQ(io_uring_wait_cqe(&ring, &cqe), 0);
+		if (cqe->user_data == 2)
+			CHECK_EQ(cqe->res, -EACCES);
+		else
+			CHECK_EQ(cqe->res, 4);
+		io_uring_cqe_seen(&ring, cqe);
+	}
+	CHECK(memcmp(buf, "ring", 4) == 0);
+	/* and no registering after the start */
+	int efd = eventfd(0, EFD_CLOEXEC);
+	CHECK(io_uring_register_eventfd(&ring, efd) < 0);
+	close(efd);
+	close(fd);
+	unlink(path);
+	io_uring_queue_exit(&ring);
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1590,6 +1635,7 @@ int main(void)
 	RUN(test_open_errors_named);
 	RUN(test_open_readonly_file_for_writing);
 	RUN(test_auto_falls_back_when_io_uring_refused);
+	RUN(test_ring_restricted_to_disk_io);
 
 	run_engine_cases(BLK_ENGINE_THREADS);
 
