@@ -33,7 +33,8 @@ const char *vm_state_name(enum vm_state s)
 
 /* --- composing ----------------------------------------------------------- */
 
-static int read_file(const char *what, const char *path, uint8_t **out, size_t *size)
+/* Opens a boot file: fd and size, or -1 with a message naming it. */
+static int open_file(const char *what, const char *path, int *fd_out, size_t *size)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -53,31 +54,35 @@ static int read_file(const char *what, const char *path, uint8_t **out, size_t *
 		goto fail;
 	}
 	*size = (size_t)st.st_size;
-	*out = malloc(*size ? *size : 1);
-	if (!*out) {
-		vmm_fail("%s %s: out of memory", what, path);
-		goto fail;
-	}
-	for (size_t done = 0; done < *size;) {
-		ssize_t n = read(fd, *out + done, *size - done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			if (n == 0)
-				vmm_fail("%s %s: file shrank while being read", what, path);
-			else
-				vmm_fail_errno("%s %s: read", what, path);
-			free(*out);
-			*out = NULL;
-			goto fail;
-		}
-		done += (size_t)n;
-	}
-	close(fd);
+	*fd_out = fd;
 	return 0;
 fail:
 	close(fd);
 	return -1;
+}
+
+/* Reads size bytes from offset 0 of fd into a new buffer (*out). */
+static int read_fd(const char *what, const char *path, int fd, size_t size, uint8_t **out)
+{
+	*out = malloc(size ? size : 1);
+	if (!*out)
+		return vmm_fail("%s %s: out of memory", what, path);
+	for (size_t done = 0; done < size;) {
+		ssize_t n = pread(fd, *out + done, size - done, (off_t)done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				vmm_fail("%s %s: the file is shorter than the %zu bytes it had", what, path, size);
+			else
+				vmm_fail_errno("%s %s: read", what, path);
+			free(*out);
+			*out = NULL;
+			return -1;
+		}
+		done += (size_t)n;
+	}
+	return 0;
 }
 
 static int check_config(const struct vm_config *cfg)
@@ -94,18 +99,69 @@ static int check_config(const struct vm_config *cfg)
 	return 0;
 }
 
-static int load_payload(struct vm *vm, const struct vm_config *cfg)
+/* The largest setup a bzImage can have (setup_sects 255), and one byte of
+ * kernel after it: enough of the file to check its header. */
+#define HEADER_READ ((255 + 1) * 512 + 1)
+
+/* At vm_new: opens the kernel and the initrd and checks the kernel's
+ * header and the command line against it; nothing big is read yet. */
+static int open_payload(struct vm *vm, const struct vm_config *cfg)
 {
-	if (read_file("kernel", cfg->kernel_path, &vm->kernel_image, &vm->kernel_size))
+	size_t ksize, isize = 0;
+	if (open_file("kernel", cfg->kernel_path, &vm->kernel_fd, &ksize))
 		return -1;
-	if (bzimage_parse(&vm->bzimage, vm->kernel_image, vm->kernel_size))
+	vm->kernel_path = strdup(cfg->kernel_path);
+	if (cfg->initrd_path) {
+		if (open_file("initrd", cfg->initrd_path, &vm->initrd_fd, &isize))
+			return -1;
+		vm->initrd_path = strdup(cfg->initrd_path);
+	}
+	if (!vm->kernel_path || (cfg->initrd_path && !vm->initrd_path))
+		return vmm_fail("out of memory");
+	size_t head_size = ksize < HEADER_READ ? ksize : HEADER_READ;
+	uint8_t *head;
+	if (read_fd("kernel", cfg->kernel_path, vm->kernel_fd, head_size, &head))
+		return -1;
+	struct bzimage bz;
+	int rc = bzimage_parse(&bz, head, head_size);
+	free(head);
+	if (rc)
 		return vmm_fail_context("kernel %s", cfg->kernel_path);
-	if (cfg->initrd_path && read_file("initrd", cfg->initrd_path, &vm->initrd, &vm->initrd_size))
-		return -1;
 	size_t len = strlen(vm->cmdline);
-	if (len > vm->bzimage.cmdline_size)
-		return vmm_fail("cmdline: %zu bytes, the kernel accepts at most %u", len,
+	if (len > bz.cmdline_size)
+		return vmm_fail("cmdline: %zu bytes, the kernel accepts at most %u", len, bz.cmdline_size);
+	return 0;
+}
+
+/* At vm_start: reads the files whole (checked again: they may have
+ * changed since vm_new). */
+static int read_payload(struct vm *vm)
+{
+	size_t ksize, isize;
+	struct stat st;
+	if (fstat(vm->kernel_fd, &st) < 0)
+		return vmm_fail_errno("kernel %s: fstat", vm->kernel_path);
+	ksize = (size_t)st.st_size;
+	if (ksize > VM_MAX_FILE_SIZE)
+		return vmm_fail("kernel %s: grew to %zu bytes, more than allowed", vm->kernel_path, ksize);
+	if (read_fd("kernel", vm->kernel_path, vm->kernel_fd, ksize, &vm->kernel_image))
+		return -1;
+	vm->kernel_size = ksize;
+	if (bzimage_parse(&vm->bzimage, vm->kernel_image, vm->kernel_size))
+		return vmm_fail_context("kernel %s", vm->kernel_path);
+	if (strlen(vm->cmdline) > vm->bzimage.cmdline_size)
+		return vmm_fail("cmdline: %zu bytes, the kernel accepts at most %u", strlen(vm->cmdline),
 				vm->bzimage.cmdline_size);
+	if (vm->initrd_fd < 0)
+		return 0;
+	if (fstat(vm->initrd_fd, &st) < 0)
+		return vmm_fail_errno("initrd %s: fstat", vm->initrd_path);
+	isize = (size_t)st.st_size;
+	if (isize > VM_MAX_FILE_SIZE)
+		return vmm_fail("initrd %s: grew to %zu bytes, more than allowed", vm->initrd_path, isize);
+	if (read_fd("initrd", vm->initrd_path, vm->initrd_fd, isize, &vm->initrd))
+		return -1;
+	vm->initrd_size = isize;
 	return 0;
 }
 
@@ -114,6 +170,14 @@ static void drop_payload(struct vm *vm)
 	free(vm->kernel_image);
 	free(vm->initrd);
 	vm->kernel_image = vm->initrd = NULL;
+	if (vm->kernel_fd >= 0)
+		close(vm->kernel_fd);
+	if (vm->initrd_fd >= 0)
+		close(vm->initrd_fd);
+	vm->kernel_fd = vm->initrd_fd = -1;
+	free(vm->kernel_path);
+	free(vm->initrd_path);
+	vm->kernel_path = vm->initrd_path = NULL;
 }
 
 /* --- what devices get from the VM (device_host) ----------------------------- */
@@ -247,6 +311,7 @@ struct vm *vm_new(const struct vm_config *cfg)
 	vm->kvm.sys_fd = vm->kvm.vm_fd = -1;
 	vm->mem.fd = -1;
 	vm->event_fd = -1;
+	vm->kernel_fd = vm->initrd_fd = -1;
 	pthread_mutex_init(&vm->lock, NULL);
 	bus_init(&vm->pio, "pio");
 	bus_init(&vm->mmio, "mmio");
@@ -268,7 +333,7 @@ struct vm *vm_new(const struct vm_config *cfg)
 		goto fail;
 	}
 	if (console_init(&vm->console, cfg->console_fd, vm->event_fd) ||
-	    (!cfg->incoming && load_payload(vm, cfg)) || add_board(vm))
+	    (!cfg->incoming && open_payload(vm, cfg)) || add_board(vm))
 		goto fail;
 	struct vcpu_host host = { vcpu_fatal, vm };
 	if (vcpu_group_init(&vm->vcpus, vm->ncpus, &vm->pio, &vm->mmio, &host))
@@ -375,6 +440,8 @@ int vm_set_cpuid(struct vm *vm, const struct machine_cpuid *entries, unsigned n)
 
 static int load_guest(struct vm *vm, struct x86_boot_info *boot)
 {
+	if (read_payload(vm))
+		return -1;
 	struct x86_boot_config bc = {
 		.kernel = &vm->bzimage,
 		.initrd = vm->initrd,

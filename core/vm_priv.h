@@ -23,7 +23,11 @@ struct vm {
 	unsigned ncpus;
 	char *cmdline;
 
-	/* Boot payload, held from vm_new until it is loaded at vm_start. */
+	/* Boot payload: opened and its header checked at vm_new (the fds kept,
+	 * so that a VMM locked later still has them), read at vm_start and
+	 * dropped once loaded. */
+	int kernel_fd, initrd_fd;
+	char *kernel_path, *initrd_path;
 	uint8_t *kernel_image;
 	size_t kernel_size;
 	struct bzimage bzimage;
