@@ -63,7 +63,8 @@ static int load_embedded(lua_State *L)
 		path = lua_pushfstring(L, "@%s/init.lua", path);
 	else
 		path = lua_pushfstring(L, "@%s.lua", path);
-	if (luaL_loadbufferx(L, vmm_lua_sources[i].text, vmm_lua_sources[i].len, path, "t") != LUA_OK)
+	/* bytecode from luac5.4 at build time, or the source (lua/CMakeLists.txt) */
+	if (luaL_loadbufferx(L, vmm_lua_sources[i].text, vmm_lua_sources[i].len, path, "bt") != LUA_OK)
 		return lua_error(L);
 	lua_pushstring(L, name);
 	lua_call(L, 1, 1);
