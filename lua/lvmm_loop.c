@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -84,6 +85,18 @@ static int l_now(lua_State *L)
 {
 	lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e9);
 	return 1;
+}
+
+/* core.cpu_time() -> user, system: this process's CPU seconds so far
+ * (getrusage), threads included. */
+static int l_cpu_time(lua_State *L)
+{
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru) < 0)
+		return luaL_error(L, "getrusage: %s", strerror(errno));
+	lua_pushnumber(L, (lua_Number)ru.ru_utime.tv_sec + (lua_Number)ru.ru_utime.tv_usec / 1e6);
+	lua_pushnumber(L, (lua_Number)ru.ru_stime.tv_sec + (lua_Number)ru.ru_stime.tv_usec / 1e6);
+	return 2;
 }
 
 /* ---- stdin ---- */
@@ -407,6 +420,7 @@ static int l_interrupted(lua_State *L)
 static const luaL_Reg loop_functions[] = {
 	{ "step", l_step },
 	{ "now", l_now },
+	{ "cpu_time", l_cpu_time },
 	{ "stdin_read_line", l_stdin_read_line },
 	{ "stdin_pause", l_stdin_pause },
 	{ "stdin_is_tty", l_stdin_is_tty },
