@@ -110,6 +110,94 @@ static int check_bootable(const struct bzimage *bz)
 	return 0;
 }
 
+/* ---- ELF vmlinux ---- */
+
+#define ELF_PHDR_SIZE 56
+#define PT_LOAD 1
+#define ELF_MIN_GPA 0x100000ull /* below: boot_params, page tables, cmdline */
+#define ELF_MAX_END (1ull << 32)
+
+static int elf_segments(struct bzimage *bz, const uint8_t *image, size_t avail, size_t size)
+{
+	uint64_t phoff = get64(image + 32);
+	uint16_t phentsize = get16(image + 54), phnum = get16(image + 56);
+	if (phentsize != ELF_PHDR_SIZE)
+		return vmm_fail("ELF kernel: program header entries of %u bytes, not %d", phentsize, ELF_PHDR_SIZE);
+	if (phoff > avail || (uint64_t)phnum * ELF_PHDR_SIZE > avail - phoff)
+		return vmm_fail("ELF kernel: %u program headers at 0x%llx run past the %zu bytes read", phnum,
+				(unsigned long long)phoff, avail);
+	uint64_t lo = UINT64_MAX, hi = 0;
+	for (unsigned i = 0; i < phnum; i++) {
+		const uint8_t *ph = image + phoff + (size_t)i * ELF_PHDR_SIZE;
+		if (get32(ph) != PT_LOAD)
+			continue;
+		uint64_t off = get64(ph + 8), paddr = get64(ph + 24), filesz = get64(ph + 32), memsz = get64(ph + 40);
+		if (bz->nsegs == X86_ELF_MAX_SEGMENTS)
+			return vmm_fail("ELF kernel: more than %d loadable segments", X86_ELF_MAX_SEGMENTS);
+		if (off > size || filesz > size - off)
+			return vmm_fail("ELF kernel: segment %u (0x%llx bytes at offset 0x%llx) runs past the "
+					"file's %zu bytes", i, (unsigned long long)filesz, (unsigned long long)off, size);
+		if (filesz > memsz)
+			return vmm_fail("ELF kernel: segment %u has more file bytes (0x%llx) than memory (0x%llx)", i,
+					(unsigned long long)filesz, (unsigned long long)memsz);
+		if (paddr < ELF_MIN_GPA || paddr > ELF_MAX_END || memsz > ELF_MAX_END - paddr)
+			return vmm_fail("ELF kernel: segment %u at 0x%llx (0x%llx bytes) is not between 1 MiB and 4 GiB",
+					i, (unsigned long long)paddr, (unsigned long long)memsz);
+		bz->segs[bz->nsegs++] = (struct kernel_segment){
+			.gpa = paddr, .offset = off, .data = avail == size ? image + off : NULL, .filesz = filesz,
+			.memsz = memsz
+		};
+		if (paddr < lo)
+			lo = paddr;
+		if (paddr + memsz > hi)
+			hi = paddr + memsz;
+	}
+	if (!bz->nsegs)
+		return vmm_fail("ELF kernel: no loadable segment");
+	int in = 0;
+	for (unsigned i = 0; i < bz->nsegs; i++)
+		in |= bz->entry >= bz->segs[i].gpa && bz->entry - bz->segs[i].gpa < bz->segs[i].filesz;
+	if (!in)
+		return vmm_fail("ELF kernel: the entry point 0x%llx is in no loaded segment",
+				(unsigned long long)bz->entry);
+	bz->pref_address = lo;
+	bz->init_size = (uint32_t)(hi - lo);
+	return 0;
+}
+
+int elf_kernel_parse(struct bzimage *bz, const uint8_t *image, size_t avail, size_t size)
+{
+	memset(bz, 0, sizeof(*bz));
+	if (!image || avail > size)
+		avail = 0;
+	if (avail < 64 || memcmp(image, "\177ELF", 4))
+		return vmm_fail("not an ELF kernel: no ELF header");
+	if (image[4] != 2 || image[5] != 1)
+		return vmm_fail("ELF kernel: not 64-bit little-endian (class %u, data %u)", image[4], image[5]);
+	if (get16(image + 16) != 2 || get16(image + 18) != 62)
+		return vmm_fail("ELF kernel: not an x86-64 executable (type %u, machine %u)", get16(image + 16),
+				get16(image + 18));
+	bz->elf = 1;
+	bz->entry = get64(image + 24);
+	if (elf_segments(bz, image, avail, size))
+		return -1;
+	/* what the 64-bit boot protocol's setup header would say */
+	bz->version = 0x020f;
+	bz->loadflags = LOADFLAG_LOADED_HIGH;
+	bz->xloadflags = XLF_KERNEL_64;
+	bz->initrd_addr_max = 0x7fffffff;
+	bz->kernel_alignment = 0x200000;
+	bz->cmdline_size = 2047; /* COMMAND_LINE_SIZE - 1 on x86 */
+	return 0;
+}
+
+int kernel_parse(struct bzimage *bz, const uint8_t *image, size_t avail, size_t size)
+{
+	if (image && avail >= 4 && memcmp(image, "\177ELF", 4) == 0)
+		return elf_kernel_parse(bz, image, avail, size);
+	return bzimage_parse(bz, image, avail);
+}
+
 int bzimage_parse(struct bzimage *bz, const uint8_t *image, size_t size)
 {
 	memset(bz, 0, sizeof(*bz));

@@ -100,7 +100,8 @@ static int check_config(const struct vm_config *cfg)
 }
 
 /* The largest setup a bzImage can have (setup_sects 255), and one byte of
- * kernel after it: enough of the file to check its header. */
+ * kernel after it: enough of the file to check its header (or a vmlinux's
+ * ELF and program headers). */
 #define HEADER_READ ((255 + 1) * 512 + 1)
 
 /* At vm_new: opens the kernel and the initrd and checks the kernel's
@@ -123,7 +124,7 @@ static int open_payload(struct vm *vm, const struct vm_config *cfg)
 	if (read_fd("kernel", cfg->kernel_path, vm->kernel_fd, head_size, &head))
 		return -1;
 	struct bzimage bz;
-	int rc = bzimage_parse(&bz, head, head_size);
+	int rc = kernel_parse(&bz, head, head_size, ksize);
 	free(head);
 	if (rc)
 		return vmm_fail_context("kernel %s", cfg->kernel_path);
@@ -133,8 +134,9 @@ static int open_payload(struct vm *vm, const struct vm_config *cfg)
 	return 0;
 }
 
-/* At vm_start: reads the files whole (checked again: they may have
- * changed since vm_new). */
+/* At vm_start: reads the files (checked again: they may have changed since
+ * vm_new). A bzImage is read whole; of a vmlinux only the headers, its
+ * segments go straight into guest RAM (load_segments). */
 static int read_payload(struct vm *vm)
 {
 	size_t ksize, isize;
@@ -144,10 +146,15 @@ static int read_payload(struct vm *vm)
 	ksize = (size_t)st.st_size;
 	if (ksize > VM_MAX_FILE_SIZE)
 		return vmm_fail("kernel %s: grew to %zu bytes, more than allowed", vm->kernel_path, ksize);
-	if (read_fd("kernel", vm->kernel_path, vm->kernel_fd, ksize, &vm->kernel_image))
+	uint8_t magic[4] = { 0 };
+	if (pread(vm->kernel_fd, magic, sizeof(magic), 0) < 0)
+		return vmm_fail_errno("kernel %s: read", vm->kernel_path);
+	int elf = memcmp(magic, "\177ELF", 4) == 0;
+	size_t want = elf && ksize > HEADER_READ ? HEADER_READ : ksize;
+	if (read_fd("kernel", vm->kernel_path, vm->kernel_fd, want, &vm->kernel_image))
 		return -1;
-	vm->kernel_size = ksize;
-	if (bzimage_parse(&vm->bzimage, vm->kernel_image, vm->kernel_size))
+	vm->kernel_size = want;
+	if (kernel_parse(&vm->bzimage, vm->kernel_image, want, ksize))
 		return vmm_fail_context("kernel %s", vm->kernel_path);
 	if (strlen(vm->cmdline) > vm->bzimage.cmdline_size)
 		return vmm_fail("cmdline: %zu bytes, the kernel accepts at most %u", strlen(vm->cmdline),
@@ -162,6 +169,29 @@ static int read_payload(struct vm *vm)
 	if (read_fd("initrd", vm->initrd_path, vm->initrd_fd, isize, &vm->initrd))
 		return -1;
 	vm->initrd_size = isize;
+	return 0;
+}
+
+/* A vmlinux's segments, read from its file into guest RAM where they run:
+ * one copy, not two. */
+static int load_segments(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->bzimage.nsegs; i++) {
+		const struct kernel_segment *sg = &vm->bzimage.segs[i];
+		uint8_t *dst = guest_mem_ptr(&vm->mem, sg->gpa, sg->filesz);
+		if (!dst)
+			return vmm_fail("kernel %s: segment %u (0x%llx bytes at 0x%llx) is not in guest RAM",
+					vm->kernel_path, i, (unsigned long long)sg->filesz, (unsigned long long)sg->gpa);
+		for (size_t done = 0; done < sg->filesz;) {
+			ssize_t n = pread(vm->kernel_fd, dst + done, sg->filesz - done, (off_t)(sg->offset + done));
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return n == 0 ? vmm_fail("kernel %s: the file ends inside segment %u", vm->kernel_path, i)
+					      : vmm_fail_errno("kernel %s: read", vm->kernel_path);
+			done += (size_t)n;
+		}
+	}
 	return 0;
 }
 
@@ -451,8 +481,14 @@ static int load_guest(struct vm *vm, struct x86_boot_info *boot)
 	};
 	char memfd_name[80];
 	snprintf(memfd_name, sizeof(memfd_name), "vmm-ram:%s", vm->name);
-	if (guest_mem_create(&vm->mem, vm->mem_size, memfd_name) || kvm_map_memory(&vm->kvm, &vm->mem) ||
-	    x86_boot_load(&vm->mem, &bc, boot))
+	if (guest_mem_create(&vm->mem, vm->mem_size, memfd_name) || kvm_map_memory(&vm->kvm, &vm->mem))
+		return -1;
+	if (vm->bzimage.elf) {
+		if (load_segments(vm))
+			return -1;
+		bc.segments_loaded = 1;
+	}
+	if (x86_boot_load(&vm->mem, &bc, boot))
 		return -1;
 	drop_payload(vm);
 	return 0;

@@ -26,6 +26,12 @@
 #define BP_RAMDISK_SIZE      0x21c
 #define BP_HEAP_END_PTR      0x224
 #define BP_CMD_LINE_PTR      0x228
+#define BP_HDR_BOOT_FLAG     0x1fe
+#define BP_HDR_MAGIC         0x202
+#define BP_HDR_VERSION       0x206
+#define BP_HDR_KERNEL_ALIGNMENT 0x230
+#define BP_HDR_XLOADFLAGS    0x236
+#define BP_HDR_CMDLINE_SIZE  0x238
 #define BP_E820_TABLE        0x2d0
 #define BP_E820_MAX          128
 
@@ -115,8 +121,29 @@ static uint64_t kernel_run_start(const struct bzimage *bz)
 	return start > bz->pref_address ? start : bz->pref_address;
 }
 
-static int plan_kernel(const struct guest_mem *m, const struct bzimage *bz, struct boot_plan *p)
+/* A vmlinux runs where it is loaded: its segments must lie in low RAM. */
+static int plan_elf_kernel(const struct guest_mem *m, const struct bzimage *bz, int loaded, struct boot_plan *p)
 {
+	uint64_t low_end = guest_mem_low_end(m), end = 0;
+	for (unsigned i = 0; i < bz->nsegs; i++) {
+		const struct kernel_segment *s = &bz->segs[i];
+		if (!s->data && s->filesz && !loaded)
+			return vmm_fail("ELF kernel: segment %u was not read", i);
+		if (s->gpa > low_end || s->memsz > low_end - s->gpa)
+			return vmm_fail("guest memory too small for the kernel: its segment at 0x%llx needs 0x%llx "
+					"bytes, but low RAM ends at 0x%llx", (unsigned long long)s->gpa,
+					(unsigned long long)s->memsz, (unsigned long long)low_end);
+		if (s->gpa + s->memsz > end)
+			end = s->gpa + s->memsz;
+	}
+	p->kernel_end = align_up(end, PAGE_SIZE);
+	return 0;
+}
+
+static int plan_kernel(const struct guest_mem *m, const struct bzimage *bz, int loaded, struct boot_plan *p)
+{
+	if (bz->elf)
+		return plan_elf_kernel(m, bz, loaded, p);
 	uint64_t run = kernel_run_start(bz);
 	uint64_t low_end = guest_mem_low_end(m);
 
@@ -179,7 +206,7 @@ static int plan_boot(const struct guest_mem *m, const struct x86_boot_config *cf
 		return vmm_fail("boot: no kernel");
 	if (cfg->ncpus < 1 || cfg->ncpus > X86_MAX_VCPUS)
 		return vmm_fail("boot: %u CPUs, must be 1 to %d", cfg->ncpus, X86_MAX_VCPUS);
-	if (plan_kernel(m, cfg->kernel, p) || plan_cmdline(cfg->kernel, cfg->cmdline, p))
+	if (plan_kernel(m, cfg->kernel, cfg->segments_loaded, p) || plan_cmdline(cfg->kernel, cfg->cmdline, p))
 		return -1;
 	return plan_initrd(m, cfg, p);
 }
@@ -188,6 +215,16 @@ static int plan_boot(const struct guest_mem *m, const struct x86_boot_config *cf
  * 0x202 + the byte at 0x201. */
 static void copy_setup_header(uint8_t *bp, const struct bzimage *bz)
 {
+	if (bz->elf) { /* no setup to copy: the fields the kernel reads */
+		put16(bp + BP_HDR_BOOT_FLAG, 0xaa55);
+		memcpy(bp + BP_HDR_MAGIC, "HdrS", 4);
+		put16(bp + BP_HDR_VERSION, bz->version);
+		bp[BP_LOADFLAGS] = bz->loadflags;
+		put32(bp + BP_HDR_KERNEL_ALIGNMENT, bz->kernel_alignment);
+		put32(bp + BP_HDR_CMDLINE_SIZE, bz->cmdline_size);
+		put16(bp + BP_HDR_XLOADFLAGS, bz->xloadflags);
+		return;
+	}
 	size_t end = BP_HDR_JUMP_BASE + bz->setup[BP_JUMP_OFFSET];
 
 	if (end > BP_HDR_MAX_END)
@@ -263,8 +300,17 @@ static int write_images(const struct guest_mem *m, const struct x86_boot_config 
 {
 	const char *cmdline = cfg->cmdline ? cfg->cmdline : "";
 
-	if (guest_mem_write(m, X86_KERNEL_GPA, cfg->kernel->kernel, cfg->kernel->kernel_size) ||
-	    guest_mem_write(m, X86_CMDLINE_GPA, cmdline, p->cmdline_len + 1))
+	const struct bzimage *bz = cfg->kernel;
+	if (bz->elf) {
+		/* the bss (memsz beyond filesz) is fresh guest RAM, zero already,
+		 * and the kernel clears it again itself */
+		for (unsigned i = 0; !cfg->segments_loaded && i < bz->nsegs; i++)
+			if (guest_mem_write(m, bz->segs[i].gpa, bz->segs[i].data, bz->segs[i].filesz))
+				return -1;
+	} else if (guest_mem_write(m, X86_KERNEL_GPA, bz->kernel, bz->kernel_size)) {
+		return -1;
+	}
+	if (guest_mem_write(m, X86_CMDLINE_GPA, cmdline, p->cmdline_len + 1))
 		return -1;
 	if (p->initrd_size && guest_mem_write(m, p->initrd_gpa, cfg->initrd, p->initrd_size))
 		return -1;
@@ -283,7 +329,7 @@ int x86_boot_load(const struct guest_mem *m, const struct x86_boot_config *cfg,
 	    mptable_write(m, X86_MPTABLE_GPA, cfg->ncpus) < 0)
 		return -1;
 	*out = (struct x86_boot_info){
-		.entry = X86_KERNEL_GPA + ENTRY_64_OFFSET,
+		.entry = cfg->kernel->elf ? cfg->kernel->entry : X86_KERNEL_GPA + ENTRY_64_OFFSET,
 		.boot_params = X86_BOOT_PARAMS_GPA,
 		.initrd_gpa = plan.initrd_gpa,
 	};

@@ -30,7 +30,25 @@
 #define X86_MAX_VCPUS 64
 
 /* A parsed bzImage; pointers point into the caller's image buffer. */
+#define X86_ELF_MAX_SEGMENTS 16
+
+/* One piece of an uncompressed ELF kernel (vmlinux): filesz bytes of the
+ * file at gpa, then zeros up to memsz (the kernel clears its bss itself). */
+struct kernel_segment {
+	uint64_t gpa;
+	uint64_t offset;          /* in the file */
+	const uint8_t *data;
+	size_t filesz;
+	uint64_t memsz;
+};
+
+/* A kernel to boot: a bzImage, or an ELF vmlinux (elf set: no setup, the
+ * header fields below filled in as the 64-bit boot protocol needs them). */
 struct bzimage {
+	int elf;                  /* an ELF vmlinux: segments and entry below */
+	uint64_t entry;           /* ELF: the 64-bit entry (startup_64), physical */
+	struct kernel_segment segs[X86_ELF_MAX_SEGMENTS];
+	unsigned nsegs;
 	uint16_t version;         /* boot protocol, e.g. 0x020f */
 	uint8_t setup_sects;      /* 0 read as 4 */
 	uint8_t loadflags;
@@ -52,6 +70,17 @@ struct bzimage {
  * LOADED_HIGH) or says why the kernel cannot be booted here (boot protocol
  * older than 2.12, no 64-bit entry point). */
 int bzimage_parse(struct bzimage *bz, const uint8_t *image, size_t size);
+
+/* An uncompressed ELF64 x86-64 kernel (vmlinux, as scripts/testhost
+ * extracts from a bzImage): its PT_LOAD segments (at their physical
+ * addresses, 1 MiB and up) and entry. The headers must lie within the
+ * first `avail` bytes of image; the segments are checked against the file's
+ * `size` (they are only read when avail == size). 0, or -1 with a message
+ * naming what is wrong. */
+int elf_kernel_parse(struct bzimage *bz, const uint8_t *image, size_t avail, size_t size);
+
+/* A bzImage or a vmlinux, by its first bytes. */
+int kernel_parse(struct bzimage *bz, const uint8_t *image, size_t avail, size_t size);
 
 struct e820_entry {
 	uint64_t addr;
@@ -75,6 +104,7 @@ int mptable_write(const struct guest_mem *m, uint64_t gpa, unsigned ncpus);
 
 struct x86_boot_config {
 	const struct bzimage *kernel;
+	int segments_loaded;    /* an ELF kernel's segments are in guest RAM already */
 	const uint8_t *initrd;  /* NULL if none */
 	size_t initrd_size;
 	const char *cmdline;    /* NUL-terminated */

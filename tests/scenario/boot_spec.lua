@@ -57,6 +57,23 @@ describe("a Linux guest under KVM", function()
     end)
   end
 
+  -- the uncompressed kernel: scripts/testhost extracts it from the bzImage
+  local vmlinux = "build/images/vmlinux-" .. (kernel:match("vmlinuz%-(.+)$") or "?")
+  local has_vmlinux = io.open(vmlinux, "rb")
+  if has_vmlinux then has_vmlinux:close() end
+  ;(has_vmlinux and it or pending)("boots the same kernel uncompressed (an ELF vmlinux: its segments loaded, startup_64 entered)"
+    .. (has_vmlinux and "" or " [no " .. vmlinux .. ": scripts/testhost makes it]"), function()
+    local vm <close> = vmm.vm {
+      name = "vmlinux", memory = "256M", vcpus = 2,
+      kernel = vmlinux, initrd = initrd, console = "none", cmdline = S.CMDLINE,
+    }
+    assert(vm:start())
+    local ok, err = vm:wait_boot(BOOT_TIMEOUT)
+    assert(ok, ok or (err .. "\n" .. S.activity(vm)))
+    assert.are.equal("2", (vm:sh("nproc", 60)))
+    assert.matches("^%d+%.%d+", (vm:sh("uname -r", 60)))
+  end)
+
   it("records the guest's boot marker after the start", function()
     local vm <close> = guest(1, "marker")
     local t = vm:boot_time()

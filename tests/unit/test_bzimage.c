@@ -224,6 +224,104 @@ static void host_kernel(void)
 	globfree(&g);
 }
 
+/* ---- ELF vmlinux ---- */
+
+static void put64(uint8_t *p, uint64_t v) { put32(p, (uint32_t)v); put32(p + 4, (uint32_t)(v >> 32)); }
+
+/* An ELF64 x86-64 executable in img: nload PT_LOAD headers (plus a
+ * PT_NOTE) at 64, segment i of 4096 file bytes at offset 4096 * (i + 1),
+ * loaded at 16 MiB + 2 MiB * i with memsz 8192; entry at 16 MiB + 0x40.
+ * Returns its size. */
+static size_t build_elf(unsigned nload)
+{
+	memset(img, 0, sizeof(img));
+	memcpy(img, "\177ELF", 4);
+	img[4] = 2; /* 64-bit */
+	img[5] = 1; /* little-endian */
+	put16(img + 16, 2);  /* ET_EXEC */
+	put16(img + 18, 62); /* EM_X86_64 */
+	put64(img + 24, 0x1000040);
+	put64(img + 32, 64); /* phoff */
+	put16(img + 54, 56);
+	put16(img + 56, (uint16_t)(nload + 1));
+	for (unsigned i = 0; i <= nload; i++) {
+		uint8_t *ph = img + 64 + 56 * i;
+		if (i == nload) {
+			put32(ph, 4); /* PT_NOTE: ignored */
+			continue;
+		}
+		put32(ph, 1);
+		put64(ph + 8, 4096ull * (i + 1));
+		put64(ph + 24, 0x1000000ull + 0x200000ull * i);
+		put64(ph + 32, 4096);
+		put64(ph + 40, 8192);
+	}
+	return 4096 * (nload + 1);
+}
+
+static void elf_kernel_segments_and_entry(void)
+{
+	struct bzimage bz;
+	size_t n = build_elf(2);
+	CHECK_EQ(kernel_parse(&bz, img, n, n), 0);
+	CHECK(bz.elf);
+	CHECK_EQ(bz.nsegs, 2);
+	CHECK_EQ(bz.entry, 0x1000040);
+	CHECK_EQ(bz.segs[1].gpa, 0x1200000);
+	CHECK_EQ(bz.segs[1].offset, 8192);
+	CHECK(bz.segs[1].data == img + 8192);
+	CHECK_EQ(bz.segs[1].memsz, 8192);
+	CHECK_EQ(bz.pref_address, 0x1000000);
+	CHECK_EQ(bz.init_size, 0x200000 + 8192);
+	CHECK(bz.xloadflags & 1);
+	/* only the headers read: the segments are known, not their bytes */
+	CHECK_EQ(kernel_parse(&bz, img, 512, n), 0);
+	CHECK(bz.segs[0].data == NULL);
+}
+
+static void elf_kernel_refusals_name_the_problem(void)
+{
+	struct bzimage bz;
+	size_t n = build_elf(1);
+	img[4] = 1;
+	CHECK(kernel_parse(&bz, img, n, n) < 0);
+	CHECK_CONTAINS(vmm_error(), "not 64-bit little-endian");
+	n = build_elf(1);
+	put16(img + 18, 3); /* EM_386 */
+	CHECK(kernel_parse(&bz, img, n, n) < 0);
+	CHECK_CONTAINS(vmm_error(), "not an x86-64 executable");
+	n = build_elf(1);
+	CHECK(kernel_parse(&bz, img, 512, n - 1) < 0); /* the file ends inside the segment */
+	CHECK_CONTAINS(vmm_error(), "runs past the file's");
+	n = build_elf(1);
+	put64(img + 64 + 24, 0x9000); /* over the page tables */
+	CHECK(kernel_parse(&bz, img, n, n) < 0);
+	CHECK_CONTAINS(vmm_error(), "is not between 1 MiB and 4 GiB");
+	n = build_elf(1);
+	put64(img + 64 + 24, UINT64_MAX - 100); /* wraps */
+	CHECK(kernel_parse(&bz, img, n, n) < 0);
+	n = build_elf(1);
+	put64(img + 64 + 32, 9000); /* filesz > memsz */
+	CHECK(kernel_parse(&bz, img, n + 8192, n + 8192) < 0);
+	CHECK_CONTAINS(vmm_error(), "more file bytes");
+	n = build_elf(1);
+	put64(img + 24, 0x5000000);
+	CHECK(kernel_parse(&bz, img, n, n) < 0);
+	CHECK_CONTAINS(vmm_error(), "entry point 0x5000000 is in no loaded segment");
+	n = build_elf(1);
+	put16(img + 56, 60000); /* program headers past what was read */
+	CHECK(kernel_parse(&bz, img, n, n) < 0);
+	CHECK_CONTAINS(vmm_error(), "run past the");
+	n = build_elf(X86_ELF_MAX_SEGMENTS + 1);
+	CHECK(kernel_parse(&bz, img, n, n) < 0);
+	CHECK_CONTAINS(vmm_error(), "more than 16 loadable segments");
+	n = build_elf(0);
+	CHECK(kernel_parse(&bz, img, n, n) < 0);
+	CHECK_CONTAINS(vmm_error(), "no loadable segment");
+	CHECK(kernel_parse(&bz, img, 10, 10) < 0); /* ELF magic, then nothing */
+	CHECK_CONTAINS(vmm_error(), "no ELF header");
+}
+
 int main(void)
 {
 	RUN(valid_image);
@@ -238,5 +336,7 @@ int main(void)
 	RUN(no_64bit_entry);
 	RUN(not_loaded_high);
 	RUN(host_kernel);
+	RUN(elf_kernel_segments_and_entry);
+	RUN(elf_kernel_refusals_name_the_problem);
 	return CHECK_DONE();
 }
