@@ -14,12 +14,16 @@
 --                  nobody in particular but is not a receive timestamp
 --
 -- Every contender runs the same commands; the figure is the median over
--- the runs. vmm runs in this very process (its userspace datapath shares the
+-- the completed transfers, with the interquartile range beside it. A
+-- transfer that does not finish within --timeout seconds is a stall: it is
+-- counted and reported (with the device's counters for vmm), and the
+-- transfer is run again, up to --reruns times in a row; the stall counts per
+-- contender and direction are printed with the figures. vmm runs in this very process (its userspace datapath shares the
 -- event loop with the measuring commands, as it would with any script).
 local vmm = require "vmm"
 local common = dofile((debug.getinfo(1, "S").source:match("^@(.*)/") or ".") .. "/common.lua")
 
-local opts = { runs = 3, mib = 64, only = nil, timeout = 300 }
+local opts = { runs = 3, mib = 64, only = nil, timeout = 300, reruns = 3 }
 local i = 1
 while arg[i] do
   local a, v = arg[i], arg[i + 1]
@@ -27,6 +31,7 @@ while arg[i] do
   elseif a == "--mib" then opts.mib = math.tointeger(tonumber(v)); i = i + 2
   elseif a == "--only" then opts.only = v; i = i + 2
   elseif a == "--timeout" then opts.timeout = tonumber(v); i = i + 2
+  elseif a == "--reruns" then opts.reruns = math.tointeger(tonumber(v)); i = i + 2
   else error("bench/net: unknown argument " .. a) end
 end
 assert(opts.runs and opts.runs > 0 and opts.mib and opts.mib > 0, "bench/net: --runs and --mib take positive numbers")
@@ -92,24 +97,54 @@ local function counters()
   return " [" .. table.concat(parts, "; ") .. "]"
 end
 
+-- -> seconds, output; or nil and why (a timeout: a stall)
 local function timed(argv, hold_stdin)
   local t0 = vmm.now()
   local out, status = vmm.command(argv, { timeout = opts.timeout, hold_stdin = hold_stdin })
   local t = vmm.now() - t0
-  assert(out and status == 0, "bench/net: " .. table.concat(argv, " ") .. ": " .. tostring(out or status) .. counters())
+  if not out then return nil, tostring(status) end
+  if status ~= 0 then return nil, "exit " .. status .. ": " .. common.tail(out) end
   return t, out
 end
 
+-- -> bytes/s, or nil and why
 local function guest_to_host()
   -- nc stops at the end of its input: hold it open
   local t, out = timed({ "sh", "-c", "busybox nc " .. GUEST_IP .. " 5002 | head -c " .. BYTES .. " | wc -c" }, true)
-  assert(tonumber(out) == BYTES, "guest -> host: received " .. out:gsub("%s", "") .. " bytes, wanted " .. BYTES)
+  if not t then return nil, out end
+  if tonumber(out) ~= BYTES then return nil, "received " .. out:gsub("%s", "") .. " bytes, wanted " .. BYTES end
   return BYTES / t
 end
 
 local function host_to_guest()
-  local t = timed({ "sh", "-c", "head -c " .. BYTES .. " /dev/zero | busybox nc " .. GUEST_IP .. " 5001" })
+  local t, err = timed({ "sh", "-c", "head -c " .. BYTES .. " /dev/zero | busybox nc " .. GUEST_IP .. " 5001" })
+  if not t then return nil, err end
   return BYTES / t
+end
+
+-- One transfer that completes, rerunning stalled ones (counted in
+-- stalls[dir]); raises after opts.reruns stalls in a row.
+local function transfer(label, dir, fn, stalls)
+  for attempt = 0, opts.reruns do
+    local rate, why = fn()
+    if rate then return rate end
+    stalls[dir] = stalls[dir] + 1
+    log("%s: %s STALLED (%s), attempt %d of %d%s", label, dir, why, attempt + 1, opts.reruns + 1, counters())
+    vmm.sleep(1)
+  end
+  error(string.format("%s: %d stalls in a row", dir, opts.reruns + 1))
+end
+
+-- quartile q (0..1) of xs, by linear interpolation
+local function quantile(xs, q)
+  local s = {}
+  for k, x in ipairs(xs) do s[k] = x end
+  table.sort(s)
+  if #s == 0 then return nil end
+  local pos = 1 + (#s - 1) * q
+  local lo = math.floor(pos)
+  local hi = math.min(lo + 1, #s)
+  return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 end
 
 local contenders = {
@@ -126,31 +161,40 @@ for _, c in ipairs(contenders) do
     local stop = c.start()
     local ok, err = pcall(function()
       common.wait_ping(GUEST_IP)
-      local g2h, h2g = {}, {}
+      local g2h, h2g, stalls = {}, {}, { g2h = 0, h2g = 0 }
+      results[c.key] = { g2h = g2h, h2g = h2g, stalls = stalls, label = c.label }
       guest_to_host() -- warm-up, not counted
       log("%s: warmed up%s", c.label, counters())
       for r = 1, opts.runs do
-        g2h[r] = guest_to_host()
-        log("%s: run %d: guest->host done%s", c.label, r, counters())
-        h2g[r] = host_to_guest()
+        g2h[r] = transfer(c.label, "g2h", guest_to_host, stalls)
+        h2g[r] = transfer(c.label, "h2g", host_to_guest, stalls)
         log("%s: run %d: guest->host %.1f MiB/s, host->guest %.1f MiB/s", c.label, r, g2h[r] / 2^20, h2g[r] / 2^20)
       end
-      results[c.key] = { g2h = common.median(g2h), h2g = common.median(h2g), label = c.label }
     end)
     stop()
     if not ok then log("%s: failed: %s", c.label, tostring(err)) end
   end
 end
 
-print(string.format("virtio-net throughput, %d MiB per transfer, median of %d runs (MiB/s)", opts.mib, opts.runs))
-print(string.format("  %-32s %14s %14s", "contender", "guest->host", "host->guest"))
+local function fig(xs)
+  if #xs == 0 then return "n/a" end
+  return string.format("%.1f [%.1f-%.1f]", common.median(xs) / 2^20, quantile(xs, 0.25) / 2^20, quantile(xs, 0.75) / 2^20)
+end
+print(string.format("virtio-net throughput, %d MiB per transfer, %d runs per contender and direction, timeout %g s:",
+  opts.mib, opts.runs, opts.timeout))
+print("median [interquartile range] in MiB/s over the completed transfers; stalls: transfers that timed out (rerun)")
+print(string.format("  %-30s %22s %22s %6s %8s %8s", "contender", "guest->host", "host->guest", "done", "stalls", "(g2h/h2g)"))
 for _, c in ipairs(contenders) do
   local r = results[c.key]
-  if r then print(string.format("  %-32s %14.1f %14.1f", r.label, r.g2h / 2^20, r.h2g / 2^20)) end
+  if r then
+    print(string.format("  %-30s %22s %22s %6d %8d %8s", r.label, fig(r.g2h), fig(r.h2g), #r.g2h + #r.h2g,
+      r.stalls.g2h + r.stalls.h2g, r.stalls.g2h .. "/" .. r.stalls.h2g))
+  end
 end
 for _, pair in ipairs { { "vmm-tap", "qemu-tap" }, { "vmm-vhost", "qemu-vhost" } } do
   local a, b = results[pair[1]], results[pair[2]]
-  if a and b then
-    print(string.format("  ratio %-26s %14.2f %14.2f", pair[1] .. "/" .. pair[2], a.g2h / b.g2h, a.h2g / b.h2g))
+  if a and b and #a.g2h > 0 and #b.g2h > 0 and #a.h2g > 0 and #b.h2g > 0 then
+    print(string.format("  ratio of medians %-24s %10.2f %10.2f", pair[1] .. "/" .. pair[2],
+      common.median(a.g2h) / common.median(b.g2h), common.median(a.h2g) / common.median(b.h2g)))
   end
 end

@@ -527,6 +527,9 @@ static void do_spawn(int sock, const struct msg_hdr *h, char *buf, size_t len, i
 			sigemptyset(&none);
 			sigprocmask(SIG_SETMASK, &none, NULL);
 			signal(SIGPIPE, SIG_DFL); /* the launcher ignores it; exec would keep that */
+			/* its own process group: a kill reaches a whole pipeline (sh -c
+			 * 'a | b'), not only its shell */
+			(void)setpgid(0, 0);
 			if (exe)
 				execve(exe, req.argv, environ);
 			else
@@ -580,10 +583,12 @@ fail:;
 	reply(sock, MSG_SPAWNED, h->id, err ? 0 : pid, err, err ? msg : NULL);
 }
 
+/* The command's process group (see the fork), or the command alone if the
+ * group is gone; never after it was reaped (its pid may be reused). */
 static void do_kill(const struct msg_hdr *h)
 {
 	for (size_t i = 0; i < L.nkids; i++)
-		if (L.kids[i].id == h->id && h->a > 0 && h->a < _NSIG)
+		if (L.kids[i].id == h->id && h->a > 0 && h->a < _NSIG && kill(-L.kids[i].pid, h->a) < 0)
 			(void)kill(L.kids[i].pid, h->a);
 }
 

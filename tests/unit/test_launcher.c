@@ -134,6 +134,28 @@ static void a_kill_reaches_the_command_and_its_signal_is_reported(void)
 	close(p[0]);
 }
 
+/* A kill reaches the whole pipeline: the command's process group. */
+static void a_kill_reaches_every_process_of_a_pipeline(void)
+{
+	int p[2];
+	CHECK(pipe2(p, O_CLOEXEC) == 0);
+	char *argv[] = { "sh", "-c", "sleep 30 | sleep 31", NULL };
+	struct launcher_cmd cmd = { .argv = argv, .out_fd = p[1], .in_fd = -1 };
+	pid_t pid;
+	CHECK_EQ(launcher_spawn(12, &cmd, &pid), 0);
+	close(p[1]);
+	usleep(100 * 1000);
+	CHECK_EQ(launcher_kill(12, SIGKILL), 0);
+	struct end *e = wait_end(12);
+	CHECK(e && e->sig == SIGKILL);
+	/* the sleeps held the pipe's write end: EOF means they are gone too */
+	struct pollfd pf = { .fd = p[0], .events = POLLIN };
+	CHECK(poll(&pf, 1, 5000) == 1);
+	char c;
+	CHECK(read(p[0], &c, 1) == 0);
+	close(p[0]);
+}
+
 static void bad_requests_are_refused_by_the_parser(void)
 {
 	struct launcher_spawn_req req;
@@ -230,6 +252,7 @@ int main(int argc, char **argv)
 	RUN(a_missing_program_fails_with_its_name_and_the_reason);
 	RUN(redirections_are_opened_by_the_launcher);
 	RUN(a_kill_reaches_the_command_and_its_signal_is_reported);
+	RUN(a_kill_reaches_every_process_of_a_pipeline);
 	RUN(a_launcher_that_dies_loses_its_commands_and_a_new_one_starts);
 	/* last: the allowlist stays for the launcher's life */
 	RUN(after_an_allowlist_only_those_programs_run_and_it_cannot_change);
