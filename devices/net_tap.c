@@ -1,8 +1,11 @@
 /* virtio-net's userspace datapath (virtio_net_priv.h), per active queue
  * pair, on the main thread:
  * - rx: the TAP fd is watched for readable while the rx ring has buffers.
- *   A packet is read (12-byte header + frame) into a bounce buffer and
- *   copied into one chain, or with MRG_RXBUF into as many chains as it
+ *   When the ring holds room for the largest packet (one big chain, or
+ *   with MRG_RXBUF enough chains), a packet is read (12-byte header +
+ *   frame) straight into those guest buffers with one readv; the chains it
+ *   did not need are given back. Otherwise it is read into a bounce buffer
+ *   and copied into one chain, or with MRG_RXBUF into as many chains as it
  *   needs (num_buffers set in the first). If the ring runs out mid-packet,
  *   the chains are given back, the packet is kept, reading stops and rx
  *   notifications are enabled; the driver's rx kick resumes it. No drop.
@@ -81,7 +84,101 @@ void net_pair_tx(struct net_pair *p)
 
 /* ---- rx ---- */
 
-enum { RX_DONE, RX_DROPPED, RX_NO_BUFFERS, RX_BROKEN };
+enum { RX_DONE, RX_DROPPED, RX_NO_BUFFERS, RX_BROKEN, RX_EMPTY };
+
+/* Where the first chain's num_buffers bytes are, wherever the header is
+ * split across its iovecs. */
+static void find_num_buffers(const struct iovec *in, unsigned nin, uint8_t *nb[2])
+{
+	for (unsigned b = 0; b < 2; b++) {
+		size_t o = NET_NUM_BUFFERS_OFF + b;
+		nb[b] = NULL;
+		for (unsigned i = 0; i < nin; i++) {
+			if (o < in[i].iov_len) {
+				nb[b] = (uint8_t *)in[i].iov_base + o;
+				break;
+			}
+			o -= in[i].iov_len;
+		}
+	}
+}
+
+/* Reads one packet straight into the guest's buffers, if the ring holds
+ * room for the largest one (RX_BUF_LEN: a TAP never returns more, so the
+ * read cannot be cut short). RX_NO_BUFFERS: not enough room, nothing read
+ * (the bounce path takes over); RX_EMPTY: the TAP had nothing. */
+static int rx_direct(struct net_pair *p)
+{
+	struct virtio_net *n = p->n;
+	struct virtqueue *vq = &n->vd.vqs[rxq(p->index)];
+	bool mrg = virtio_has_feature(&n->vd, NET_F_MRG_RXBUF);
+	struct vq_chain c = { .iov = p->rx_iov, .cap = n->vd.queue_max_size };
+	uint64_t room = 0;
+	uint16_t nchains = 0;
+	unsigned nv = 0;
+	uint8_t *nb[2] = { NULL, NULL };
+	while (room < RX_BUF_LEN && (mrg || nchains == 0)) {
+		int r = vq_pop(vq, &c);
+		if (r < 0) {
+			char why[1024];
+			snprintf(why, sizeof(why), "%s", vmm_error());
+			if (nchains)
+				vq_unpop(vq, nchains);
+			net_device_broken(n, why);
+			return RX_BROKEN;
+		}
+		if (r == 0)
+			break;
+		const struct iovec *in = c.iov + c.nout;
+		if ((nchains == 0 && c.in_len < NET_HDR_LEN) || c.in_len == 0 || nv + c.nin > RX_VIOV_MAX ||
+		    nchains == vq->size) {
+			vq_unpop(vq, 1); /* the bounce path deals with it, errors included */
+			break;
+		}
+		if (nchains == 0)
+			find_num_buffers(in, c.nin, nb);
+		memcpy(p->rx_viov + nv, in, c.nin * sizeof(*in));
+		nv += c.nin;
+		p->rx_heads[nchains] = c.head;
+		p->rx_lens[nchains] = c.in_len > UINT32_MAX ? UINT32_MAX : (uint32_t)c.in_len;
+		nchains++;
+		room += c.in_len;
+	}
+	if (room < RX_BUF_LEN) {
+		if (nchains)
+			vq_unpop(vq, nchains);
+		return RX_NO_BUFFERS;
+	}
+	ssize_t r;
+	do
+		r = readv(p->tap_fd, p->rx_viov, (int)nv);
+	while (r < 0 && errno == EINTR);
+	if (r < NET_HDR_LEN) {
+		vq_unpop(vq, nchains);
+		if (r < 0)
+			return RX_EMPTY; /* EAGAIN, or a detached queue (EBADFD) */
+		n->st.rx_dropped++; /* a runt: read, and gone */
+		return RX_DROPPED;
+	}
+	uint16_t used = 0;
+	for (size_t left = (size_t)r; left > 0; used++) {
+		uint32_t k = left < p->rx_lens[used] ? (uint32_t)left : p->rx_lens[used];
+		p->rx_lens[used] = k;
+		left -= k;
+	}
+	uint16_t num = mrg ? used : 1;
+	*nb[0] = (uint8_t)(num & 0xff);
+	*nb[1] = (uint8_t)(num >> 8);
+	for (uint16_t i = 0; i < used; i++)
+		vq_fill(vq, i, p->rx_heads[i], p->rx_lens[i]);
+	if (nchains > used)
+		vq_unpop(vq, nchains - used);
+	vq_flush(vq, used);
+	n->st.rx_packets++;
+	n->st.rx_direct++;
+	n->st.rx_bytes += (size_t)r - NET_HDR_LEN;
+	return RX_DONE;
+}
 
 /* Delivers the pending packet. On RX_NO_BUFFERS, *tried is the number of
  * chains popped and given back. */
@@ -118,17 +215,7 @@ static int rx_deliver(struct net_pair *p, unsigned *tried)
 				net_device_broken(n, "rx buffer smaller than the 12-byte virtio-net header");
 				return RX_BROKEN;
 			}
-			/* find the two num_buffers bytes, wherever the header is split */
-			for (unsigned b = 0; b < 2; b++) {
-				size_t o = NET_NUM_BUFFERS_OFF + b;
-				for (unsigned i = 0; i < c.nin; i++) {
-					if (o < in[i].iov_len) {
-						nb[b] = (uint8_t *)in[i].iov_base + o;
-						break;
-					}
-					o -= in[i].iov_len;
-				}
-			}
+			find_num_buffers(in, c.nin, nb);
 		}
 		size_t want = p->rx_len - off;
 		size_t k = net_iov_copy_to(in, c.nin, 0, p->rxbuf + off, want);
@@ -173,6 +260,15 @@ void net_pair_rx(struct net_pair *p)
 	bool delivered = false;
 	for (unsigned budget = RX_BUDGET; budget > 0; budget--) {
 		if (!p->rx_pending) {
+			int d = rx_direct(p);
+			if (d == RX_BROKEN)
+				return;
+			if (d == RX_EMPTY)
+				break;
+			if (d == RX_DONE || d == RX_DROPPED) {
+				delivered |= d == RX_DONE;
+				continue;
+			}
 			ssize_t r = read(p->tap_fd, p->rxbuf, RX_BUF_LEN);
 			if (r < 0 && errno == EINTR)
 				continue;

@@ -425,7 +425,8 @@ struct virtio_net *virtio_net_new(const struct virtio_net_options *cfg, const st
 		p->rx_iov = calloc(qsize, sizeof(*p->rx_iov));
 		p->rx_heads = calloc(qsize, sizeof(*p->rx_heads));
 		p->rx_lens = calloc(qsize, sizeof(*p->rx_lens));
-		if (!p->rxbuf || !p->rx_iov || !p->rx_heads || !p->rx_lens) {
+		p->rx_viov = calloc(RX_VIOV_MAX, sizeof(*p->rx_viov));
+		if (!p->rxbuf || !p->rx_iov || !p->rx_heads || !p->rx_lens || !p->rx_viov) {
 			vmm_fail("%s: out of memory", name);
 			goto fail;
 		}
@@ -478,6 +479,7 @@ void virtio_net_free(struct virtio_net *n)
 		free(p->rx_iov);
 		free(p->rx_heads);
 		free(p->rx_lens);
+		free(p->rx_viov);
 	}
 	tap_close(&n->tap);
 	free(n);

@@ -72,6 +72,7 @@ const char *virtio_net_ifname(const struct virtio_net *n);
  * shorter than the header and frames the TAP refused. */
 struct virtio_net_stats {
 	uint64_t rx_packets, rx_bytes, rx_dropped; /* towards the guest */
+	uint64_t rx_direct; /* of rx_packets, read straight into the guest's buffers (this process's, not migrated) */
 	uint64_t tx_packets, tx_bytes, tx_errors;  /* from the guest */
 	unsigned active_pairs;                     /* set by the driver (MQ); 0 when not active */
 };

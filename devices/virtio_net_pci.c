@@ -183,6 +183,7 @@ static void net_stats(struct device *d, void (*emit)(void *ctx, const char *name
 	emit(ctx, "rx_packets", s.rx_packets);
 	emit(ctx, "rx_bytes", s.rx_bytes);
 	emit(ctx, "rx_dropped", s.rx_dropped);
+	emit(ctx, "rx_direct", s.rx_direct);
 	emit(ctx, "tx_packets", s.tx_packets);
 	emit(ctx, "tx_bytes", s.tx_bytes);
 	emit(ctx, "tx_errors", s.tx_errors);

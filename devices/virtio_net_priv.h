@@ -47,6 +47,7 @@
 #define RX_BUF_LEN (NET_HDR_LEN + 65536 + 1024)
 #define TX_BUDGET 256
 #define RX_BUDGET 256
+#define RX_VIOV_MAX 1024 /* UIO_MAXIOV */
 #define TX_IOV_CAP 256
 #define CTRL_IOV_CAP 64
 /* Config space: mac[6], status, max_virtqueue_pairs, mtu (mtu present but
@@ -71,6 +72,7 @@ struct net_pair {
 	struct iovec *rx_iov;   /* queue_max_size entries */
 	uint16_t *rx_heads;     /* chains of the packet being delivered */
 	uint32_t *rx_lens;
+	struct iovec *rx_viov;  /* RX_VIOV_MAX: the guest buffers one readv fills */
 	struct iovec tx_iov[TX_IOV_CAP];
 	struct vhost_net vhost;
 	bool vhost_open;

@@ -276,6 +276,56 @@ static void test_rx_gso_mergeable(void)
 	printf("     %zu-byte GSO frame in %u buffers\n", len, nbufs);
 }
 
+/* With room for the largest packet posted (here 60 chains of 1500 bytes),
+ * a packet is read straight into the guest's buffers: a GSO frame spread
+ * over as many chains as it needs, num_buffers in the first; the chains it
+ * did not need come next, in order, for the next packet. */
+static void test_rx_direct_into_guest_buffers(void)
+{
+	setup(NET_BASE_FEATURES);
+	struct virtio_net_stats st0, st1;
+	virtio_net_get_stats(net, &st0);
+	post_rx(0, 0, 60, RX_BUF);
+	kick(0);
+	static uint8_t frame[21000];
+	size_t len = build_frame(frame, guest_mac, peer_mac, 6, 20000, "direct-gso");
+	CHECK_EQ(host_send(host, &tcp4_gso_hdr, frame, len), 0);
+	unsigned need = (unsigned)((12 + len + RX_BUF - 1) / RX_BUF);
+	CHECK(wait_used(0, need, 2000));
+	static uint8_t got[21000 + 12];
+	size_t off = 0;
+	unsigned nbufs = 0, expect = 0;
+	uint16_t id;
+	uint32_t ulen;
+	while (nbufs < need && get_used(0, &id, &ulen)) {
+		CHECK_EQ(id, nbufs); /* in the order posted */
+		CHECK(ulen <= RX_BUF);
+		if (off + ulen > sizeof(got))
+			break;
+		memcpy(got + off, guest + gdesc(0, id)->addr, ulen);
+		if (nbufs == 0)
+			expect = got[10] | got[11] << 8;
+		off += ulen;
+		nbufs++;
+	}
+	CHECK_EQ(off, 12 + len);
+	CHECK_EQ(expect, need);
+	check_rx_payload(got + 12, frame, len);
+	/* the next packet takes the first chain the big one did not use */
+	len = build_frame(frame, guest_mac, peer_mac, 17, 100, "direct-small");
+	struct virtio_net_hdr h = { 0 };
+	CHECK_EQ(host_send(host, &h, frame, len), 0);
+	CHECK(wait_used(0, 1, 2000));
+	CHECK(get_used(0, &id, &ulen));
+	CHECK_EQ(id, need);
+	CHECK_EQ(ulen, 12 + len);
+	CHECK(memmem(guest + gdesc(0, id)->addr, ulen, "direct-small", 12) != NULL);
+	virtio_net_get_stats(net, &st1);
+	CHECK_EQ(st1.rx_direct - st0.rx_direct, 2);
+	CHECK_EQ(st1.rx_packets - st0.rx_packets, 2);
+	CHECK(!broken());
+}
+
 /* No rx buffers: frames wait in the TAP (no drop), then arrive in order once
  * the driver adds buffers and kicks. With EVENT_IDX the device must ask for
  * that kick (avail_event) even with buffers it could not use pending. */
@@ -679,6 +729,7 @@ int main(void)
 	RUN(test_tx);
 	RUN(test_rx);
 	RUN(test_rx_gso_mergeable);
+	RUN(test_rx_direct_into_guest_buffers);
 	RUN(test_rx_waits_for_buffers);
 	RUN(test_rx_waits_event_idx);
 	RUN(test_ctrl_mq);
