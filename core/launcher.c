@@ -277,6 +277,17 @@ static int wait_for(uint32_t type, uint32_t id, struct msg_hdr *h, char *buf, si
 	}
 }
 
+/* Appends s and its NUL to a message payload in buf (*len so far). */
+static int pack(char *buf, size_t *len, const char *s, const char *what)
+{
+	size_t n = strlen(s) + 1;
+	if (*len + n > LAUNCHER_MAX_MSG - sizeof(struct msg_hdr) - 1)
+		return vmm_fail("%s: longer than %zu bytes", what, LAUNCHER_MAX_MSG - sizeof(struct msg_hdr) - 1);
+	memcpy(buf + *len, s, n);
+	*len += n;
+	return 0;
+}
+
 int launcher_spawn(uint32_t id, const struct launcher_cmd *cmd, pid_t *pid)
 {
 	if (self.fd < 0)
@@ -292,16 +303,8 @@ int launcher_spawn(uint32_t id, const struct launcher_cmd *cmd, pid_t *pid)
 		;
 	if (argc < 1 || argc > LAUNCHER_MAX_ARGS)
 		rc = vmm_fail("argv must have 1 to %d strings", LAUNCHER_MAX_ARGS);
-	for (int i = 0; !rc && i < argc + 2; i++) {
-		const char *s = i < argc ? cmd->argv[i] : tail[i - argc];
-		size_t n = strlen(s) + 1;
-		if (len + n > LAUNCHER_MAX_MSG - sizeof(struct msg_hdr) - 1)
-			rc = vmm_fail("%s: the command line is longer than %d bytes", cmd->argv[0], LAUNCHER_MAX_MSG / 2);
-		else {
-			memcpy(buf + len, s, n);
-			len += n;
-		}
-	}
+	for (int i = 0; !rc && i < argc + 2; i++)
+		rc = pack(buf, &len, i < argc ? cmd->argv[i] : tail[i - argc], cmd->argv[0]);
 	int fds[2] = { cmd->out_fd, cmd->in_fd };
 	struct msg_hdr h = { MSG_SPAWN, id, argc, cmd->in_fd >= 0 ? SPAWN_IN_FD : 0 };
 	if (!rc && send_msg(self.fd, &h, buf, len, fds, cmd->in_fd >= 0 ? 2 : 1) < 0)
@@ -360,17 +363,9 @@ int launcher_allow(const char *const *programs, size_t n)
 	int rc = 0;
 	if (n > LAUNCHER_MAX_ARGS)
 		rc = vmm_fail("at most %d programs may be allowed, not %zu", LAUNCHER_MAX_ARGS, n);
-	for (size_t i = 0; !rc && i < n; i++) {
-		size_t k = strlen(programs[i]) + 1;
-		if (k == 1)
-			rc = vmm_fail("an allowed program's name is empty");
-		else if (len + k > LAUNCHER_MAX_MSG - sizeof(struct msg_hdr) - 1)
-			rc = vmm_fail("the allowed programs' names are longer than %d bytes", LAUNCHER_MAX_MSG / 2);
-		else {
-			memcpy(buf + len, programs[i], k);
-			len += k;
-		}
-	}
+	for (size_t i = 0; !rc && i < n; i++)
+		rc = programs[i][0] ? pack(buf, &len, programs[i], "the allowed programs' names")
+				    : vmm_fail("an allowed program's name is empty");
 	struct msg_hdr h = { MSG_ALLOW, 0, (int32_t)n, 0 }, r;
 	if (!rc && send_msg(self.fd, &h, buf, len, NULL, 0) < 0)
 		rc = gone(strerror(errno));

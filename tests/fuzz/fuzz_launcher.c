@@ -17,6 +17,7 @@
 
 #include "err.h"
 #include "launcher.h"
+#include "driver.h"
 #include "xorshift.h"
 
 #define REQUIRE(cond, ...) do { if (!(cond)) { fprintf(stderr, "fuzz_launcher: " __VA_ARGS__); \
@@ -89,16 +90,8 @@ static size_t seed(uint8_t *b, int allow)
 int main(int argc, char **argv)
 {
 	unsigned long runs = 100000, s = 1;
-	for (int i = 1; i < argc; i++) {
-		if (!strncmp(argv[i], "-runs=", 6))
-			runs = strtoul(argv[i] + 6, NULL, 10);
-		else if (!strncmp(argv[i], "-seed=", 6))
-			s = strtoul(argv[i] + 6, NULL, 10);
-		else {
-			fprintf(stderr, "usage: fuzz_launcher [-runs=N] [-seed=S]\n");
-			return 2;
-		}
-	}
+	if (fuzz_driver_args(argc, argv, "fuzz_launcher", &runs, &s))
+		return 2;
 	rng_state = s ? (uint32_t)s : 1;
 	uint8_t buf[256];
 	/* the seeds must be accepted: the mutations start from valid requests */

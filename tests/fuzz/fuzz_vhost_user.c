@@ -19,6 +19,7 @@
 
 #include "err.h"
 #include "vhost_user.h"
+#include "driver.h"
 #include "xorshift.h"
 
 static const uint32_t requests[] = {
@@ -142,16 +143,8 @@ static size_t region_seed(uint8_t *out)
 int main(int argc, char **argv)
 {
 	unsigned long runs = 100000, s = 1;
-	for (int i = 1; i < argc; i++) {
-		if (!strncmp(argv[i], "-runs=", 6))
-			runs = strtoul(argv[i] + 6, NULL, 10);
-		else if (!strncmp(argv[i], "-seed=", 6))
-			s = strtoul(argv[i] + 6, NULL, 10);
-		else {
-			fprintf(stderr, "usage: fuzz_vhost_user [-runs=N] [-seed=S]\n");
-			return 2;
-		}
-	}
+	if (fuzz_driver_args(argc, argv, "fuzz_vhost_user", &runs, &s))
+		return 2;
 	rng_state = s ? (uint32_t)s : 1;
 	/* every seed must be accepted: the mutations start from replies the
 	 * parser takes */

@@ -239,6 +239,31 @@ static void test_rx(void)
 	CHECK(st.rx_packets >= 1);
 }
 
+/* Copies the used buffers of rx queue 0 into got until `total` bytes (one
+ * packet) are there -> the bytes gathered; *nbufs how many buffers,
+ * *num_buffers what the first one's header says. With first_id >= 0, the
+ * buffers must be the chains first_id, first_id + 1, ... */
+static size_t gather_packet(size_t total, uint8_t *got, size_t cap, unsigned *nbufs, unsigned *num_buffers, int first_id)
+{
+	size_t off = 0;
+	uint16_t id;
+	uint32_t ulen;
+	*nbufs = *num_buffers = 0;
+	while (off < total && get_used(0, &id, &ulen)) {
+		CHECK(ulen <= RX_BUF);
+		if (first_id >= 0)
+			CHECK_EQ(id, (unsigned)first_id + *nbufs);
+		if (off + ulen > cap)
+			break;
+		memcpy(got + off, guest + gdesc(0, id)->addr, ulen);
+		if (*nbufs == 0)
+			*num_buffers = got[10] | got[11] << 8;
+		off += ulen;
+		(*nbufs)++;
+	}
+	return off;
+}
+
 static void test_rx_gso_mergeable(void)
 {
 	setup(NET_BASE_FEATURES);
@@ -249,21 +274,9 @@ static void test_rx_gso_mergeable(void)
 	CHECK_EQ(host_send(host, &tcp4_gso_hdr, frame, len), 0);
 	unsigned need = (unsigned)((12 + len + RX_BUF - 1) / RX_BUF);
 	CHECK(wait_used(0, need, 2000));
-	uint16_t id;
-	uint32_t ulen;
 	static uint8_t got[21000 + 12];
-	size_t off = 0;
-	unsigned nbufs = 0, expect = 0;
-	while (off < 12 + len && get_used(0, &id, &ulen)) {
-		CHECK(ulen <= RX_BUF);
-		if (off + ulen > sizeof(got))
-			break;
-		memcpy(got + off, guest + gdesc(0, id)->addr, ulen);
-		if (nbufs == 0)
-			expect = got[10] | got[11] << 8;
-		off += ulen;
-		nbufs++;
-	}
+	unsigned nbufs, expect;
+	size_t off = gather_packet(12 + len, got, sizeof(got), &nbufs, &expect, -1);
 	CHECK_EQ(off, 12 + len);
 	CHECK_EQ(nbufs, need);
 	CHECK_EQ(expect, need);
@@ -293,23 +306,13 @@ static void test_rx_direct_into_guest_buffers(void)
 	unsigned need = (unsigned)((12 + len + RX_BUF - 1) / RX_BUF);
 	CHECK(wait_used(0, need, 2000));
 	static uint8_t got[21000 + 12];
-	size_t off = 0;
-	unsigned nbufs = 0, expect = 0;
+	unsigned nbufs, expect;
+	size_t off = gather_packet(12 + len, got, sizeof(got), &nbufs, &expect, 0); /* chains in the order posted */
+	CHECK_EQ(off, 12 + len);
+	CHECK_EQ(nbufs, need);
+	CHECK_EQ(expect, need);
 	uint16_t id;
 	uint32_t ulen;
-	while (nbufs < need && get_used(0, &id, &ulen)) {
-		CHECK_EQ(id, nbufs); /* in the order posted */
-		CHECK(ulen <= RX_BUF);
-		if (off + ulen > sizeof(got))
-			break;
-		memcpy(got + off, guest + gdesc(0, id)->addr, ulen);
-		if (nbufs == 0)
-			expect = got[10] | got[11] << 8;
-		off += ulen;
-		nbufs++;
-	}
-	CHECK_EQ(off, 12 + len);
-	CHECK_EQ(expect, need);
 	check_rx_payload(got + 12, frame, len);
 	/* the next packet takes the first chain the big one did not use */
 	len = build_frame(frame, guest_mac, peer_mac, 17, 100, "direct-small");
