@@ -122,17 +122,32 @@ local function host_to_guest()
   return BYTES / t
 end
 
+-- What a vmm guest's stall leaves to look at: where its vCPUs are (a
+-- spinning or halted guest, or one that waits in KVM_RUN) and the
+-- datapath's ring state.
+local function stall_state()
+  if not current_vm then return "" end
+  local ok, act = pcall(current_vm.activity, current_vm, 1)
+  local nets = {}
+  for i = 1, #current_vm:nets() do nets[#nets + 1] = tostring(current_vm:net_state(i)) end
+  return "\n  " .. tostring(ok and act or ("activity: " .. tostring(act))) .. "\n  " ..
+    table.concat(nets, "\n  "):gsub("\n", "\n  ")
+end
+
 -- One transfer that completes, rerunning stalled ones (counted in
--- stalls[dir]); raises after opts.reruns stalls in a row.
+-- stalls[dir]); nil after opts.reruns stalls in a row (the guest is then
+-- rebooted by the caller).
 local function transfer(label, dir, fn, stalls)
   for attempt = 0, opts.reruns do
     local rate, why = fn()
     if rate then return rate end
     stalls[dir] = stalls[dir] + 1
-    log("%s: %s STALLED (%s), attempt %d of %d%s", label, dir, why, attempt + 1, opts.reruns + 1, counters())
+    log("%s: %s STALLED (%s), attempt %d of %d%s%s", label, dir, why, attempt + 1, opts.reruns + 1, counters(),
+        attempt == 0 and stall_state() or "")
     vmm.sleep(1)
   end
-  error(string.format("%s: %d stalls in a row", dir, opts.reruns + 1))
+  log("%s: %s: %d stalls in a row: rebooting the guest", label, dir, opts.reruns + 1)
+  return nil
 end
 
 -- quartile q (0..1) of xs, by linear interpolation
@@ -161,14 +176,25 @@ for _, c in ipairs(contenders) do
     local stop = c.start()
     local ok, err = pcall(function()
       common.wait_ping(GUEST_IP)
-      local g2h, h2g, stalls = {}, {}, { g2h = 0, h2g = 0 }
+      local g2h, h2g, stalls = {}, {}, { g2h = 0, h2g = 0, reboots = 0 }
       results[c.key] = { g2h = g2h, h2g = h2g, stalls = stalls, label = c.label }
       guest_to_host() -- warm-up, not counted
       log("%s: warmed up%s", c.label, counters())
-      for r = 1, opts.runs do
-        g2h[r] = transfer(c.label, "g2h", guest_to_host, stalls)
-        h2g[r] = transfer(c.label, "h2g", host_to_guest, stalls)
-        log("%s: run %d: guest->host %.1f MiB/s, host->guest %.1f MiB/s", c.label, r, g2h[r] / 2^20, h2g[r] / 2^20)
+      local r = 0
+      while r < opts.runs do
+        local a = transfer(c.label, "g2h", guest_to_host, stalls)
+        local b = a and transfer(c.label, "h2g", host_to_guest, stalls)
+        if a and b then
+          r = r + 1
+          g2h[r], h2g[r] = a, b
+          log("%s: run %d: guest->host %.1f MiB/s, host->guest %.1f MiB/s", c.label, r, a / 2^20, b / 2^20)
+        else
+          stalls.reboots = stalls.reboots + 1
+          if stalls.reboots > 3 then error("more than 3 reboots") end
+          stop()
+          stop = c.start()
+          common.wait_ping(GUEST_IP)
+        end
       end
     end)
     stop()
@@ -183,12 +209,13 @@ end
 print(string.format("virtio-net throughput, %d MiB per transfer, %d runs per contender and direction, timeout %g s:",
   opts.mib, opts.runs, opts.timeout))
 print("median [interquartile range] in MiB/s over the completed transfers; stalls: transfers that timed out (rerun)")
-print(string.format("  %-30s %22s %22s %6s %8s %8s", "contender", "guest->host", "host->guest", "done", "stalls", "(g2h/h2g)"))
+print(string.format("  %-30s %22s %22s %6s %8s %10s %8s", "contender", "guest->host", "host->guest", "done", "stalls",
+  "(g2h/h2g)", "reboots"))
 for _, c in ipairs(contenders) do
   local r = results[c.key]
   if r then
-    print(string.format("  %-30s %22s %22s %6d %8d %8s", r.label, fig(r.g2h), fig(r.h2g), #r.g2h + #r.h2g,
-      r.stalls.g2h + r.stalls.h2g, r.stalls.g2h .. "/" .. r.stalls.h2g))
+    print(string.format("  %-30s %22s %22s %6d %8d %10s %8d", r.label, fig(r.g2h), fig(r.h2g), #r.g2h + #r.h2g,
+      r.stalls.g2h + r.stalls.h2g, r.stalls.g2h .. "/" .. r.stalls.h2g, r.stalls.reboots))
   end
 end
 for _, pair in ipairs { { "vmm-tap", "qemu-tap" }, { "vmm-vhost", "qemu-vhost" } } do
