@@ -288,13 +288,25 @@ static int pack(char *buf, size_t *len, const char *s, const char *what)
 	return 0;
 }
 
-int launcher_spawn(uint32_t id, const struct launcher_cmd *cmd, pid_t *pid)
+/* A buffer for one request, or NULL with a message (no launcher, no
+ * memory). */
+static char *request_buffer(void)
 {
-	if (self.fd < 0)
-		return vmm_fail("the host command launcher is not running");
+	if (self.fd < 0) {
+		vmm_fail("the host command launcher is not running");
+		return NULL;
+	}
 	char *buf = malloc(LAUNCHER_MAX_MSG);
 	if (!buf)
-		return vmm_fail("launcher: out of memory");
+		vmm_fail("launcher: out of memory");
+	return buf;
+}
+
+int launcher_spawn(uint32_t id, const struct launcher_cmd *cmd, pid_t *pid)
+{
+	char *buf = request_buffer();
+	if (!buf)
+		return -1;
 	size_t len = 0;
 	int argc = 0;
 	int rc = 0;
@@ -354,11 +366,9 @@ int launcher_dispatch(void)
 
 int launcher_allow(const char *const *programs, size_t n)
 {
-	if (self.fd < 0)
-		return vmm_fail("the host command launcher is not running");
-	char *buf = malloc(LAUNCHER_MAX_MSG);
+	char *buf = request_buffer();
 	if (!buf)
-		return vmm_fail("launcher: out of memory");
+		return -1;
 	size_t len = 0;
 	int rc = 0;
 	if (n > LAUNCHER_MAX_ARGS)
