@@ -171,7 +171,7 @@ local contenders = {
 
 local results = {}
 for _, c in ipairs(contenders) do
-  if not opts.only or c.key:sub(1, #opts.only) == opts.only then
+  if common.selected(common.split_list(opts.only), c.key) then
     log("%s: booting", c.label)
     local stop = c.start()
     local ok, err = pcall(function()
