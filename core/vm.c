@@ -33,32 +33,51 @@ const char *vm_state_name(enum vm_state s)
 
 /* --- composing ----------------------------------------------------------- */
 
+/* A boot file's size, checked: a regular file of at most VM_MAX_FILE_SIZE
+ * bytes (again at vm_start: it may have changed since vm_new). */
+static int file_size(const char *what, const char *path, int fd, size_t *size)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return vmm_fail_errno("%s %s: fstat", what, path);
+	if (!S_ISREG(st.st_mode))
+		return vmm_fail("%s %s: not a regular file", what, path);
+	if ((uint64_t)st.st_size > VM_MAX_FILE_SIZE)
+		return vmm_fail("%s %s: %lld bytes is more than the %llu allowed", what, path, (long long)st.st_size,
+				(unsigned long long)VM_MAX_FILE_SIZE);
+	*size = (size_t)st.st_size;
+	return 0;
+}
+
 /* Opens a boot file: fd and size, or -1 with a message naming it. */
 static int open_file(const char *what, const char *path, int *fd_out, size_t *size)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return vmm_fail_errno("%s %s", what, path);
-	struct stat st;
-	if (fstat(fd, &st) < 0) {
-		vmm_fail_errno("%s %s: fstat", what, path);
-		goto fail;
+	if (file_size(what, path, fd, size)) {
+		close(fd);
+		return -1;
 	}
-	if (!S_ISREG(st.st_mode)) {
-		vmm_fail("%s %s: not a regular file", what, path);
-		goto fail;
-	}
-	if ((uint64_t)st.st_size > VM_MAX_FILE_SIZE) {
-		vmm_fail("%s %s: %lld bytes is more than the %llu allowed", what, path,
-			 (long long)st.st_size, (unsigned long long)VM_MAX_FILE_SIZE);
-		goto fail;
-	}
-	*size = (size_t)st.st_size;
 	*fd_out = fd;
 	return 0;
-fail:
-	close(fd);
-	return -1;
+}
+
+/* len bytes of fd at offset into dst. */
+static int pread_all(const char *what, const char *path, int fd, uint8_t *dst, size_t len, uint64_t offset)
+{
+	for (size_t done = 0; done < len;) {
+		ssize_t n = pread(fd, dst + done, len - done, (off_t)(offset + done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return vmm_fail_errno("%s %s: read", what, path);
+		if (n == 0)
+			return vmm_fail("%s %s: the file ends before byte %llu", what, path,
+					(unsigned long long)(offset + len));
+		done += (size_t)n;
+	}
+	return 0;
 }
 
 /* Reads size bytes from offset 0 of fd into a new buffer (*out). */
@@ -67,20 +86,10 @@ static int read_fd(const char *what, const char *path, int fd, size_t size, uint
 	*out = malloc(size ? size : 1);
 	if (!*out)
 		return vmm_fail("%s %s: out of memory", what, path);
-	for (size_t done = 0; done < size;) {
-		ssize_t n = pread(fd, *out + done, size - done, (off_t)done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			if (n == 0)
-				vmm_fail("%s %s: the file is shorter than the %zu bytes it had", what, path, size);
-			else
-				vmm_fail_errno("%s %s: read", what, path);
-			free(*out);
-			*out = NULL;
-			return -1;
-		}
-		done += (size_t)n;
+	if (pread_all(what, path, fd, *out, size, 0)) {
+		free(*out);
+		*out = NULL;
+		return -1;
 	}
 	return 0;
 }
@@ -104,34 +113,36 @@ static int check_config(const struct vm_config *cfg)
  * ELF and program headers). */
 #define HEADER_READ ((255 + 1) * 512 + 1)
 
+/* Reads the first `want` bytes of the kernel (of ksize) into *image and
+ * parses them into *bz; checks the command line against the kernel. */
+static int parse_kernel(struct vm *vm, size_t want, size_t ksize, uint8_t **image, struct bzimage *bz)
+{
+	if (read_fd("kernel", vm->kernel_path, vm->kernel_fd, want, image))
+		return -1;
+	if (kernel_parse(bz, *image, want, ksize))
+		return vmm_fail_context("kernel %s", vm->kernel_path);
+	size_t len = strlen(vm->cmdline);
+	if (len > bz->cmdline_size)
+		return vmm_fail("cmdline: %zu bytes, the kernel accepts at most %u", len, bz->cmdline_size);
+	return 0;
+}
+
 /* At vm_new: opens the kernel and the initrd and checks the kernel's
  * header and the command line against it; nothing big is read yet. */
 static int open_payload(struct vm *vm, const struct vm_config *cfg)
 {
-	size_t ksize, isize = 0;
-	if (open_file("kernel", cfg->kernel_path, &vm->kernel_fd, &ksize))
-		return -1;
-	vm->kernel_path = strdup(cfg->kernel_path);
-	if (cfg->initrd_path) {
-		if (open_file("initrd", cfg->initrd_path, &vm->initrd_fd, &isize))
-			return -1;
-		vm->initrd_path = strdup(cfg->initrd_path);
-	}
-	if (!vm->kernel_path || (cfg->initrd_path && !vm->initrd_path))
+	size_t ksize, isize;
+	if (!(vm->kernel_path = strdup(cfg->kernel_path)) ||
+	    (cfg->initrd_path && !(vm->initrd_path = strdup(cfg->initrd_path))))
 		return vmm_fail("out of memory");
-	size_t head_size = ksize < HEADER_READ ? ksize : HEADER_READ;
-	uint8_t *head;
-	if (read_fd("kernel", cfg->kernel_path, vm->kernel_fd, head_size, &head))
+	if (open_file("kernel", vm->kernel_path, &vm->kernel_fd, &ksize) ||
+	    (vm->initrd_path && open_file("initrd", vm->initrd_path, &vm->initrd_fd, &isize)))
 		return -1;
+	uint8_t *head = NULL;
 	struct bzimage bz;
-	int rc = kernel_parse(&bz, head, head_size, ksize);
+	int rc = parse_kernel(vm, ksize < HEADER_READ ? ksize : HEADER_READ, ksize, &head, &bz);
 	free(head);
-	if (rc)
-		return vmm_fail_context("kernel %s", cfg->kernel_path);
-	size_t len = strlen(vm->cmdline);
-	if (len > bz.cmdline_size)
-		return vmm_fail("cmdline: %zu bytes, the kernel accepts at most %u", len, bz.cmdline_size);
-	return 0;
+	return rc;
 }
 
 /* At vm_start: reads the files (checked again: they may have changed since
@@ -139,36 +150,18 @@ static int open_payload(struct vm *vm, const struct vm_config *cfg)
  * segments go straight into guest RAM (load_segments). */
 static int read_payload(struct vm *vm)
 {
-	size_t ksize, isize;
-	struct stat st;
-	if (fstat(vm->kernel_fd, &st) < 0)
-		return vmm_fail_errno("kernel %s: fstat", vm->kernel_path);
-	ksize = (size_t)st.st_size;
-	if (ksize > VM_MAX_FILE_SIZE)
-		return vmm_fail("kernel %s: grew to %zu bytes, more than allowed", vm->kernel_path, ksize);
+	size_t ksize;
 	uint8_t magic[4] = { 0 };
-	if (pread(vm->kernel_fd, magic, sizeof(magic), 0) < 0)
-		return vmm_fail_errno("kernel %s: read", vm->kernel_path);
-	int elf = memcmp(magic, "\177ELF", 4) == 0;
-	size_t want = elf && ksize > HEADER_READ ? HEADER_READ : ksize;
-	if (read_fd("kernel", vm->kernel_path, vm->kernel_fd, want, &vm->kernel_image))
+	if (file_size("kernel", vm->kernel_path, vm->kernel_fd, &ksize) ||
+	    pread_all("kernel", vm->kernel_path, vm->kernel_fd, magic, ksize < 4 ? ksize : 4, 0))
 		return -1;
-	vm->kernel_size = want;
-	if (kernel_parse(&vm->bzimage, vm->kernel_image, want, ksize))
-		return vmm_fail_context("kernel %s", vm->kernel_path);
-	if (strlen(vm->cmdline) > vm->bzimage.cmdline_size)
-		return vmm_fail("cmdline: %zu bytes, the kernel accepts at most %u", strlen(vm->cmdline),
-				vm->bzimage.cmdline_size);
-	if (vm->initrd_fd < 0)
-		return 0;
-	if (fstat(vm->initrd_fd, &st) < 0)
-		return vmm_fail_errno("initrd %s: fstat", vm->initrd_path);
-	isize = (size_t)st.st_size;
-	if (isize > VM_MAX_FILE_SIZE)
-		return vmm_fail("initrd %s: grew to %zu bytes, more than allowed", vm->initrd_path, isize);
-	if (read_fd("initrd", vm->initrd_path, vm->initrd_fd, isize, &vm->initrd))
+	bool elf = memcmp(magic, "\177ELF", 4) == 0;
+	vm->kernel_size = elf && ksize > HEADER_READ ? HEADER_READ : ksize;
+	if (parse_kernel(vm, vm->kernel_size, ksize, &vm->kernel_image, &vm->bzimage))
 		return -1;
-	vm->initrd_size = isize;
+	if (vm->initrd_fd >= 0 && (file_size("initrd", vm->initrd_path, vm->initrd_fd, &vm->initrd_size) ||
+				   read_fd("initrd", vm->initrd_path, vm->initrd_fd, vm->initrd_size, &vm->initrd)))
+		return -1;
 	return 0;
 }
 
@@ -182,15 +175,8 @@ static int load_segments(struct vm *vm)
 		if (!dst)
 			return vmm_fail("kernel %s: segment %u (0x%llx bytes at 0x%llx) is not in guest RAM",
 					vm->kernel_path, i, (unsigned long long)sg->filesz, (unsigned long long)sg->gpa);
-		for (size_t done = 0; done < sg->filesz;) {
-			ssize_t n = pread(vm->kernel_fd, dst + done, sg->filesz - done, (off_t)(sg->offset + done));
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0)
-				return n == 0 ? vmm_fail("kernel %s: the file ends inside segment %u", vm->kernel_path, i)
-					      : vmm_fail_errno("kernel %s: read", vm->kernel_path);
-			done += (size_t)n;
-		}
+		if (pread_all("kernel", vm->kernel_path, vm->kernel_fd, dst, sg->filesz, sg->offset))
+			return -1;
 	}
 	return 0;
 }
