@@ -167,18 +167,26 @@ static void install_handler(void)
 
 /* ---- building and loading ---- */
 
-static int allow_all(scmp_filter_ctx ctx, const int *calls, size_t n)
+#define N(a) (sizeof(a) / sizeof((a)[0]))
+
+/* calls[0..n) get action (SCMP_ACT_ALLOW, SCMP_ACT_ERRNO(e), ...). */
+static int add_calls(scmp_filter_ctx ctx, uint32_t action, const int *calls, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		int rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, calls[i], 0);
+		int rc = seccomp_rule_add(ctx, action, calls[i], 0);
 		if (rc < 0) {
 			char *name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, calls[i]);
-			vmm_fail("seccomp: allowing %s: %s", name ? name : "?", strerror(-rc));
+			vmm_fail("seccomp: a rule for %s: %s", name ? name : "?", strerror(-rc));
 			free(name);
 			return -1;
 		}
 	}
 	return 0;
+}
+
+static int allow_all(scmp_filter_ctx ctx, const int *calls, size_t n)
+{
+	return add_calls(ctx, SCMP_ACT_ALLOW, calls, n);
 }
 
 static int allow_ioctls(scmp_filter_ctx ctx, const unsigned *types, size_t n)
@@ -191,22 +199,6 @@ static int allow_ioctls(scmp_filter_ctx ctx, const unsigned *types, size_t n)
 	}
 	return 0;
 }
-
-static int refuse_all(scmp_filter_ctx ctx, const int *calls, size_t n, int err)
-{
-	for (size_t i = 0; i < n; i++) {
-		int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(err), calls[i], 0);
-		if (rc < 0) {
-			char *name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, calls[i]);
-			vmm_fail("seccomp: %s -> %s: %s", name ? name : "?", strerror(err), strerror(-rc));
-			free(name);
-			return -1;
-		}
-	}
-	return 0;
-}
-
-#define N(a) (sizeof(a) / sizeof((a)[0]))
 
 /* The main thread's rules that look at arguments: clone for threads only
  * (fork-like clones get EPERM), sockets of the local families only (UNIX:
@@ -237,8 +229,8 @@ static int add_main_rules(scmp_filter_ctx ctx)
 	}
 	return allow_all(ctx, main_calls, N(main_calls)) || allow_all(ctx, vcpu_calls, N(vcpu_calls)) ||
 	       allow_ioctls(ctx, main_ioctl_types, N(main_ioctl_types)) ||
-	       refuse_all(ctx, main_refused_fs_calls, N(main_refused_fs_calls), EACCES) ||
-	       refuse_all(ctx, main_refused_exec_calls, N(main_refused_exec_calls), EPERM) ? -1 : 0;
+	       add_calls(ctx, SCMP_ACT_ERRNO(EACCES), main_refused_fs_calls, N(main_refused_fs_calls)) ||
+	       add_calls(ctx, SCMP_ACT_ERRNO(EPERM), main_refused_exec_calls, N(main_refused_exec_calls)) ? -1 : 0;
 }
 
 static const char *role_name(enum sandbox_role role)
@@ -267,12 +259,11 @@ int sandbox_enter(enum sandbox_role role)
 	scmp_filter_ctx ctx = seccomp_init(mode == SANDBOX_LOG ? SCMP_ACT_LOG : SCMP_ACT_TRAP);
 	if (!ctx)
 		return vmm_fail("seccomp: seccomp_init failed");
-	int rc = allow_all(ctx, common_calls, sizeof(common_calls) / sizeof(common_calls[0]));
+	int rc = allow_all(ctx, common_calls, N(common_calls));
 	if (!rc && role == SANDBOX_VCPU)
-		rc = allow_all(ctx, vcpu_calls, sizeof(vcpu_calls) / sizeof(vcpu_calls[0])) ||
-		     allow_ioctls(ctx, vcpu_ioctl_types, sizeof(vcpu_ioctl_types) / sizeof(vcpu_ioctl_types[0]));
+		rc = allow_all(ctx, vcpu_calls, N(vcpu_calls)) || allow_ioctls(ctx, vcpu_ioctl_types, N(vcpu_ioctl_types));
 	if (!rc && role == SANDBOX_IO)
-		rc = allow_ioctls(ctx, io_ioctl_types, sizeof(io_ioctl_types) / sizeof(io_ioctl_types[0]));
+		rc = allow_ioctls(ctx, io_ioctl_types, N(io_ioctl_types));
 	if (!rc && role == SANDBOX_MAIN)
 		rc = add_main_rules(ctx);
 	if (!rc) {
