@@ -250,6 +250,23 @@ static void handle(const struct msg_hdr *h)
 		self.on_exit(h->id, h->a, h->b, 0);
 }
 
+/* The next message from the launcher (flags: 0 or MSG_DONTWAIT): 1 and the
+ * message, 0 if none is there (MSG_DONTWAIT), -1 once the launcher is gone. */
+static int next_msg(struct msg_hdr *h, char *buf, size_t cap, int flags)
+{
+	int fds[2], nfds;
+	ssize_t n = recv_msg(self.fd, h, buf, cap - 1, fds, &nfds, flags);
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]); /* the launcher sends none */
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && (flags & MSG_DONTWAIT))
+		return 0;
+	if (n < 0)
+		return gone(strerror(errno));
+	if (n == 0)
+		return gone("it closed its socket");
+	return 1;
+}
+
 /* Reads messages until one of type `type` for id arrives (in *h, payload in
  * buf); the ends of other commands are handled on the way. */
 static int wait_for(uint32_t type, uint32_t id, struct msg_hdr *h, char *buf, size_t cap)
@@ -263,18 +280,26 @@ static int wait_for(uint32_t type, uint32_t id, struct msg_hdr *h, char *buf, si
 			return gone(strerror(errno));
 		if (r == 0)
 			return gone("no answer in 10 s");
-		int fds[2], nfds;
-		ssize_t n = recv_msg(self.fd, h, buf, cap - 1, fds, &nfds, 0);
-		for (int i = 0; i < nfds; i++)
-			close(fds[i]); /* the launcher sends none */
-		if (n < 0)
-			return gone(strerror(errno));
-		if (n == 0)
-			return gone("it closed its socket");
+		if (next_msg(h, buf, cap, 0) < 0)
+			return -1;
 		if (h->type == type && h->id == id)
 			return 0;
 		handle(h);
 	}
+}
+
+/* Sends request h (payload buf[0..len), fds) and waits for its answer of
+ * type `reply` in *r: 0, or -1 with the launcher's message (in buf). */
+static int transact(const struct msg_hdr *h, char *buf, size_t len, const int *fds, int nfds, uint32_t reply,
+		    struct msg_hdr *r)
+{
+	if (send_msg(self.fd, h, buf, len, fds, nfds) < 0)
+		return gone(strerror(errno));
+	if (wait_for(reply, h->id, r, buf, 4096))
+		return -1;
+	if (r->b != 0)
+		return vmm_fail("%s", buf[0] ? buf : strerror(r->b));
+	return 0;
 }
 
 /* Appends s and its NUL to a message payload in buf (*len so far). */
@@ -318,14 +343,9 @@ int launcher_spawn(uint32_t id, const struct launcher_cmd *cmd, pid_t *pid)
 	for (int i = 0; !rc && i < argc + 2; i++)
 		rc = pack(buf, &len, i < argc ? cmd->argv[i] : tail[i - argc], cmd->argv[0]);
 	int fds[2] = { cmd->out_fd, cmd->in_fd };
-	struct msg_hdr h = { MSG_SPAWN, id, argc, cmd->in_fd >= 0 ? SPAWN_IN_FD : 0 };
-	if (!rc && send_msg(self.fd, &h, buf, len, fds, cmd->in_fd >= 0 ? 2 : 1) < 0)
-		rc = gone(strerror(errno));
-	struct msg_hdr r;
+	struct msg_hdr h = { MSG_SPAWN, id, argc, cmd->in_fd >= 0 ? SPAWN_IN_FD : 0 }, r;
 	if (!rc)
-		rc = wait_for(MSG_SPAWNED, id, &r, buf, 4096);
-	if (!rc && r.b != 0)
-		rc = vmm_fail("%s", buf[0] ? buf : strerror(r.b));
+		rc = transact(&h, buf, len, fds, cmd->in_fd >= 0 ? 2 : 1, MSG_SPAWNED, &r);
 	if (!rc) {
 		*pid = r.a;
 		rc = track(id);
@@ -347,21 +367,11 @@ int launcher_kill(uint32_t id, int sig)
 int launcher_dispatch(void)
 {
 	char buf[4096];
-	while (self.fd >= 0) {
-		struct msg_hdr h;
-		int fds[2], nfds;
-		ssize_t n = recv_msg(self.fd, &h, buf, sizeof(buf) - 1, fds, &nfds, MSG_DONTWAIT);
-		for (int i = 0; i < nfds; i++)
-			close(fds[i]);
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return 0;
-		if (n < 0)
-			return gone(strerror(errno));
-		if (n == 0)
-			return gone("it closed its socket");
+	struct msg_hdr h;
+	int got = 0;
+	while (self.fd >= 0 && (got = next_msg(&h, buf, sizeof(buf), MSG_DONTWAIT)) > 0)
 		handle(&h);
-	}
-	return 0;
+	return got < 0 ? -1 : 0;
 }
 
 int launcher_allow(const char *const *programs, size_t n)
@@ -377,12 +387,8 @@ int launcher_allow(const char *const *programs, size_t n)
 		rc = programs[i][0] ? pack(buf, &len, programs[i], "the allowed programs' names")
 				    : vmm_fail("an allowed program's name is empty");
 	struct msg_hdr h = { MSG_ALLOW, 0, (int32_t)n, 0 }, r;
-	if (!rc && send_msg(self.fd, &h, buf, len, NULL, 0) < 0)
-		rc = gone(strerror(errno));
 	if (!rc)
-		rc = wait_for(MSG_ALLOWED, 0, &r, buf, 4096);
-	if (!rc && r.b != 0)
-		rc = vmm_fail("%s", buf[0] ? buf : strerror(r.b));
+		rc = transact(&h, buf, len, NULL, 0, MSG_ALLOWED, &r);
 	free(buf);
 	return rc;
 }
