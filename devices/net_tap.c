@@ -86,6 +86,18 @@ void net_pair_tx(struct net_pair *p)
 
 enum { RX_DONE, RX_DROPPED, RX_NO_BUFFERS, RX_BROKEN, RX_EMPTY };
 
+/* vq_pop failed after `popped` chains of this packet: they go back, the
+ * device needs a reset (the driver broke the ring). */
+static int rx_pop_failed(struct virtio_net *n, struct virtqueue *vq, uint16_t popped)
+{
+	char why[1024];
+	snprintf(why, sizeof(why), "%s", vmm_error());
+	if (popped)
+		vq_unpop(vq, popped);
+	net_device_broken(n, why);
+	return RX_BROKEN;
+}
+
 /* Where the first chain's num_buffers bytes are, wherever the header is
  * split across its iovecs. */
 static void find_num_buffers(const struct iovec *in, unsigned nin, uint8_t *nb[2])
@@ -119,14 +131,8 @@ static int rx_direct(struct net_pair *p)
 	uint8_t *nb[2] = { NULL, NULL };
 	while (room < RX_BUF_LEN && (mrg || nchains == 0)) {
 		int r = vq_pop(vq, &c);
-		if (r < 0) {
-			char why[1024];
-			snprintf(why, sizeof(why), "%s", vmm_error());
-			if (nchains)
-				vq_unpop(vq, nchains);
-			net_device_broken(n, why);
-			return RX_BROKEN;
-		}
+		if (r < 0)
+			return rx_pop_failed(n, vq, nchains);
 		if (r == 0)
 			break;
 		const struct iovec *in = c.iov + c.nout;
@@ -194,14 +200,8 @@ static int rx_deliver(struct net_pair *p, unsigned *tried)
 	*tried = 0;
 	while (off < p->rx_len) {
 		int r = vq_pop(vq, &c);
-		if (r < 0) {
-			char why[1024];
-			snprintf(why, sizeof(why), "%s", vmm_error());
-			if (nbufs)
-				vq_unpop(vq, nbufs);
-			net_device_broken(n, why);
-			return RX_BROKEN;
-		}
+		if (r < 0)
+			return rx_pop_failed(n, vq, nbufs);
 		if (r == 0) {
 			if (nbufs)
 				vq_unpop(vq, nbufs);
