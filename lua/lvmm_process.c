@@ -105,7 +105,7 @@ static void on_launcher(uv_poll_t *w, int status, int events)
 }
 
 /* The launcher running and watched: 0, or -1 with a core message. */
-static int launcher_ready(void)
+int lvmm_launcher_ready(void)
 {
 	if (launcher_start(on_command_exit) < 0)
 		return -1;
@@ -129,8 +129,6 @@ static int launcher_ready(void)
 	launcher_watch = w;
 	return 0;
 }
-
-int lvmm_launcher_ready(void) { return launcher_ready(); }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
@@ -212,7 +210,7 @@ static int l_process_spawn(lua_State *L)
 	struct lprocess *u = lua_newuserdatauv(L, sizeof(*u), 0);
 	u->p = NULL;
 	luaL_setmetatable(L, PROCESS_MT);
-	if (launcher_ready() < 0) {
+	if (lvmm_launcher_ready() < 0) {
 		lua_pushnil(L);
 		lua_pushfstring(L, "%s: %s", args[0], vmm_error());
 		return 2;

@@ -413,8 +413,7 @@ function M.receive(opts)
   conn:close()
   local resumed = core.now()
   if not ok then vm:close() return nil, "vmm.receive: " .. err end
-  if lock ~= nil then require("vmm.vm").lock_after_start(vm, lock) end
-  ok, err = require("vmm.vm").locked_start(vm)
+  ok, err = require("vmm.vm").locked_start(vm, lock)
   if not ok then vm:close() return nil, "vmm.receive: " .. err end
   report.transferred = M.by_name(names, report.transferred, has_backend)
   report.new_taps = new_taps

@@ -22,11 +22,11 @@ local lock_of = setmetatable({}, { __mode = "k" })
 -- VM vm locks the process once it started (lock: false or {commands}).
 function M.lock_after_start(vm, lock) lock_of[vm] = lock end
 
--- After vm started: locks the process if vm (or vmm --sandbox) asks to.
--- true, or nil and what failed (the VM is stopped then: it was not meant
--- to run unlocked).
-function M.locked_start(vm)
-  local lock = lock_of[vm]
+-- After vm started: locks the process if `lock` (else vm's own setting,
+-- else vmm --sandbox) asks to. true, or nil and what failed (the VM is
+-- stopped then: it was not meant to run unlocked).
+function M.locked_start(vm, lock)
+  if lock == nil then lock = lock_of[vm] end
   if lock == nil then lock = M.lock_on_start end
   if not lock or core.locked() then return true end
   local ok, err = core.lock(lock.commands)
