@@ -131,7 +131,7 @@ static int parse_kernel(struct vm *vm, size_t want, size_t ksize, uint8_t **imag
  * header and the command line against it; nothing big is read yet. */
 static int open_payload(struct vm *vm, const struct vm_config *cfg)
 {
-	size_t ksize, isize;
+	size_t ksize = 0, isize = 0;
 	if (!(vm->kernel_path = strdup(cfg->kernel_path)) ||
 	    (cfg->initrd_path && !(vm->initrd_path = strdup(cfg->initrd_path))))
 		return vmm_fail("out of memory");
@@ -150,7 +150,7 @@ static int open_payload(struct vm *vm, const struct vm_config *cfg)
  * segments go straight into guest RAM (load_segments). */
 static int read_payload(struct vm *vm)
 {
-	size_t ksize;
+	size_t ksize = 0;
 	uint8_t magic[4] = { 0 };
 	if (file_size("kernel", vm->kernel_path, vm->kernel_fd, &ksize) ||
 	    pread_all("kernel", vm->kernel_path, vm->kernel_fd, magic, ksize < 4 ? ksize : 4, 0))

@@ -867,7 +867,7 @@ static int file_identity(struct virtio_blk *b, struct stat *st, uint8_t *flags)
 int virtio_blk_backend_save(struct virtio_blk *b, struct mig_buf *out)
 {
 	struct stat st;
-	uint8_t flags;
+	uint8_t flags = 0;
 	if (file_identity(b, &st, &flags))
 		return -1;
 	mig_put_u64(out, blk_file_size(b->file));
@@ -886,7 +886,7 @@ int virtio_blk_backend_check(struct virtio_blk *b, const void *p, size_t len)
 	if (mig_cursor_finish(&c))
 		return -1;
 	struct stat st;
-	uint8_t mine;
+	uint8_t mine = 0;
 	if (file_identity(b, &st, &mine))
 		return -1;
 	if ((uint64_t)st.st_dev != dev || (uint64_t)st.st_ino != ino)

@@ -228,7 +228,7 @@ static void test_write_then_read(void)
 			}
 			fill_random(guest + DATA_GPA, total, round + 1000u * wt);
 			request(q, 0, VIRTIO_BLK_T_OUT, sector, segs, nseg);
-			uint32_t len;
+			uint32_t len = 0;
 			CHECK_EQ(run_one(q, 0, &len), VIRTIO_BLK_S_OK);
 			CHECK_EQ(len, 1);
 			CHECK(image_equals(sector * 512, guest + DATA_GPA, total));
@@ -277,7 +277,7 @@ static void test_any_layout(void)
 	vd->ops->queue_notify(vd, 0);
 	CHECK(wait_used(0, 1));
 	uint16_t id;
-	uint32_t len;
+	uint32_t len = 0;
 	CHECK(get_used(0, &id, &len));
 	CHECK_EQ(len, 1025);
 	CHECK_EQ(guest[READ_GPA + 1024], VIRTIO_BLK_S_OK);
@@ -292,7 +292,7 @@ static void test_flush_and_get_id(void)
 	memset(guest + READ_GPA, 0x5a, 32);
 	struct seg id = { READ_GPA, VIRTIO_BLK_ID_BYTES, true };
 	request(1, 1, VIRTIO_BLK_T_GET_ID, 0, &id, 1);
-	uint32_t len;
+	uint32_t len = 0;
 	CHECK_EQ(run_one(1, 1, &len), VIRTIO_BLK_S_OK);
 	CHECK_EQ(len, VIRTIO_BLK_ID_BYTES + 1);
 	CHECK(!memcmp(guest + READ_GPA, "LUAVMM-SERIAL-0123\0\0", 20));
@@ -335,7 +335,7 @@ static void test_bad_requests_get_a_status(void)
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct seg s = { DATA_GPA, cases[i].len, cases[i].write };
 		request(0, 0, cases[i].type, cases[i].sector, &s, 1);
-		uint32_t len;
+		uint32_t len = 0;
 		int st = run_one(0, 0, &len);
 		if (st != cases[i].status)
 			fprintf(stderr, "  case \"%s\": status %d, expected %d\n", cases[i].what, st, cases[i].status);
@@ -461,7 +461,7 @@ static void test_many_in_flight(void)
 	CHECK(wait_used(0, n));
 	unsigned ok = 0;
 	uint16_t id;
-	uint32_t len;
+	uint32_t len = 0;
 	while (get_used(0, &id, &len))
 		ok++;
 	CHECK_EQ(ok, n);
@@ -631,7 +631,7 @@ static void test_random_rings(void)
 		for (int k = 0; k < 5; k++)
 			uv_run(&loop, UV_RUN_NOWAIT);
 		uint16_t id;
-		uint32_t len;
+		uint32_t len = 0;
 		while (get_used(0, &id, &len))
 			;
 	}
