@@ -125,6 +125,10 @@ local unique = string.format("%d-%d", os.time() % 100000, math.random(1, 1e6))
 
 local function log(...) io.stderr:write("bench/migrate: ", string.format(...), "\n") end
 local DEBUG = os.getenv("VMM_BENCH_DEBUG") ~= nil
+-- The steps of a vmm freeze, as scripts/migrate.lua prints them (ms since
+-- the source paused): the target has the first state section, has loaded
+-- the state, has the source's commit, runs the vCPUs.
+local PHASES = { "state from", "loaded", "committed", "running" }
 local function dbg(...) if DEBUG then log(...) end end
 
 local tail = common.tail
@@ -498,6 +502,8 @@ local function vmm_once(c, mib)
                           tail(child:output())))
     end
     s.freeze_new = tonumber(freeze)
+    local line = child:output():match("took over[^\n]*") or ""
+    for _, ph in ipairs(PHASES) do s[ph .. "_new"] = tonumber(line:match(ph .. " ([%d.]+)")) end
     assert(vm:wait("stopped", 30))
     dbg("  the child took the VM")
     local st = ping:finish()
@@ -529,6 +535,10 @@ local function vmm_once(c, mib)
     if not back then error("taking the VM back failed: " .. tostring(report)) end
     at_exit(function() back:close() end)
     s.freeze_back = report.freeze_ms
+    for ph, t in pairs({ ["state from"] = report.quiesced, loaded = report.loaded, committed = report.commit,
+                         running = report.resumed }) do
+      s[ph .. "_back"] = (t - report.freeze) * 1000
+    end
     st = ping:finish()
     settle()
     s.gap_back, s.lost_back = st.gap_ms, st.lost
@@ -844,6 +854,7 @@ end
 local FIELDS = { "freeze_new", "freeze_back", "gap_new", "gap_back", "lost_new", "lost_back", "downtime",
                  "stall_new", "stall_back", "ack_new", "ack_back", "stall_idle", "ack_idle",
                  "guest_stall_new", "guest_stall_back", "clock_lost_new", "clock_lost_back" }
+for _, ph in ipairs(PHASES) do FIELDS[#FIELDS + 1] = ph .. "_new"; FIELDS[#FIELDS + 1] = ph .. "_back" end
 local results = {} -- results[key][mib] = {samples = {field = {...}}, failures = {...}, runs}
 
 local have_qemu = select(2, vmm.command({ "sh", "-c", "command -v qemu-system-x86_64" })) == 0
@@ -1051,6 +1062,25 @@ else
   end
   print_ratios("freeze, vmm / QEMU (QEMU's STOP -> RESUME, same network backend and guest RAM)",
     { "contender", "network", "guest RAM", "-> new", "-> back" }, ratios)
+
+  -- where vmm's freeze goes: each step's median time since the source paused
+  local steps = {}
+  for _, mib in ipairs(opts.mem) do
+    for _, c in ipairs(cases) do
+      local r = c.vmm and results[c.key] and results[c.key][mib]
+      if r then
+        for _, dir in ipairs({ "new", "back" }) do
+          local cells = {}
+          for i, ph in ipairs(PHASES) do cells[i] = cell(r, ph .. "_" .. dir) end
+          steps[#steps + 1] = string.format("| %s | %s | %d MiB | -> %s | %s |", c.label, c.network, mib, dir,
+                                            table.concat(cells, " | "))
+        end
+      end
+    end
+  end
+  print_ratios("vmm's freeze step by step, ms since the source paused the vCPUs (medians): the target has the "
+    .. "first state section (devices quiesced), has loaded all of it, has the commit, runs the vCPUs",
+    { "contender", "network", "guest RAM", "direction", "state from", "loaded", "committed", "running" }, steps)
 end
 disk_cleanup()
 if watchdog then watchdog:kill(9) end

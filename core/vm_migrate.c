@@ -246,6 +246,7 @@ static int send_state(struct migrate_source *s)
 	struct mig_buf b;
 	mig_buf_init(&b);
 	mig_put_u64(&b, s->r.freeze_ns);
+	s->r.quiesced_ns = monotonic_ns();
 	if (send_buf(&s->c, MIG_FREEZE, 0, &b, NULL, 0))
 		return -1;
 	for (unsigned i = 0; i < vm->ncpus; i++) {
@@ -693,6 +694,7 @@ static int receive_state(struct incoming *in)
 	struct mig_section s;
 	if (mig_expect(&in->t->c, MIG_FREEZE, &s))
 		return -1;
+	in->r->quiesced_ns = monotonic_ns();
 	struct mig_cursor cur;
 	mig_cursor_init(&cur, s.payload, s.len, "freeze");
 	in->r->freeze_ns = mig_get_u64(&cur);
