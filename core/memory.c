@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -95,6 +96,57 @@ int guest_mem_adopt(struct guest_mem *m, int fd, uint64_t size, uintptr_t at)
 		return vmm_fail("guest memory fd %d: %llu bytes, the description says %llu", fd,
 				(unsigned long long)st.st_size, (unsigned long long)size);
 	return map_fd(m, fd, size, at);
+}
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+#define POPULATE_CHUNK (64ull << 20) /* mincore() this much at a time */
+
+/* Populates [start, end) of the mapping; 0, or -1 if the kernel lacks the
+ * advice (the caller stops, populating nothing more). */
+static int populate(struct guest_mem *m, uint64_t start, uint64_t end)
+{
+	if (madvise(m->host + start, end - start, MADV_POPULATE_WRITE) == 0)
+		return 0;
+	if (errno == EINVAL)
+		return -1;
+	/* EFAULT or ENOMEM: a page went away meanwhile; the guest faults it. */
+	return 0;
+}
+
+int64_t guest_mem_populate_resident(struct guest_mem *m)
+{
+	if (m->fd < 0)
+		return 0;
+	long page = sysconf(_SC_PAGESIZE);
+	unsigned char vec[POPULATE_CHUNK / 4096]; /* 16 KiB */
+	if (page <= 0 || POPULATE_CHUNK / (uint64_t)page > sizeof(vec))
+		return vmm_fail("guest memory: unexpected page size %ld", page);
+	uint64_t done = 0, run = 0; /* run: where the resident pages being gathered start */
+	bool in_run = false;
+	for (uint64_t off = 0; off < m->size; off += POPULATE_CHUNK) {
+		uint64_t len = m->size - off < POPULATE_CHUNK ? m->size - off : POPULATE_CHUNK;
+		if (mincore(m->host + off, len, vec))
+			return vmm_fail_errno("guest memory: mincore at offset %llu", (unsigned long long)off);
+		for (uint64_t i = 0; i < len / (uint64_t)page; i++) {
+			uint64_t at = off + i * (uint64_t)page;
+			bool resident = vec[i] & 1;
+			if (resident && !in_run) {
+				run = at;
+				in_run = true;
+			} else if (!resident && in_run) {
+				if (populate(m, run, at))
+					return (int64_t)done;
+				done += at - run;
+				in_run = false;
+			}
+		}
+	}
+	if (in_run && populate(m, run, m->size) == 0)
+		done += m->size - run;
+	return (int64_t)done;
 }
 
 int guest_mem_wrap(struct guest_mem *m, void *buf, uint64_t size)

@@ -38,6 +38,14 @@ int guest_mem_create(struct guest_mem *m, uint64_t size, const char *name);
  * success m owns fd; on failure fd is left to the caller. */
 int guest_mem_adopt(struct guest_mem *m, int fd, uint64_t size, uintptr_t at);
 
+/* Maps, in this process's page tables, the pages of guest RAM that are
+ * resident in its memfd, and no others (nothing is allocated): a target
+ * of a migration does it before the freeze, so that the guest's first
+ * accesses here do not each take a page fault. Advisory: a kernel
+ * without MADV_POPULATE_WRITE (before 5.14) populates nothing. Returns
+ * the bytes populated, or -1 with a message. */
+int64_t guest_mem_populate_resident(struct guest_mem *m);
+
 /* Lays out `size` bytes over an anonymous buffer the caller owns (no memfd):
  * lets tests play the guest without a VM. */
 int guest_mem_wrap(struct guest_mem *m, void *buf, uint64_t size);

@@ -1,6 +1,7 @@
 /* Guest RAM layout and bounds. Large layouts are laid over a PROT_NONE
  * reservation: real addresses, nothing touched or committed. */
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -179,6 +180,62 @@ static void test_create_memfd(void)
 	CHECK_EQ(m.nregions, 0);
 }
 
+/* Whether the page at p is mapped in this process's page tables. */
+static bool page_present(const void *p)
+{
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	CHECK(fd >= 0);
+	uint64_t entry = 0;
+	CHECK_EQ(pread(fd, &entry, sizeof(entry), (off_t)((uintptr_t)p / 4096 * sizeof(entry))), sizeof(entry));
+	close(fd);
+	return entry >> 63;
+}
+
+/* Pages resident in the memfd, counted through a mapping of its own. */
+static unsigned resident_pages(int fd, uint64_t size)
+{
+	uint8_t *p = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+	CHECK(p != MAP_FAILED);
+	static unsigned char vec[16 * MiB / 4096];
+	CHECK_EQ(mincore(p, size, vec), 0);
+	unsigned n = 0;
+	for (uint64_t i = 0; i < size / 4096; i++)
+		n += vec[i] & 1;
+	munmap(p, size);
+	return n;
+}
+
+static void test_populate_maps_resident_pages_only(void)
+{
+	const uint64_t size = 16 * MiB;
+	int fd = memfd_create("test-populate", MFD_CLOEXEC);
+	CHECK(fd >= 0);
+	CHECK_EQ(ftruncate(fd, (off_t)size), 0);
+	/* The "source" writes three pages, two of them adjacent. */
+	uint8_t *src = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	CHECK(src != MAP_FAILED);
+	const uint64_t touched[] = { 0, 5 * MiB, 5 * MiB + 4096, size - 4096 };
+	for (unsigned i = 0; i < 4; i++)
+		src[touched[i]] = (uint8_t)(i + 1);
+	CHECK_EQ(resident_pages(fd, size), 4);
+
+	struct guest_mem m;
+	CHECK_EQ(guest_mem_adopt(&m, dup(fd), size, 0), 0);
+	for (unsigned i = 0; i < 4; i++)
+		CHECK(!page_present(m.host + touched[i]));
+	CHECK_EQ(guest_mem_populate_resident(&m), 4 * 4096);
+	for (unsigned i = 0; i < 4; i++) {
+		CHECK(page_present(m.host + touched[i]));
+		CHECK_EQ(m.host[touched[i]], i + 1);
+	}
+	CHECK(!page_present(m.host + 4096));
+	CHECK(!page_present(m.host + 6 * MiB));
+	CHECK_EQ(resident_pages(fd, size), 4); /* nothing allocated */
+	guest_mem_destroy(&m);
+	munmap(src, size);
+	close(fd);
+}
+
 int main(void)
 {
 	RUN(test_layout_small);
@@ -186,5 +243,6 @@ int main(void)
 	RUN(test_ptr_small);
 	RUN(test_size_validation);
 	RUN(test_create_memfd);
+	RUN(test_populate_maps_resident_pages_only);
 	return CHECK_DONE();
 }
