@@ -225,8 +225,11 @@ out:;
 	return NULL;
 }
 
-int vcpu_group_start(struct vcpu_group *g)
+int vcpu_group_start(struct vcpu_group *g, bool paused)
 {
+	pthread_mutex_lock(&g->lock);
+	g->request = paused ? VCPU_PAUSE : VCPU_RUN;
+	pthread_mutex_unlock(&g->lock);
 	sigset_t all, old;
 	sigfillset(&all);
 	/* vCPU threads inherit a full mask and unblock only the kick, so that

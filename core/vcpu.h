@@ -69,8 +69,10 @@ int vcpu_group_init(struct vcpu_group *g, unsigned n, struct bus *pio, struct bu
 /* Joins any threads still running, unmaps and closes every vCPU. */
 void vcpu_group_destroy(struct vcpu_group *g);
 
-/* Starts one thread per vCPU (their fds must be set up). */
-int vcpu_group_start(struct vcpu_group *g);
+/* Starts one thread per vCPU (their fds must be set up). `paused`: the
+ * threads park before their first KVM_RUN, until vcpu_group_resume, so
+ * that a VM arriving by migration has them ready before its freeze. */
+int vcpu_group_start(struct vcpu_group *g, bool paused);
 #define VCPU_PAUSE_TIMEOUT_MS 10000
 #define VCPU_KICK_INTERVAL_MS 100
 

@@ -498,7 +498,7 @@ int vm_start(struct vm *vm)
 		return vmm_fail("%s: cannot start: the VM is %s", vm->name, vm_state_name(vm->state));
 	struct x86_boot_info boot;
 	if (kvm_create(&vm->kvm) || load_guest(vm, &boot) || realize_devices(vm) || create_vcpus(vm, &boot) ||
-	    vcpu_group_start(&vm->vcpus)) {
+	    vcpu_group_start(&vm->vcpus, false)) {
 		vmm_fail_context("%s: start", vm->name);
 		vcpu_group_stop(&vm->vcpus);
 		vm->state = VM_STOPPED;
@@ -515,13 +515,18 @@ int vm_prepare_incoming(struct vm *vm, int mem_fd)
 		return vmm_fail("%s: not an incoming VM waiting for its memory", vm->name);
 	if (kvm_create(&vm->kvm) || guest_mem_adopt(&vm->mem, mem_fd, vm->mem_size, vm->ram_at))
 		return vmm_fail_context("%s: prepare", vm->name);
-	if (kvm_map_memory(&vm->kvm, &vm->mem) || realize_devices(vm) || create_vcpus(vm, NULL))
+	/* Done before the freeze, so that it need not wait for them: the page
+	 * tables of the RAM the guest uses, and the vCPU threads (parked). */
+	if (guest_mem_populate_resident(&vm->mem) < 0)
+		fprintf(stderr, "vmm: %s: guest RAM left to fault in: %s\n", vm->name, vmm_error());
+	if (kvm_map_memory(&vm->kvm, &vm->mem) || realize_devices(vm) || create_vcpus(vm, NULL) ||
+	    vcpu_group_start(&vm->vcpus, true))
 		return vmm_fail_context("%s: prepare", vm->name);
 	return 0;
 }
 
 /* The first resume of a VM that came by migration: its devices start their
- * datapaths from the loaded state, then its vCPUs start. */
+ * datapaths from the loaded state, then its parked vCPUs run. */
 static int start_loaded(struct vm *vm)
 {
 	for (unsigned i = 0; i < vm->ndevices; i++) {
@@ -529,7 +534,7 @@ static int start_loaded(struct vm *vm)
 		if (d->type->resume_loaded && d->type->resume_loaded(d))
 			return vmm_fail_context("%s: %s", vm->name, d->name);
 	}
-	if (vcpu_group_start(&vm->vcpus))
+	if (vcpu_group_resume(&vm->vcpus))
 		return vmm_fail_context("%s: start", vm->name);
 	vm->incoming_loaded = false;
 	vm->state = VM_RUNNING;
