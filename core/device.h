@@ -137,6 +137,14 @@ struct device_type {
 	int (*load)(struct device *d, uint16_t version, const void *p, size_t len);
 	/* Target, after the commit: start from the loaded state. */
 	int (*resume_loaded)(struct device *d);
+	/* A preview of the state, saved on the running source before the
+	 * freeze (in the same version as its state), so that the target can
+	 * set up ahead what takes time and rarely changes (a PCI function's
+	 * BARs and MSI-X routes: ioeventfds, irqfds). load then applies only
+	 * what changed since. preview_load checks the whole payload before
+	 * it changes anything. */
+	int (*preview_save)(struct device *d, uint16_t version, struct mig_buf *b);
+	int (*preview_load)(struct device *d, uint16_t version, const void *p, size_t len);
 
 	/* Backend transfer: the fds (still the device's) and their state. */
 	unsigned (*backend_fds)(struct device *d, int *fds, unsigned max);

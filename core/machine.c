@@ -156,7 +156,7 @@ bool machine_desc_equal(const struct machine_desc *a, const struct machine_desc 
 	for (unsigned i = 0; i < a->ndevices && i < MACHINE_MAX_DEVICES; i++) {
 		const struct machine_device *x = &a->devices[i], *y = &b->devices[i];
 		if (x->type != y->type || strcmp(x->name, y->name) || x->state_version != y->state_version ||
-		    x->transfer != y->transfer || x->transfer_allowed != y->transfer_allowed)
+		    x->transfer != y->transfer || x->transfer_allowed != y->transfer_allowed || x->preview != y->preview)
 			return false;
 		if (x->type && x->type->config_size && (!x->config || !y->config ||
 							memcmp(x->config, y->config, x->type->config_size)))
@@ -206,6 +206,8 @@ static int put_device(void *fdt, const struct machine_device *m, unsigned i)
 		err = fdt_property(fdt, "backend-transfer", NULL, 0);
 	if (!err && m->transfer_allowed)
 		err = fdt_property(fdt, "backend-transfer-allowed", NULL, 0);
+	if (!err && m->preview)
+		err = fdt_property(fdt, "preview", NULL, 0);
 	for (const struct dev_field *f = m->type->fields; !err && f && f->name; f++)
 		err = put_field(fdt, f, m->config);
 	if (!err)
@@ -416,8 +418,11 @@ static int parse_device(const void *fdt, int node, unsigned i, const struct devi
 				printable(kind, sizeof(kind), buf));
 	if (get_string(fdt, node, p.s, "name", m->name, sizeof(m->name)) ||
 	    get_flag(fdt, node, p.s, "backend-transfer", &m->transfer) ||
-	    get_flag(fdt, node, p.s, "backend-transfer-allowed", &m->transfer_allowed))
+	    get_flag(fdt, node, p.s, "backend-transfer-allowed", &m->transfer_allowed) ||
+	    get_flag(fdt, node, p.s, "preview", &m->preview))
 		return -1;
+	if (m->preview && !(m->type->state_version && m->type->preview_load))
+		return vmm_fail(PREFIX "%s: a %s has no preview to load", p.s, kind);
 	if (m->type->state_version) {
 		uint32_t v;
 		if (get_u32(fdt, node, p.s, "state-version", &v))

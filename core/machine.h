@@ -27,6 +27,8 @@
  *                                        (devices with state only)
  *               backend-transfer;        the source offers its backend
  *               backend-transfer-allowed; the device's own opt-in
+ *               preview;                 a MIG_PREVIEW of its state follows
+ *                                        (only to a target that asked)
  *               ifname = "tap0"; ...     the type's fields (dev_field): a
  *                                        string, a u32 cell, an empty
  *                                        property for a flag, 6 bytes for
@@ -61,6 +63,7 @@ struct machine_device {
 	uint16_t state_version; /* 0 for a device without state */
 	bool transfer;          /* the source offers its backend */
 	bool transfer_allowed;  /* the device's own opt-in, kept across migrations */
+	bool preview;           /* a preview of its state follows (MIG_PREVIEW) */
 };
 
 struct machine_cpuid {

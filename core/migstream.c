@@ -46,6 +46,7 @@ static const char *const type_names[] = {
 	[MIG_INTERRUPT] = "interrupt",
 	[MIG_COMPLETE] = "complete",
 	[MIG_COMPLETIONS] = "completions",
+	[MIG_PREVIEW] = "preview",
 };
 
 bool mig_type_known(uint32_t type)

@@ -71,7 +71,11 @@ enum mig_type {
 	MIG_INTERRUPT = 25,   /* C->V: stop the running chunk (Ctrl-C) */
 	MIG_COMPLETE = 26,    /* C->V: text, the word before the cursor (Tab) */
 	MIG_COMPLETIONS = 27, /* V->C: the words that complete it, '\n'-separated */
-	MIG_TYPE_MAX = MIG_COMPLETIONS,
+	MIG_PREVIEW = 28,     /* S->T, after the backends, only to a target whose
+	                       * HELLO has the feature MIG_FEATURE_PREVIEW: u32 n,
+	                       * n x {u32 device index, u32 len, the type's
+	                       * preview_save (in the device's state version)} */
+	MIG_TYPE_MAX = MIG_PREVIEW,
 };
 
 #define MIG_ATTACH_VERSION 1u
@@ -130,6 +134,13 @@ int mig_cursor_finish(struct mig_cursor *c);
 /* --- HELLO ------------------------------------------------------------------ */
 
 #define MIG_HELLO_MAX_KINDS 64        /* state version ranges in a HELLO */
+
+/* Optional parts of the protocol, announced by the target as HELLO ranges
+ * whose name begins with '+' (no device kind does): a source that knows
+ * the feature and a version in the range uses it; an older source looks
+ * for its device kinds only and ignores them. The range is that of the
+ * feature's format. */
+#define MIG_FEATURE_PREVIEW "+preview" /* MIG_PREVIEW, format 1 */
 #define MIG_KIND_MAX 31               /* bytes in a device kind's name */
 
 /* The HELLO payload: who the target is and which device state versions

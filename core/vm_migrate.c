@@ -1,11 +1,13 @@
 #include "vm_migrate.h"
 
 #include <errno.h>
+#include <link.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/pidfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -44,6 +46,7 @@ struct migrate_source {
 	struct mig_hello hello; /* the target's pid, flags, the versions it loads */
 	struct machine_desc d;
 	int pidfd; /* the target's process (HELLO's pid): the late rollback kills it */
+	bool previews; /* the target loads MIG_PREVIEW (MIG_FEATURE_PREVIEW) */
 	bool frozen, was_running;
 	unsigned quiesced; /* devices quiesced so far */
 };
@@ -65,6 +68,11 @@ static int receive_hello(struct migrate_source *s)
 	if (rc)
 		return -1;
 	s->r.peer_pid = (pid_t)s->hello.pid;
+	for (unsigned i = 0; i < s->hello.nkinds; i++) {
+		const struct mig_kind_versions *k = &s->hello.kinds[i];
+		if (!strcmp(k->kind, MIG_FEATURE_PREVIEW) && k->min <= 1 && k->max >= 1)
+			s->previews = true;
+	}
 	/* The process that will run the VM: if it fails after COMMIT, it is
 	 * killed before the VM may resume here, so it must exist now. */
 	if ((s->pidfd = pidfd_open(s->r.peer_pid, 0)) < 0)
@@ -126,6 +134,7 @@ static int send_description(struct migrate_source *s)
 		m->transfer = transfer && dev->type->backend_fds && allowed;
 		if (pick_version(s, dev, &m->state_version))
 			return -1;
+		m->preview = s->previews && dev->type->state_version && dev->type->preview_save;
 	}
 	void *blob;
 	size_t len;
@@ -182,6 +191,25 @@ static int send_memory_and_backends(struct migrate_source *s)
 			return -1;
 		}
 		if (send_buf(&s->c, MIG_BACKEND, i, &b, fds, nfds))
+			return -1;
+	}
+	return 0;
+}
+
+/* Before the freeze: what the target may set up ahead (device.h). */
+static int send_previews(struct migrate_source *s)
+{
+	for (unsigned i = 0; i < s->vm->ndevices; i++) {
+		if (!s->d.devices[i].preview)
+			continue;
+		struct device *d = s->vm->devices[i];
+		struct mig_buf b;
+		mig_buf_init(&b);
+		if (d->type->preview_save(d, s->d.devices[i].state_version, &b)) {
+			mig_buf_free(&b);
+			return vmm_fail_context("%s: preview", d->name);
+		}
+		if (send_buf(&s->c, MIG_PREVIEW, i, &b, NULL, 0))
 			return -1;
 	}
 	return 0;
@@ -316,7 +344,8 @@ struct migrate_source *migrate_source_begin(struct vm *vm, int fd, const struct 
 	*s = (struct migrate_source){
 		.vm = vm, .c = { fd, timeout_of(o->timeout_ms), "target" }, .o = *o, .pidfd = -1
 	};
-	if (receive_hello(s) || send_description(s) || receive_plan(s) || send_memory_and_backends(s)) {
+	if (receive_hello(s) || send_description(s) || receive_plan(s) || send_memory_and_backends(s) ||
+	    send_previews(s)) {
 		fail_source(s);
 		return NULL;
 	}
@@ -470,6 +499,9 @@ static int hello_of(const struct device_registry *r, bool backend_transfer, stru
 			k->min = (*t)->state_min_load;
 			k->max = (*t)->state_version;
 		}
+	if (h->nkinds == MIG_HELLO_MAX_KINDS)
+		return vmm_fail("hello: no room for the feature %s", MIG_FEATURE_PREVIEW);
+	h->kinds[h->nkinds++] = (struct mig_kind_versions){ MIG_FEATURE_PREVIEW, 1, 1 };
 	return 0;
 }
 
@@ -596,6 +628,53 @@ static int add_device(struct incoming *in, unsigned i)
 	return 0;
 }
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+
+/* dl_iterate_phdr callback: maps this program's and its libraries'
+ * loaded segments in the page tables. */
+static int populate_object(struct dl_phdr_info *info, size_t size, void *data)
+{
+	(void)size;
+	(void)data;
+	long page = sysconf(_SC_PAGESIZE);
+	for (unsigned i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		if (ph->p_type != PT_LOAD || page <= 0)
+			continue;
+		uintptr_t start = (info->dlpi_addr + ph->p_vaddr) & ~(uintptr_t)(page - 1);
+		uintptr_t end = info->dlpi_addr + ph->p_vaddr + ph->p_memsz;
+		/* Advisory: a kernel before 5.14 lacks it, and the code faults in. */
+		(void)madvise((void *)start, end - start, MADV_POPULATE_READ);
+	}
+	return 0;
+}
+
+/* Before the freeze, the target does once what it does in it, so that the
+ * freeze finds its code and KVM's paths warm: maps its code in its page
+ * tables, and saves and loads the (fresh) state of every vCPU and of the
+ * machine, which the source's state then overwrites. */
+static int warm_up(struct vm *vm)
+{
+	dl_iterate_phdr(populate_object, NULL);
+	struct mig_buf b;
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		int fd = vm->vcpus.vcpus[i].fd;
+		mig_buf_init(&b);
+		int rc = vcpu_state_save(fd, i, vm->kvm.sys_fd, &b) || mig_buf_ok(&b, "vcpu") ||
+			 vcpu_state_load(fd, i, vm->kvm.sys_fd, b.data, b.len) ? -1 : 0;
+		mig_buf_free(&b);
+		if (rc)
+			return vmm_fail_context("%s: warming up", vm->name);
+	}
+	mig_buf_init(&b);
+	int rc = machine_state_save(&vm->kvm, &b) || mig_buf_ok(&b, "machine") ||
+		 machine_state_load(&vm->kvm, b.data, b.len) ? -1 : 0;
+	mig_buf_free(&b);
+	return rc ? vmm_fail_context("%s: warming up", vm->name) : 0;
+}
+
 static int build_vm(struct incoming *in, const struct vm_config *local)
 {
 	const struct machine_desc *d = &in->t->d;
@@ -621,6 +700,32 @@ static int build_vm(struct incoming *in, const struct vm_config *local)
 	if (vm_set_cpuid(in->vm, d->cpuid, d->ncpuid) || vm_prepare_incoming(in->vm, in->memory.fds[0]))
 		return -1;
 	in->memory.fds[0] = -1; /* the VM's now */
+	return warm_up(in->vm);
+}
+
+/* The previews the description announced, in device order, each loaded
+ * into its device as it comes (before the freeze). */
+static int receive_previews(struct incoming *in)
+{
+	const struct machine_desc *d = &in->t->d;
+	for (unsigned i = 0; i < d->ndevices; i++) {
+		if (!d->devices[i].preview)
+			continue;
+		struct mig_section sec;
+		if (mig_expect(&in->t->c, MIG_PREVIEW, &sec))
+			return -1;
+		struct device *dev = in->vm->devices[i];
+		int rc = 0;
+		if (sec.id != i)
+			rc = vmm_fail("preview section for device %u, expected %u (%s)", sec.id, i, dev->name);
+		else if (sec.nfds)
+			rc = vmm_fail("preview section for %s: carries %u unexpected fds", dev->name, sec.nfds);
+		else if (dev->type->preview_load(dev, d->devices[i].state_version, sec.payload, sec.len))
+			rc = vmm_fail_context("%s: preview", dev->name);
+		mig_section_free(&sec);
+		if (rc)
+			return -1;
+	}
 	return 0;
 }
 
@@ -733,7 +838,8 @@ struct vm *migrate_receive(struct migrate_target *t, const struct migrate_plan *
 	if (getsockopt(t->c.fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0)
 		r->peer_pid = cred.pid;
 	int rc = send_plan(&in) || receive_memory(&in) || receive_backends(&in) || build_vm(&in, local) ||
-		 mig_send(&t->c, MIG_PREPARED, 0, NULL, 0, NULL, 0) || receive_state(&in) ? -1 : 0;
+		 receive_previews(&in) || mig_send(&t->c, MIG_PREPARED, 0, NULL, 0, NULL, 0) ||
+		 receive_state(&in) ? -1 : 0;
 	if (rc == 0) {
 		r->loaded_ns = monotonic_ns();
 		rc = mig_send(&t->c, MIG_READY, 0, NULL, 0, NULL, 0) || expect_empty(&t->c, MIG_COMMIT) ? -1 : 0;

@@ -710,6 +710,19 @@ static int vub_resume_loaded(struct device *d)
 	return rc;
 }
 
+/* The function's BARs and MSI-X table, set up before the freeze. */
+static int vub_preview_save(struct device *d, uint16_t version, struct mig_buf *b)
+{
+	(void)version;
+	return virtio_pci_preview_save(((struct vub *)d)->pci, b);
+}
+
+static int vub_preview_load(struct device *d, uint16_t version, const void *p, size_t len)
+{
+	(void)version;
+	return virtio_pci_preview_load(((struct vub *)d)->pci, p, len);
+}
+
 /* The backend handed over: the connection, then the eventfds
  * (virtio_pci_eventfds), then the inflight region if there is one. */
 static unsigned vub_backend_fds(struct device *d, int *fds, unsigned max)
@@ -820,6 +833,8 @@ const struct device_type vhost_user_blk_type = {
 	.save = vub_save,
 	.load = vub_load,
 	.resume_loaded = vub_resume_loaded,
+	.preview_save = vub_preview_save,
+	.preview_load = vub_preview_load,
 	.backend_fds = vub_backend_fds,
 	.backend_save = vub_backend_save,
 	.stats = vub_stats,

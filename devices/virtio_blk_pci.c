@@ -198,6 +198,19 @@ static int blk_resume_loaded(struct device *d)
 	return virtio_pci_resume_loaded(((struct blk_dev *)d)->pci);
 }
 
+/* The function's BARs and MSI-X table, set up before the freeze. */
+static int blk_preview_save(struct device *d, uint16_t version, struct mig_buf *b)
+{
+	(void)version;
+	return virtio_pci_preview_save(((struct blk_dev *)d)->pci, b);
+}
+
+static int blk_preview_load(struct device *d, uint16_t version, const void *p, size_t len)
+{
+	(void)version;
+	return virtio_pci_preview_load(((struct blk_dev *)d)->pci, p, len);
+}
+
 static unsigned blk_backend_fds(struct device *d, int *fds, unsigned max)
 {
 	if (max >= 1)
@@ -247,6 +260,8 @@ const struct device_type virtio_blk_pci_type = {
 	.save = blk_save,
 	.load = blk_load,
 	.resume_loaded = blk_resume_loaded,
+	.preview_save = blk_preview_save,
+	.preview_load = blk_preview_load,
 	.backend_fds = blk_backend_fds,
 	.backend_save = blk_backend_save,
 	.stats = blk_stats,

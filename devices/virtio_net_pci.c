@@ -166,6 +166,19 @@ static int net_resume_loaded(struct device *d)
 	return virtio_pci_resume_loaded(((struct net_dev *)d)->pci);
 }
 
+/* The function's BARs and MSI-X table, set up before the freeze. */
+static int net_preview_save(struct device *d, uint16_t version, struct mig_buf *b)
+{
+	(void)version;
+	return virtio_pci_preview_save(((struct net_dev *)d)->pci, b);
+}
+
+static int net_preview_load(struct device *d, uint16_t version, const void *p, size_t len)
+{
+	(void)version;
+	return virtio_pci_preview_load(((struct net_dev *)d)->pci, p, len);
+}
+
 static unsigned net_backend_fds(struct device *d, int *fds, unsigned max)
 {
 	return virtio_net_tap_fds(((struct net_dev *)d)->net, fds, max);
@@ -210,6 +223,8 @@ const struct device_type virtio_net_pci_type = {
 	.save = net_save,
 	.load = net_load,
 	.resume_loaded = net_resume_loaded,
+	.preview_save = net_preview_save,
+	.preview_load = net_preview_load,
 	.backend_fds = net_backend_fds,
 	.backend_save = net_backend_save,
 	.stats = net_stats,

@@ -1026,6 +1026,17 @@ int virtio_pci_save(struct virtio_pci *vp, struct mig_buf *b)
 	return mig_buf_ok(b, vd->name);
 }
 
+/* An MSI-X entry's address alignment and reserved bits. */
+static int check_vector(const struct virtio_pci *vp, unsigned v, const struct vp_saved_vector *x)
+{
+	if (x->addr_lo & 3)
+		return vmm_fail("%s: MSI-X entry %u: address 0x%08x is not dword aligned", vp->vd->name, v, x->addr_lo);
+	if (x->ctrl & ~MSIX_ENTRY_CTRL_MASKED)
+		return vmm_fail("%s: MSI-X entry %u: vector control 0x%x has reserved bits set", vp->vd->name, v,
+				x->ctrl);
+	return 0;
+}
+
 static int decode_vector(struct virtio_pci *vp, unsigned v, struct mig_cursor *c, struct vp_saved_vector *x)
 {
 	x->addr_lo = mig_get_u32(c);
@@ -1036,11 +1047,8 @@ static int decode_vector(struct virtio_pci *vp, unsigned v, struct mig_cursor *c
 	x->pending = pending == 1;
 	if (c->short_read)
 		return mig_cursor_finish(c);
-	if (x->addr_lo & 3)
-		return vmm_fail("%s: MSI-X entry %u: address 0x%08x is not dword aligned", vp->vd->name, v, x->addr_lo);
-	if (x->ctrl & ~MSIX_ENTRY_CTRL_MASKED)
-		return vmm_fail("%s: MSI-X entry %u: vector control 0x%x has reserved bits set", vp->vd->name, v,
-				x->ctrl);
+	if (check_vector(vp, v, x))
+		return -1;
 	if (pending > 1)
 		return vmm_fail("%s: MSI-X entry %u: pending bit %u is not 0 or 1", vp->vd->name, v, pending);
 	return 0;
@@ -1166,6 +1174,69 @@ int virtio_pci_load(struct virtio_pci *vp, const void *payload, size_t len)
 		apply_payload(vp, s);
 	free(s);
 	return rc;
+}
+
+int virtio_pci_preview_save(struct virtio_pci *vp, struct mig_buf *b)
+{
+	struct virtio_device *vd = vp->vd;
+	pci_config_save(&vp->pci, b);
+	pthread_mutex_lock(&vd->lock);
+	mig_put_u16(b, (uint16_t)vp->nvec);
+	for (unsigned v = 0; v < vp->nvec; v++) {
+		const struct vp_vector *x = &vp->vec[v];
+		mig_put_u32(b, x->addr_lo);
+		mig_put_u32(b, x->addr_hi);
+		mig_put_u32(b, x->data);
+		mig_put_u32(b, x->ctrl);
+	}
+	pthread_mutex_unlock(&vd->lock);
+	return mig_buf_ok(b, vd->name);
+}
+
+int virtio_pci_preview_load(struct virtio_pci *vp, const void *payload, size_t len)
+{
+	struct virtio_device *vd = vp->vd;
+	char what[96];
+	snprintf(what, sizeof(what), "%s: virtio-pci preview", vd->name);
+	struct mig_cursor c;
+	mig_cursor_init(&c, payload, len, what);
+	struct pci_saved_config pci;
+	struct vp_saved_vector vec[MAX_VECTORS];
+	if (pci_config_decode(&vp->pci, &c, &pci))
+		return -1;
+	uint16_t nvec = mig_get_u16(&c);
+	if (c.short_read)
+		return mig_cursor_finish(&c);
+	if (nvec != vp->nvec)
+		return vmm_fail("%s: %u MSI-X vectors in the preview, %u here", vd->name, nvec, vp->nvec);
+	for (unsigned v = 0; v < nvec; v++) {
+		struct vp_saved_vector *x = &vec[v];
+		x->addr_lo = mig_get_u32(&c);
+		x->addr_hi = mig_get_u32(&c);
+		x->data = mig_get_u32(&c);
+		x->ctrl = mig_get_u32(&c);
+		if (c.short_read)
+			break;
+		if (check_vector(vp, v, x))
+			return -1;
+	}
+	if (mig_cursor_finish(&c))
+		return -1;
+	pthread_mutex_lock(&vd->lock);
+	bool busy = vp->reset_pending || vp->activate_pending || vd->active || vp->loaded;
+	if (!busy)
+		for (unsigned v = 0; v < nvec; v++) {
+			struct vp_vector *x = &vp->vec[v];
+			x->addr_lo = vec[v].addr_lo;
+			x->addr_hi = vec[v].addr_hi;
+			x->data = vec[v].data;
+			x->ctrl = vec[v].ctrl;
+		}
+	pthread_mutex_unlock(&vd->lock);
+	if (busy)
+		return vmm_fail("%s: the device is in use: a preview loads into a device never started", vd->name);
+	pci_config_apply(&vp->pci, &pci); /* BAR: ioeventfds; MSI-X control: routes, irqfds */
+	return 0;
 }
 
 /* Every vector a queue or the configuration uses, once. */

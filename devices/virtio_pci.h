@@ -153,6 +153,20 @@ int virtio_pci_load(struct virtio_pci *vp, const void *payload, size_t len);
  * marked NEEDS_RESET and the driver told, and the VM can run on. */
 int virtio_pci_resume_loaded(struct virtio_pci *vp);
 
+/* SOURCE, the VM running: the function's config space and MSI-X table,
+ * what a target sets up ahead of the freeze (device.h preview_save):
+ * u8 slot, config space, u16 vectors, per vector u32 address low, high,
+ * data, vector control. Changes nothing. */
+int virtio_pci_preview_save(struct virtio_pci *vp, struct mig_buf *b);
+
+/* TARGET, where virtio_pci_load may come (it comes later and applies the
+ * final state over it). Checks the whole payload first, like the load;
+ * then applies the config space and the MSI-X table as the load does, so
+ * the BAR's ioeventfds and the vectors' routes and irqfds are in place,
+ * and the load finds them unchanged. Nothing else: the device stays
+ * never started, no pending bit is set. */
+int virtio_pci_preview_load(struct virtio_pci *vp, const void *payload, size_t len);
+
 /* A virtio-pci device type's state section: u32 length of the function's
  * part (virtio_pci_save), that part, then the device's own part. */
 struct virtio_pci_part_ops {

@@ -19,6 +19,7 @@
  *                     device (virtio_pci_load), seeded from a state a
  *                     driver left busy, which the registry's devices are
  *                     not driven into
+ *   MIG_PREVIEW       by device id, the same instances: preview_load
  * A MIG_DEVICE section carries a state version before the state: a
  * registry device takes any version its type loads, the function only 1.
  * Not loaded: MIG_MEMORY and MIG_BACKEND (they carry fds, which a stream
@@ -484,6 +485,55 @@ static void load_device_section(const struct mig_section *s)
 	load_device(&state, &l, DEV_STAT(s->id));
 }
 
+/* A MIG_PREVIEW section (no version: the description's, the type's
+ * newest here) to the preview_load of the device it names. A refused
+ * preview changes nothing; after an accepted one the device still saves
+ * a state that loads back and saves the same again, and guest memory is
+ * untouched. */
+static int function_preview(const void *p, size_t len)
+{
+	return virtio_pci_preview_load(fn.vp, p, len);
+}
+
+static int registry_preview(const void *p, size_t len)
+{
+	return cur_dev->type->preview_load(cur_dev, cur_version, p, len);
+}
+
+static void load_preview_section(const struct mig_section *s)
+{
+	struct device_loader l = function_loader;
+	int (*preview)(const void *, size_t) = function_preview;
+	if (s->id != DEV_FUNCTION) {
+		if (s->id >= MAX_DEV_IDS || !by_id[s->id] || !by_id[s->id]->type->preview_load)
+			return; /* the description cannot announce a preview for it */
+		cur_dev = by_id[s->id];
+		cur_version = cur_dev->type->state_version;
+		l = (struct device_loader){ cur_dev->type->kind, registry_load, registry_save, &rig_dirty, false };
+		preview = registry_preview;
+	}
+	stat_reached[MIG_PREVIEW]++;
+	struct mig_buf before, after;
+	save_state(&l, &before, "before");
+	clear_error();
+	int rc = preview(s->payload, s->len);
+	REQUIRE(s->id == DEV_FUNCTION ? ram_untouched() : rig_ram_untouched(&rig),
+		"%s: a preview (returned %d) wrote guest memory", l.name, rc);
+	save_state(&l, &after, "after");
+	if (rc) {
+		count_refusal(l.name);
+		REQUIRE(rc == -1, "%s: preview_load returned %d", l.name, rc);
+		REQUIRE(vmm_error()[0], "%s: a refusal without a message", l.name);
+		require_saved(&l, &after, before.data, before.len, "a refused preview changed the device");
+	} else {
+		stat_accepted[MIG_PREVIEW]++;
+		*l.dirty = true;
+		check_accepted(s, &l, &after);
+	}
+	mig_buf_free(&before);
+	mig_buf_free(&after);
+}
+
 /* A HELLO: what the source decodes before anything else. One that decodes
  * encodes back to exactly its bytes. */
 static void load_hello(const struct mig_section *s)
@@ -524,6 +574,9 @@ static void load_section(const struct mig_section *s)
 		break;
 	case MIG_DEVICE:
 		load_device_section(s);
+		break;
+	case MIG_PREVIEW:
+		load_preview_section(s);
 		break;
 	default: /* the others hold no state or carry fds */
 		break;
@@ -997,6 +1050,31 @@ static void append_function(struct bytes *out, bool driven)
 	memset(ram, 0, RAM_SIZE); /* the target's loads must leave it as it is */
 }
 
+/* The preview of a driven function, and of each registry device that
+ * has one. */
+static void append_previews(struct bytes *out)
+{
+	struct function src;
+	function_up(&src);
+	drive_function(&src);
+	struct mig_buf b;
+	mig_buf_init(&b);
+	if (virtio_pci_preview_save(src.vp, &b))
+		setup_failed("virtio_pci_preview_save");
+	append_buf(out, MIG_PREVIEW, DEV_FUNCTION, &b);
+	function_down(&src);
+	memset(ram, 0, RAM_SIZE);
+	for (unsigned id = DEV_FIRST_TYPE; id < MAX_DEV_IDS; id++) {
+		struct device *d = by_id[id];
+		if (!d || !d->type->preview_save)
+			continue;
+		mig_buf_init(&b);
+		if (d->type->preview_save(d, d->type->state_version, &b))
+			setup_failed("a registry device's preview_save");
+		append_buf(out, MIG_PREVIEW, id, &b);
+	}
+}
+
 /* Valid streams: what a source sends, as far as it is fd-free. */
 static unsigned build_seeds(struct bytes *seeds)
 {
@@ -1044,7 +1122,8 @@ static unsigned build_seeds(struct bytes *seeds)
 	append_function(&seeds[8], true);
 	append_vcpu(&seeds[9], 0);
 	append_machine(&seeds[10]);
-	unsigned n = 11;
+	append_previews(&seeds[11]);
+	unsigned n = 12;
 	for (unsigned id = DEV_FIRST_TYPE; id < MAX_DEV_IDS && n < MAX_SEEDS; id++)
 		if (by_id[id])
 			append_registry_device(&seeds[n++], id);
@@ -1134,7 +1213,7 @@ static size_t pick_device(const struct bytes *b, uint32_t id)
 
 #define TYPE_BIT(t)  (1u << (t))
 #define KVM_TYPES    (TYPE_BIT(MIG_VCPU) | TYPE_BIT(MIG_MACHINE))
-#define STATE_TYPES  (KVM_TYPES | TYPE_BIT(MIG_DEVICE))
+#define STATE_TYPES  (KVM_TYPES | TYPE_BIT(MIG_DEVICE) | TYPE_BIT(MIG_PREVIEW))
 
 /* Rewrites every complete section's header with a correct CRC (and the
  * right magic and version). */
@@ -1589,7 +1668,7 @@ static void print_stats(unsigned long long runs, unsigned long long seed)
 {
 	static const struct { unsigned stat; const char *name; } loaded[] = {
 		{ MIG_HELLO, "hello" }, { MIG_DESCRIPTION, "description" }, { MIG_VCPU, "vcpu" },
-		{ MIG_MACHINE, "machine" }, { DEV_STAT(DEV_FUNCTION), "pci-function" },
+		{ MIG_MACHINE, "machine" }, { DEV_STAT(DEV_FUNCTION), "pci-function" }, { MIG_PREVIEW, "preview" },
 	};
 	printf("fuzz_migstream: %llu runs, seed %llu: %llu sections parsed; loads accepted/reached:", runs, seed,
 	       stat_sections);

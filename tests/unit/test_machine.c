@@ -64,6 +64,7 @@ static void full_desc(struct machine_desc *d)
 		m->state_version = 1;
 		m->transfer = (i & 2) != 0;
 		m->transfer_allowed = (i & 6) != 0;
+		m->preview = i == 3;
 		struct virtio_net_pci_config *c = calloc(1, sizeof(*c));
 		snprintf(c->ifname, sizeof(c->ifname), "vmtap%u", i);
 		uint8_t mac[6] = { 0x52, 0x54, 0x00, 0x12, 0x34, (uint8_t)(0x50 + i) };
@@ -234,9 +235,11 @@ static void layout(void)
 	CHECK(fdt_getprop(fdt, n, "vhost", &plen) && plen == 0);
 	CHECK(fdt_getprop(fdt, n, "backend-transfer", &plen) && plen == 0);
 	CHECK(fdt_getprop(fdt, n, "backend-transfer-allowed", &plen) && plen == 0);
+	CHECK(fdt_getprop(fdt, n, "preview", &plen) && plen == 0);
 	CHECK(fdt_getprop(fdt, n, "mac", &plen) && plen == 6);
 	int n0 = fdt_path_offset(fdt, "/devices/device@4");
 	CHECK(!fdt_getprop(fdt, n0, "backend-transfer-allowed", &plen));
+	CHECK(!fdt_getprop(fdt, n0, "preview", &plen));
 	CHECK(!fdt_getprop(fdt, n0, "vhost", &plen));
 	/* Without state, no version: the PS/2 controller. */
 	CHECK(!fdt_getprop(fdt, fdt_path_offset(fdt, "/devices/device@2"), "state-version", &plen));
@@ -324,6 +327,8 @@ static void refuses_device_values(void)
 	refuse_missing("/devices/device@7", "mac", "/devices/device@7: no property mac");
 	refuse_u32("/devices/device@8", "vhost", 1, "/devices/device@8: vhost has 4 bytes (must be an empty boolean");
 	refuse_u32("/devices/device@8", "backend-transfer", 1, "/devices/device@8: backend-transfer has 4 bytes");
+	refuse_u32("/devices/device@8", "preview", 1, "/devices/device@8: preview has 4 bytes");
+	refuse_prop("/devices/device@1", "preview", NULL, 0, "/devices/device@1: a rtc has no preview to load");
 	refuse_u32("/devices/device@8", "state-version", 2, "/devices/device@8: virtio-net state version 2 (this build loads 1..1)");
 	refuse_u32("/devices/device@0", "state-version", 0, "/devices/device@0: serial8250 state version 0");
 	refuse_missing("/devices/device@1", "state-version", "/devices/device@1: no property state-version");

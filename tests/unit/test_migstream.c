@@ -218,7 +218,7 @@ static void test_header_decode_rejects_bad_fields_naming_the_value(void)
 	check_header_rejected(0, (const uint8_t[]){ 0xef, 0xbe, 0xad, 0xde }, 4, "bad magic 0xdeadbeef");
 	check_header_rejected(4, (const uint8_t[]){ 9, 0 }, 2, "stream version 9, this vmm speaks 2");
 	check_header_rejected(6, (const uint8_t[]){ 0, 0 }, 2, "unknown section type 0");
-	check_header_rejected(6, (const uint8_t[]){ MIG_TYPE_MAX + 1, 0 }, 2, "unknown section type 28");
+	check_header_rejected(6, (const uint8_t[]){ MIG_TYPE_MAX + 1, 0 }, 2, "unknown section type 29");
 	/* stream version 1's per-kind sections are gone, and stay refused */
 	for (uint8_t retired = 10; retired <= 13; retired++) {
 		char want[32];

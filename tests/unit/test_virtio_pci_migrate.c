@@ -660,6 +660,116 @@ static void test_bad_input(void)
 	world_down();
 }
 
+static void preview(struct machine *m, struct mig_buf *b)
+{
+	mig_buf_init(b);
+	CHECK_EQ(virtio_pci_preview_save(m->vp, b), 0);
+}
+
+/* The preview's layout: slot, config space, vector count, the vectors. */
+#define PV_NVEC    (1 + PCI_CONFIG_SIZE)
+#define PV_VECTORS (PV_NVEC + 2)
+#define PV_VEC     16
+
+/* A preview taken while the source runs, then the state taken at the
+ * freeze: the preview sets up the BAR and the MSI-X table ahead, changes
+ * nothing a driver sees of the source, delivers nothing; the state then
+ * leaves the target as the state alone does. */
+static void test_preview_then_state(void)
+{
+	world_up();
+	drive_source();
+	struct snap before, after;
+	snapshot(&before);
+	struct mig_buf pv, b;
+	preview(&A, &pv);
+	CHECK_EQ(pv.len, (size_t)PV_VECTORS + NVEC * PV_VEC);
+	snapshot(&after);
+	CHECK(snap_equal(&before, &after)); /* preview_save changes nothing */
+
+	machine_up(&B, 1);
+	CHECK_EQ(virtio_pci_preview_load(B.vp, pv.data, pv.len), 0);
+	CHECK_EQ(pci_bar_decoded(virtio_pci_device(B.vp), 0), A.bar); /* the moved BAR is set up */
+	uint64_t table[NVEC * 4];
+	use_machine(&A);
+	for (unsigned i = 0; i < NVEC * 4; i++)
+		table[i] = rd(A.L.table + 4 * i, 4);
+	B.L = A.L;
+	B.bar = A.bar;
+	use_machine(&B);
+	for (unsigned i = 0; i < NVEC * 4; i++)
+		CHECK_EQ(rd(B.L.table + 4 * i, 4), table[i]); /* the MSI-X table too */
+	CHECK_EQ(rd(B.L.pba, 4), 0); /* no pending bit from a preview */
+	CHECK(!B.dev.vd.active);
+	for (unsigned v = 0; v < NVEC; v++)
+		CHECK_EQ(virtio_pci_interrupts(B.vp, v), 0);
+
+	/* the guest runs on at the source: queue 1 gets another chain */
+	use_machine(&A);
+	driver_add(1, 201);
+	snapshot(&before);
+	save(&A, &b);
+	use_machine(&B);
+	CHECK_EQ(virtio_pci_load(B.vp, b.data, b.len), 0);
+	struct snap loaded;
+	snapshot(&loaded);
+	CHECK(snap_equal(&before, &loaded));
+	CHECK(queues_equal(&A.dev.vd, &B.dev.vd));
+	CHECK_EQ(rd(B.L.pba, 4), 1u << 2); /* the state's pending bit */
+	CHECK_EQ(virtio_pci_resume_loaded(B.vp), 0);
+	CHECK_EQ(virtio_pci_interrupts(B.vp, 0), 1);
+	CHECK_EQ(virtio_pci_interrupts(B.vp, 1), 1);
+	CHECK_EQ(virtio_pci_interrupts(B.vp, 2), 0);
+	CHECK_EQ(virtio_pci_interrupts(B.vp, 3), 1);
+
+	/* once loaded, a device takes no preview */
+	CHECK_EQ(virtio_pci_preview_load(B.vp, pv.data, pv.len), -1);
+	CHECK_CONTAINS(vmm_error(), "in use");
+	mig_buf_free(&b);
+	mig_buf_free(&pv);
+	machine_down(&B);
+	machine_down(&A);
+	world_down();
+}
+
+/* preview_load refuses pv with `len` bytes and bytes [off, off+n) replaced,
+ * naming `want`, and changes nothing (the BAR stays where it was). */
+static void expect_preview_refused(const struct mig_buf *pv, size_t len, size_t off, uint64_t v, unsigned n,
+				   const char *want)
+{
+	uint8_t *p = calloc(1, pv->len + 8);
+	memcpy(p, pv->data, pv->len);
+	if (n)
+		put_le(p + off, v, n);
+	uint64_t bar = pci_bar_decoded(virtio_pci_device(B.vp), 0);
+	CHECK_EQ(virtio_pci_preview_load(B.vp, p, len), -1);
+	CHECK_CONTAINS(vmm_error(), want);
+	CHECK_EQ(pci_bar_decoded(virtio_pci_device(B.vp), 0), bar);
+	free(p);
+}
+
+static void test_preview_bad_input(void)
+{
+	world_up();
+	drive_source();
+	struct mig_buf pv;
+	preview(&A, &pv);
+	machine_up(&B, 1);
+	expect_preview_refused(&pv, 0, 0, 0, 0, "truncated");
+	expect_preview_refused(&pv, PV_NVEC + 1, 0, 0, 0, "truncated");
+	expect_preview_refused(&pv, pv.len - 1, 0, 0, 0, "truncated");
+	expect_preview_refused(&pv, pv.len + 1, 0, 0, 0, "1 unexpected trailing bytes");
+	expect_preview_refused(&pv, pv.len, 1 + PCI_DEVICE_ID, 0x1042, 2, "device 1af4:1042 in the stream");
+	expect_preview_refused(&pv, pv.len, PV_NVEC, 9, 2, "9 MSI-X vectors in the preview, 4 here");
+	expect_preview_refused(&pv, pv.len, PV_VECTORS + PV_VEC + 12, 3, 4, "MSI-X entry 1: vector control 0x3");
+	expect_preview_refused(&pv, pv.len, PV_VECTORS, 0xfee00001, 4, "MSI-X entry 0: address 0xfee00001");
+	CHECK_EQ(virtio_pci_preview_load(B.vp, pv.data, pv.len), 0);
+	mig_buf_free(&pv);
+	machine_down(&B);
+	machine_down(&A);
+	world_down();
+}
+
 static uint32_t rnd_state = 0x9e3779b9;
 
 static uint32_t rnd(void)
@@ -729,5 +839,7 @@ int main(void)
 	RUN(test_save_during_reset);
 	RUN(test_bad_input);
 	RUN(test_garbage);
+	RUN(test_preview_then_state);
+	RUN(test_preview_bad_input);
 	return CHECK_DONE();
 }
