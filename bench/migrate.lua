@@ -126,9 +126,9 @@ local unique = string.format("%d-%d", os.time() % 100000, math.random(1, 1e6))
 local function log(...) io.stderr:write("bench/migrate: ", string.format(...), "\n") end
 local DEBUG = os.getenv("VMM_BENCH_DEBUG") ~= nil
 -- The steps of a vmm freeze, as scripts/migrate.lua prints them (ms since
--- the source paused): the target has the first state section, has loaded
+-- the source paused): the state has arrived at the target, it has loaded
 -- the state, has the source's commit, runs the vCPUs.
-local PHASES = { "state from", "loaded", "committed", "running" }
+local PHASES = { "state in", "loaded", "committed", "running" }
 local function dbg(...) if DEBUG then log(...) end end
 
 local tail = common.tail
@@ -535,7 +535,7 @@ local function vmm_once(c, mib)
     if not back then error("taking the VM back failed: " .. tostring(report)) end
     at_exit(function() back:close() end)
     s.freeze_back = report.freeze_ms
-    for ph, t in pairs({ ["state from"] = report.quiesced, loaded = report.loaded, committed = report.commit,
+    for ph, t in pairs({ ["state in"] = report.sent, loaded = report.loaded, committed = report.commit,
                          running = report.resumed }) do
       s[ph .. "_back"] = (t - report.freeze) * 1000
     end
@@ -1079,8 +1079,8 @@ else
     end
   end
   print_ratios("vmm's freeze step by step, ms since the source paused the vCPUs (medians): the target has the "
-    .. "first state section (devices quiesced), has loaded all of it, has the commit, runs the vCPUs",
-    { "contender", "network", "guest RAM", "direction", "state from", "loaded", "committed", "running" }, steps)
+    .. "state (saved by the source, sent in one write), has loaded it, has the commit, runs the vCPUs",
+    { "contender", "network", "guest RAM", "direction", "state in", "loaded", "committed", "running" }, steps)
 end
 disk_cleanup()
 if watchdog then watchdog:kill(9) end

@@ -597,6 +597,34 @@ int mig_send(struct mig_conn *c, uint32_t type, uint32_t id, const void *payload
 	return send_all(c, &msg, MIG_HEADER_SIZE + len, type);
 }
 
+int mig_batch_add(struct mig_buf *batch, uint32_t type, uint32_t id, const void *payload, size_t len)
+{
+	if (!mig_type_known(type))
+		return vmm_fail("cannot send a section of unknown type %u", type);
+	if (len > MIG_MAX_SECTION)
+		return vmm_fail("%s section: %zu bytes exceed the limit of %u", mig_type_name(type), len,
+				MIG_MAX_SECTION);
+	uint8_t raw[MIG_HEADER_SIZE];
+	mig_header_encode(raw, type, id, payload, (uint32_t)len, 0);
+	mig_put_bytes(batch, raw, sizeof(raw));
+	mig_put_bytes(batch, payload, len);
+	return mig_buf_ok(batch, mig_type_name(type));
+}
+
+int mig_batch_send(struct mig_conn *c, struct mig_buf *batch)
+{
+	int rc = mig_buf_ok(batch, "batch of sections");
+	if (rc == 0 && batch->len) {
+		uint32_t first = batch->len >= MIG_HEADER_SIZE ? le16_load(batch->data + HDR_TYPE) : 0; /* for messages */
+		struct iovec iov = { .iov_base = batch->data, .iov_len = batch->len };
+		struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+		rc = send_all(c, &msg, batch->len, first);
+	}
+	mig_buf_free(batch);
+	mig_buf_init(batch);
+	return rc;
+}
+
 /* Takes the fds of every SCM_RIGHTS message in msg into s; beyond
  * MIG_MAX_FDS they are closed. Returns how many arrived. */
 static unsigned collect_fds(struct msghdr *msg, struct mig_section *s)

@@ -204,6 +204,13 @@ struct mig_conn {
 
 int mig_send(struct mig_conn *c, uint32_t type, uint32_t id, const void *payload, size_t len,
 	     const int *fds, unsigned nfds);
+/* Sections without fds gathered in memory and sent with one write, so
+ * that the peer is woken once for all of them, not once per section: the
+ * same bytes on the wire as mig_send one by one. mig_batch_add takes the
+ * payload's bytes (the caller keeps its buffer); mig_batch_send sends and
+ * empties the batch (also on failure). */
+int mig_batch_add(struct mig_buf *batch, uint32_t type, uint32_t id, const void *payload, size_t len);
+int mig_batch_send(struct mig_conn *c, struct mig_buf *batch);
 /* Receives one section, checked as described above. Received fds are
  * O_CLOEXEC and belong to s (mig_section_free closes those not taken: a
  * taker sets s->fds[i] = -1). */

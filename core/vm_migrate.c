@@ -259,44 +259,51 @@ static void thaw(struct migrate_source *s)
 	s->frozen = false;
 }
 
-static int send_saved(struct migrate_source *s, uint32_t type, uint32_t id, int rc, struct mig_buf *b)
+/* Adds a saved section (its payload b, freed here) to the batch. */
+static int batch_saved(struct mig_buf *batch, uint32_t type, uint32_t id, int rc, struct mig_buf *b)
 {
-	if (rc) {
-		mig_buf_free(b);
-		return -1;
-	}
-	return send_buf(&s->c, type, id, b, NULL, 0);
+	if (rc == 0)
+		rc = mig_buf_ok(b, mig_type_name(type)) || mig_batch_add(batch, type, id, b->data, b->len) ? -1 : 0;
+	mig_buf_free(b);
+	return rc;
 }
 
+/* The whole state, FREEZE to END, saved into one batch and sent with one
+ * write: the target is woken once, and loads it all in one go. */
 static int send_state(struct migrate_source *s)
 {
 	struct vm *vm = s->vm;
-	struct mig_buf b;
+	struct mig_buf batch, b;
+	mig_buf_init(&batch);
 	mig_buf_init(&b);
 	mig_put_u64(&b, s->r.freeze_ns);
-	s->r.quiesced_ns = monotonic_ns();
-	if (send_buf(&s->c, MIG_FREEZE, 0, &b, NULL, 0))
-		return -1;
-	for (unsigned i = 0; i < vm->ncpus; i++) {
+	int rc = batch_saved(&batch, MIG_FREEZE, 0, 0, &b);
+	for (unsigned i = 0; rc == 0 && i < vm->ncpus; i++) {
 		mig_buf_init(&b);
-		int rc = vcpu_state_save(vm->vcpus.vcpus[i].fd, i, vm->kvm.sys_fd, &b);
-		if (send_saved(s, MIG_VCPU, i, rc, &b))
-			return -1;
+		rc = batch_saved(&batch, MIG_VCPU, i, vcpu_state_save(vm->vcpus.vcpus[i].fd, i, vm->kvm.sys_fd, &b),
+				 &b);
 	}
-	mig_buf_init(&b);
-	if (send_saved(s, MIG_MACHINE, 0, machine_state_save(&vm->kvm, &b), &b))
-		return -1;
-	for (unsigned i = 0; i < vm->ndevices; i++) {
+	if (rc == 0) {
+		mig_buf_init(&b);
+		rc = batch_saved(&batch, MIG_MACHINE, 0, machine_state_save(&vm->kvm, &b), &b);
+	}
+	for (unsigned i = 0; rc == 0 && i < vm->ndevices; i++) {
 		struct device *d = vm->devices[i];
 		if (!d->type->save)
 			continue;
 		uint16_t version = s->d.devices[i].state_version;
 		mig_buf_init(&b);
 		mig_put_u16(&b, version);
-		if (send_saved(s, MIG_DEVICE, i, d->type->save(d, version, &b), &b))
-			return vmm_fail_context("%s", d->name);
+		if (batch_saved(&batch, MIG_DEVICE, i, d->type->save(d, version, &b), &b))
+			rc = vmm_fail_context("%s", d->name);
 	}
-	return mig_send(&s->c, MIG_END, 0, NULL, 0, NULL, 0);
+	if (rc == 0)
+		rc = mig_batch_add(&batch, MIG_END, 0, NULL, 0);
+	s->r.sent_ns = monotonic_ns();
+	if (rc == 0)
+		return mig_batch_send(&s->c, &batch);
+	mig_buf_free(&batch);
+	return -1;
 }
 
 /* After COMMIT: the VM belongs to the target. The vCPUs stop for good and
@@ -799,7 +806,7 @@ static int receive_state(struct incoming *in)
 	struct mig_section s;
 	if (mig_expect(&in->t->c, MIG_FREEZE, &s))
 		return -1;
-	in->r->quiesced_ns = monotonic_ns();
+	in->r->sent_ns = monotonic_ns();
 	struct mig_cursor cur;
 	mig_cursor_init(&cur, s.payload, s.len, "freeze");
 	in->r->freeze_ns = mig_get_u64(&cur);

@@ -74,7 +74,7 @@ struct migrate_options {
 struct migrate_report {
 	pid_t peer_pid;
 	uint64_t freeze_ns;     /* the source's vCPUs stopped */
-	uint64_t quiesced_ns;   /* FREEZE sent, the devices quiesced (source) / FREEZE received (target) */
+	uint64_t sent_ns;       /* the state saved, sent in one write (source) / arrived (target) */
 	uint64_t loaded_ns;     /* READY sent (target) / received (source) */
 	uint64_t commit_ns;     /* COMMIT sent (source) / received (target) */
 	bool after_commit;      /* source: failed after COMMIT (the target was killed) */

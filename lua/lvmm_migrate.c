@@ -167,7 +167,7 @@ static void set_seconds(lua_State *L, const char *key, uint64_t ns)
 	lua_setfield(L, -2, key);
 }
 
-/* {peer_pid, freeze, quiesced, loaded, commit (seconds, core.now()'s clock),
+/* {peer_pid, freeze, sent, loaded, commit (seconds, core.now()'s clock),
  *  transferred = {bool per device, by index}} */
 static void push_report(lua_State *L, const struct migrate_report *r)
 {
@@ -175,7 +175,7 @@ static void push_report(lua_State *L, const struct migrate_report *r)
 	lua_pushinteger(L, r->peer_pid);
 	lua_setfield(L, -2, "peer_pid");
 	set_seconds(L, "freeze", r->freeze_ns);
-	set_seconds(L, "quiesced", r->quiesced_ns);
+	set_seconds(L, "sent", r->sent_ns);
 	set_seconds(L, "loaded", r->loaded_ns);
 	set_seconds(L, "commit", r->commit_ns);
 	lua_createtable(L, (int)r->ndevices, 0);

@@ -51,12 +51,12 @@ for _, name in ipairs(names) do
   parts[#parts + 1] = report.transferred[name] and (name .. ": backend transferred")
     or tap and (name .. ": new TAP " .. tap) or (name .. ": reopened " .. tostring(other))
 end
--- Where the freeze went, in ms from the source's pause: the state began
--- to arrive, was loaded, the source committed, the vCPUs run here.
+-- Where the freeze went, in ms from the source's pause: the state
+-- arrived, was loaded, the source committed, the vCPUs run here.
 local function at(t) return string.format("%.1f", (t - report.freeze) * 1000) end
-io.stderr:write(string.format("migrate.lua: took over %s from process %d: freeze %.1f ms (state from %s, loaded %s, "
+io.stderr:write(string.format("migrate.lua: took over %s from process %d: freeze %.1f ms (state in %s, loaded %s, "
   .. "committed %s, running %s), total %.1f ms%s%s\n",
-  report.name, report.peer_pid, report.freeze_ms, at(report.quiesced), at(report.loaded), at(report.commit),
+  report.name, report.peer_pid, report.freeze_ms, at(report.sent), at(report.loaded), at(report.commit),
   at(report.resumed), (vmm.now() - t0) * 1000, #parts > 0 and "; " or "", table.concat(parts, ", ")))
 for _, p in ipairs(report.switch_problems) do io.stderr:write("migrate.lua: network switch-over: ", p, "\n") end
 

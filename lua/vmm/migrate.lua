@@ -343,9 +343,9 @@ end
 -- (the source, paused, can still resume it): an error there stops the
 -- migration, and the source then kills this process and resumes the VM.
 -- The VM comes back running.
--- report: {peer_pid, freeze_ms, freeze, quiesced, loaded, commit, resumed
--- (core.now() times: the source paused, the state began to arrive, was
--- loaded, the source committed, the vCPUs run here), transferred = {net0 = true, disk0 = true},
+-- report: {peer_pid, freeze_ms, freeze, sent, loaded, commit, resumed
+-- (core.now() times: the source paused, the state arrived, was loaded,
+-- the source committed, the vCPUs run here), transferred = {net0 = true, disk0 = true},
 -- new_taps = {net1 = "tap1-b"}, new_backends = {net1 = "tap1-b", disk1 =
 -- "/images/disk1.img"} (every backend opened here), switch_problems = {...}}.
 function M.receive(opts)

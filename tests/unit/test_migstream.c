@@ -373,6 +373,43 @@ static void test_send_recv_empty_payload(void)
 	close(sv[1]);
 }
 
+/* A batch puts on the wire the bytes the sections would put one by one:
+ * the receiver reads the same sections; the batch is empty afterwards. */
+static void test_batch_sends_the_bytes_of_its_sections_in_one_write(void)
+{
+	int a[2], b[2];
+	make_pair(a);
+	make_pair(b);
+	struct mig_conn one = conn(a[0], 1000, "target"), batched = conn(b[0], 1000, "target");
+	CHECK_EQ(mig_send(&one, MIG_FREEZE, 0, "12345678", 8, NULL, 0), 0);
+	CHECK_EQ(mig_send(&one, MIG_VCPU, 1, "regs", 4, NULL, 0), 0);
+	CHECK_EQ(mig_send(&one, MIG_END, 0, NULL, 0, NULL, 0), 0);
+	struct mig_buf batch;
+	mig_buf_init(&batch);
+	CHECK_EQ(mig_batch_add(&batch, MIG_FREEZE, 0, "12345678", 8), 0);
+	CHECK_EQ(mig_batch_add(&batch, MIG_VCPU, 1, "regs", 4), 0);
+	CHECK_EQ(mig_batch_add(&batch, MIG_END, 0, NULL, 0), 0);
+	CHECK_EQ(mig_batch_add(&batch, MIG_TYPE_MAX + 1, 0, NULL, 0), -1);
+	CHECK_CONTAINS(vmm_error(), "unknown type 29");
+	CHECK_EQ(batch.len, 3 * MIG_HEADER_SIZE + 12);
+	CHECK_EQ(mig_batch_send(&batched, &batch), 0);
+	CHECK_EQ(batch.len, 0);
+	uint8_t x[256], y[256];
+	ssize_t nx = read(a[1], x, sizeof(x)), ny = read(b[1], y, sizeof(y));
+	CHECK_EQ(nx, 3 * MIG_HEADER_SIZE + 12);
+	CHECK(nx == ny && memcmp(x, y, (size_t)nx) == 0);
+	/* to a peer that is gone: the error names it, the batch is emptied */
+	CHECK_EQ(mig_batch_add(&batch, MIG_END, 0, NULL, 0), 0);
+	close(b[1]);
+	CHECK_EQ(mig_batch_send(&batched, &batch), -1);
+	CHECK_CONTAINS(vmm_error(), "target closed the connection (sending end section)");
+	CHECK_EQ(batch.len, 0);
+	mig_buf_free(&batch);
+	close(a[0]);
+	close(a[1]);
+	close(b[0]);
+}
+
 struct sender {
 	struct mig_conn c;
 	const uint8_t *payload;
@@ -796,6 +833,7 @@ int main(void)
 	RUN(test_send_recv_section_with_one_fd);
 	RUN(test_send_recv_section_with_three_fds);
 	RUN(test_send_recv_empty_payload);
+	RUN(test_batch_sends_the_bytes_of_its_sections_in_one_write);
 	RUN(test_send_recv_5mib_payload_through_a_nonblocking_socket);
 	RUN(test_send_to_a_peer_that_does_not_read_times_out);
 	RUN(test_send_rejects_oversized_section);
