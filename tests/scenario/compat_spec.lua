@@ -39,8 +39,8 @@ describe("migration from the baseline build to this one and back (TAP transferre
     vmm.sleep(0.5) -- nc is listening
     first = assert(vmm.background { BASE_VMM, "script", BASE_SRC .. "/tests/compat/source.lua", sock, IFNAME,
                                      SUBNET, tostring(PORT), MAC })
-    local pids = S.wait_output(first, "compat: counter (%d+ %d+)\n", S.BOOT_TIMEOUT)
-    assert(pids, "the baseline did not boot the guest and start its counter: " .. first:output())
+    local pids, why = S.wait_output(first, "compat: counter (%d+ %d+)\n", S.BOOT_TIMEOUT)
+    assert(pids, "the baseline did not boot the guest and start its counter: " .. tostring(why))
     counter.pid, counter.nc_pid = pids:match("^(%d+) (%d+)$")
     assert(S.wait_output(first, "compat: serving", 30))
     assert(vmm.wait_until(function() return (S.stream_count(stream) or 0) >= 3 end, 30),
