@@ -988,6 +988,23 @@ struct vp_saved {
 	struct virtio_saved virtio;
 };
 
+/* An MSI-X table entry as the state and the preview carry it. */
+static void put_entry(struct mig_buf *b, const struct vp_vector *x)
+{
+	mig_put_u32(b, x->addr_lo);
+	mig_put_u32(b, x->addr_hi);
+	mig_put_u32(b, x->data);
+	mig_put_u32(b, x->ctrl);
+}
+
+static void get_entry(struct mig_cursor *c, struct vp_saved_vector *x)
+{
+	x->addr_lo = mig_get_u32(c);
+	x->addr_hi = mig_get_u32(c);
+	x->data = mig_get_u32(c);
+	x->ctrl = mig_get_u32(c);
+}
+
 /* vd->lock held. */
 static void save_registers(struct virtio_pci *vp, struct mig_buf *b)
 {
@@ -999,11 +1016,7 @@ static void save_registers(struct virtio_pci *vp, struct mig_buf *b)
 	mig_put_u8(b, vp->isr);
 	mig_put_u16(b, (uint16_t)vp->nvec);
 	for (unsigned v = 0; v < vp->nvec; v++) {
-		const struct vp_vector *x = &vp->vec[v];
-		mig_put_u32(b, x->addr_lo);
-		mig_put_u32(b, x->addr_hi);
-		mig_put_u32(b, x->data);
-		mig_put_u32(b, x->ctrl);
+		put_entry(b, &vp->vec[v]);
 		mig_put_u8(b, vector_pending(vp, v)); /* polls the eventfd, consumes nothing */
 	}
 }
@@ -1039,10 +1052,7 @@ static int check_vector(const struct virtio_pci *vp, unsigned v, const struct vp
 
 static int decode_vector(struct virtio_pci *vp, unsigned v, struct mig_cursor *c, struct vp_saved_vector *x)
 {
-	x->addr_lo = mig_get_u32(c);
-	x->addr_hi = mig_get_u32(c);
-	x->data = mig_get_u32(c);
-	x->ctrl = mig_get_u32(c);
+	get_entry(c, x);
 	uint8_t pending = mig_get_u8(c);
 	x->pending = pending == 1;
 	if (c->short_read)
@@ -1182,13 +1192,8 @@ int virtio_pci_preview_save(struct virtio_pci *vp, struct mig_buf *b)
 	pci_config_save(&vp->pci, b);
 	pthread_mutex_lock(&vd->lock);
 	mig_put_u16(b, (uint16_t)vp->nvec);
-	for (unsigned v = 0; v < vp->nvec; v++) {
-		const struct vp_vector *x = &vp->vec[v];
-		mig_put_u32(b, x->addr_lo);
-		mig_put_u32(b, x->addr_hi);
-		mig_put_u32(b, x->data);
-		mig_put_u32(b, x->ctrl);
-	}
+	for (unsigned v = 0; v < vp->nvec; v++)
+		put_entry(b, &vp->vec[v]);
 	pthread_mutex_unlock(&vd->lock);
 	return mig_buf_ok(b, vd->name);
 }
@@ -1210,14 +1215,10 @@ int virtio_pci_preview_load(struct virtio_pci *vp, const void *payload, size_t l
 	if (nvec != vp->nvec)
 		return vmm_fail("%s: %u MSI-X vectors in the preview, %u here", vd->name, nvec, vp->nvec);
 	for (unsigned v = 0; v < nvec; v++) {
-		struct vp_saved_vector *x = &vec[v];
-		x->addr_lo = mig_get_u32(&c);
-		x->addr_hi = mig_get_u32(&c);
-		x->data = mig_get_u32(&c);
-		x->ctrl = mig_get_u32(&c);
+		get_entry(&c, &vec[v]);
 		if (c.short_read)
 			break;
-		if (check_vector(vp, v, x))
+		if (check_vector(vp, v, &vec[v]))
 			return -1;
 	}
 	if (mig_cursor_finish(&c))
