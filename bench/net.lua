@@ -122,11 +122,15 @@ local function host_to_guest()
   return BYTES / t
 end
 
--- What a vmm guest's stall leaves to look at: where its vCPUs are (a
+-- What a vmm guest's stall leaves to look at: a VM that stopped (its
+-- reason: a guest crash is not a network stall), where its vCPUs are (a
 -- spinning or halted guest, or one that waits in KVM_RUN) and the
 -- datapath's ring state.
 local function stall_state()
   if not current_vm then return "" end
+  if current_vm:state() == "stopped" then
+    return "\n  the VM stopped: " .. tostring(current_vm:stop_reason())
+  end
   local ok, act = pcall(current_vm.activity, current_vm, 1)
   local nets = {}
   for i = 1, #current_vm:nets() do nets[#nets + 1] = tostring(current_vm:net_state(i)) end
