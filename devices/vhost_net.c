@@ -56,20 +56,14 @@ void vhost_net_close(struct vhost_net *v)
 	*v = (struct vhost_net){ .fd = -1 };
 }
 
-int vhost_net_setup(struct vhost_net *v, uint64_t features, const struct guest_mem *mem)
+int vhost_net_set_memory(struct vhost_net *v, const struct guest_mem *mem)
 {
 	if (v->fd < 0)
-		return vmm_fail("vhost-net: setup: the device is not open");
-	if (features & ~v->features)
-		return vmm_fail("vhost-net: setup: features 0x%llx not offered by the kernel (it offers 0x%llx)",
-				(unsigned long long)(features & ~v->features),
-				(unsigned long long)v->features);
+		return vmm_fail("vhost-net: memory table: the device is not open");
 	if (!mem || !mem->host || mem->nregions == 0 || mem->nregions > 2)
-		return vmm_fail("vhost-net: setup: no guest memory");
-
-	if (ioctl(v->fd, VHOST_SET_FEATURES, &features) < 0)
-		return vmm_fail_errno("vhost-net: VHOST_SET_FEATURES 0x%llx", (unsigned long long)features);
-
+		return vmm_fail("vhost-net: memory table: no guest memory");
+	if (v->mem_host == mem->host && v->mem_size == mem->size)
+		return 0;
 	struct vhost_memory *table = calloc(1, sizeof(*table) + mem->nregions * sizeof(table->regions[0]));
 	if (!table)
 		return vmm_fail("vhost-net: out of memory");
@@ -86,7 +80,24 @@ int vhost_net_setup(struct vhost_net *v, uint64_t features, const struct guest_m
 	free(table);
 	if (rc < 0)
 		return vmm_fail_errno("vhost-net: VHOST_SET_MEM_TABLE (%u regions)", mem->nregions);
+	v->mem_host = mem->host;
+	v->mem_size = mem->size;
 	return 0;
+}
+
+int vhost_net_setup(struct vhost_net *v, uint64_t features, const struct guest_mem *mem)
+{
+	if (v->fd < 0)
+		return vmm_fail("vhost-net: setup: the device is not open");
+	if (features & ~v->features)
+		return vmm_fail("vhost-net: setup: features 0x%llx not offered by the kernel (it offers 0x%llx)",
+				(unsigned long long)(features & ~v->features),
+				(unsigned long long)v->features);
+	if (!mem || !mem->host || mem->nregions == 0 || mem->nregions > 2)
+		return vmm_fail("vhost-net: setup: no guest memory");
+	if (ioctl(v->fd, VHOST_SET_FEATURES, &features) < 0)
+		return vmm_fail_errno("vhost-net: VHOST_SET_FEATURES 0x%llx", (unsigned long long)features);
+	return vhost_net_set_memory(v, mem);
 }
 
 /* The checks the kernel would make with a bare EINVAL, with a message. */

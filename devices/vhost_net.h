@@ -19,6 +19,8 @@ struct vhost_net {
 	int fd;
 	uint64_t features;  /* VHOST_GET_FEATURES */
 	bool running[2];
+	const uint8_t *mem_host; /* the guest RAM the kernel's table maps, or NULL */
+	uint64_t mem_size;
 };
 
 /* Opens /dev/vhost-net (fd < 0) or adopts fd, then VHOST_SET_OWNER and
@@ -28,9 +30,13 @@ struct vhost_net {
 int vhost_net_open(struct vhost_net *v, int fd);
 void vhost_net_close(struct vhost_net *v);
 
+/* VHOST_SET_MEM_TABLE (every region of guest RAM: gpa, size, mem->host +
+ * offset), unless the kernel has that table already: it may be set ahead,
+ * when the VM's RAM is mapped (a migration target does it before the
+ * freeze, where the ioctl took over a millisecond). */
+int vhost_net_set_memory(struct vhost_net *v, const struct guest_mem *mem);
 /* VHOST_SET_FEATURES (negotiated virtio features the kernel handles; must be
- * a subset of v->features) and VHOST_SET_MEM_TABLE (every region of guest
- * RAM: gpa, size, mem->host + offset). */
+ * a subset of v->features) and vhost_net_set_memory. */
 int vhost_net_setup(struct vhost_net *v, uint64_t features, const struct guest_mem *mem);
 /* Starts vring idx (0 rx, 1 tx): num, base, addresses, kick, call, then
  * VHOST_NET_SET_BACKEND with tap_fd. Refused before any ioctl: idx > 1, a

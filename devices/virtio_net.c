@@ -552,6 +552,16 @@ unsigned virtio_net_tap_fds(struct virtio_net *n, int *fds, unsigned max)
 
 /* ---- migration ---- */
 
+int virtio_net_realize(struct virtio_net *n)
+{
+	if (!n->vhost || !n->vd.mem || !n->vd.mem->host)
+		return 0;
+	for (unsigned i = 0; i < n->pairs; i++)
+		if (vhost_net_set_memory(&n->pair[i].vhost, n->vd.mem))
+			return vmm_fail_context("%s: pair %u", n->name, i);
+	return 0;
+}
+
 int virtio_net_quiesce(struct virtio_net *n)
 {
 	if (n->quiesced)

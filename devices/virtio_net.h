@@ -100,6 +100,11 @@ size_t virtio_net_describe(const struct virtio_net *n, char *buf, size_t len);
  * Generic virtio state (status, features, queue addresses and indices) is
  * not here: virtio.c saves it from struct virtio_device. */
 
+/* Once the VM's RAM is mapped (realize): with vhost, each pair's kernel
+ * memory table is set now rather than when the driver starts the device
+ * (inside a migration's freeze, for a VM that came by migration). */
+int virtio_net_realize(struct virtio_net *n);
+
 /* Stops the datapath so that the virtqueue indices in struct virtio_device
  * are final: with vhost each started vring is stopped (VHOST_GET_VRING_BASE
  * -> last_avail, the guest's used->idx -> used_idx); the userspace

@@ -124,7 +124,8 @@ fail:
 
 static int net_realize(struct device *d)
 {
-	return virtio_pci_realize(((struct net_dev *)d)->pci);
+	struct net_dev *n = (struct net_dev *)d;
+	return virtio_pci_realize(n->pci) || virtio_net_realize(n->net) ? -1 : 0;
 }
 
 static int net_quiesce(struct device *d)

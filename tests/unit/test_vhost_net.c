@@ -107,6 +107,32 @@ static void test_argument_checks(void)
 	guest_mem_destroy(&m);
 }
 
+/* The memory table goes to the kernel once per guest RAM mapping: set
+ * ahead (at realize), it is not set again when the driver starts the
+ * device. Seen without /dev/vhost-net: an ioctl on /dev/null fails. */
+static void test_memory_table_set_once(void)
+{
+	struct guest_mem m;
+	CHECK_EQ(guest_mem_wrap(&m, ram, sizeof(ram)), 0);
+	struct vhost_net v = { .fd = open("/dev/null", O_RDWR | O_CLOEXEC) };
+	CHECK(v.fd >= 0);
+	CHECK_EQ(vhost_net_set_memory(&v, &m), -1); /* not set yet: the ioctl runs */
+	CHECK_CONTAINS(vmm_error(), "VHOST_SET_MEM_TABLE (1 regions)");
+	CHECK(v.mem_host == NULL);
+	v.mem_host = m.host; /* as if the kernel had taken it */
+	v.mem_size = m.size;
+	CHECK_EQ(vhost_net_set_memory(&v, &m), 0); /* the same table: no ioctl */
+	CHECK_EQ(vhost_net_setup(&v, 0, &m), -1);  /* features still go */
+	CHECK_CONTAINS(vmm_error(), "VHOST_SET_FEATURES");
+	struct guest_mem half;
+	CHECK_EQ(guest_mem_wrap(&half, ram, MiB), 0);
+	CHECK_EQ(vhost_net_set_memory(&v, &half), -1); /* another table: it goes again */
+	CHECK_CONTAINS(vmm_error(), "VHOST_SET_MEM_TABLE");
+	close(v.fd);
+	guest_mem_destroy(&m);
+	guest_mem_destroy(&half);
+}
+
 static void test_device(void)
 {
 	if (!have_vhost()) {
@@ -154,6 +180,7 @@ int main(void)
 	RUN(test_missing_device);
 	RUN(test_adopt_wrong_fd);
 	RUN(test_argument_checks);
+	RUN(test_memory_table_set_once);
 	RUN(test_device);
 	return CHECK_DONE();
 }
