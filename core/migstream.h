@@ -72,9 +72,11 @@ enum mig_type {
 	MIG_COMPLETE = 26,    /* C->V: text, the word before the cursor (Tab) */
 	MIG_COMPLETIONS = 27, /* V->C: the words that complete it, '\n'-separated */
 	MIG_PREVIEW = 28,     /* S->T, after the backends, only to a target whose
-	                       * HELLO has the feature MIG_FEATURE_PREVIEW: u32 n,
-	                       * n x {u32 device index, u32 len, the type's
-	                       * preview_save (in the device's state version)} */
+	                       * HELLO has the feature MIG_FEATURE_PREVIEW: one
+	                       * per device the description marks `preview`, in
+	                       * device order; id = device index; payload: the
+	                       * type's preview_save, in the device's state
+	                       * version (the description's) */
 	MIG_TYPE_MAX = MIG_PREVIEW,
 };
 
