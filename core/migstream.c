@@ -561,6 +561,20 @@ static int send_all(struct mig_conn *c, struct msghdr *msg, size_t total, uint32
 	return 0;
 }
 
+/* What this side may send: a known type, within the section's bounds. */
+static int check_outgoing(uint32_t type, size_t len, unsigned nfds)
+{
+	if (!mig_type_known(type))
+		return vmm_fail("cannot send a section of unknown type %u", type);
+	if (len > MIG_MAX_SECTION)
+		return vmm_fail("%s section: %zu bytes exceed the limit of %u", mig_type_name(type), len,
+				MIG_MAX_SECTION);
+	if (nfds > MIG_MAX_FDS)
+		return vmm_fail("%s section: %u fds exceed the limit of %d", mig_type_name(type), nfds,
+				MIG_MAX_FDS);
+	return 0;
+}
+
 int mig_send(struct mig_conn *c, uint32_t type, uint32_t id, const void *payload, size_t len,
 	     const int *fds, unsigned nfds)
 {
@@ -570,14 +584,8 @@ int mig_send(struct mig_conn *c, uint32_t type, uint32_t id, const void *payload
 	} control;
 	uint8_t raw[MIG_HEADER_SIZE];
 
-	if (!mig_type_known(type))
-		return vmm_fail("cannot send a section of unknown type %u", type);
-	if (len > MIG_MAX_SECTION)
-		return vmm_fail("%s section: %zu bytes exceed the limit of %u", mig_type_name(type), len,
-				MIG_MAX_SECTION);
-	if (nfds > MIG_MAX_FDS)
-		return vmm_fail("%s section: %u fds exceed the limit of %d", mig_type_name(type), nfds,
-				MIG_MAX_FDS);
+	if (check_outgoing(type, len, nfds))
+		return -1;
 	mig_header_encode(raw, type, id, payload, (uint32_t)len, nfds);
 	struct iovec iov[2] = {
 		{ .iov_base = raw, .iov_len = sizeof(raw) },
@@ -599,11 +607,8 @@ int mig_send(struct mig_conn *c, uint32_t type, uint32_t id, const void *payload
 
 int mig_batch_add(struct mig_buf *batch, uint32_t type, uint32_t id, const void *payload, size_t len)
 {
-	if (!mig_type_known(type))
-		return vmm_fail("cannot send a section of unknown type %u", type);
-	if (len > MIG_MAX_SECTION)
-		return vmm_fail("%s section: %zu bytes exceed the limit of %u", mig_type_name(type), len,
-				MIG_MAX_SECTION);
+	if (check_outgoing(type, len, 0))
+		return -1;
 	uint8_t raw[MIG_HEADER_SIZE];
 	mig_header_encode(raw, type, id, payload, (uint32_t)len, 0);
 	mig_put_bytes(batch, raw, sizeof(raw));

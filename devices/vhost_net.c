@@ -56,11 +56,17 @@ void vhost_net_close(struct vhost_net *v)
 	*v = (struct vhost_net){ .fd = -1 };
 }
 
+/* Guest RAM the kernel can take as a memory table. */
+static bool have_memory(const struct guest_mem *mem)
+{
+	return mem && mem->host && mem->nregions > 0 && mem->nregions <= 2;
+}
+
 int vhost_net_set_memory(struct vhost_net *v, const struct guest_mem *mem)
 {
 	if (v->fd < 0)
 		return vmm_fail("vhost-net: memory table: the device is not open");
-	if (!mem || !mem->host || mem->nregions == 0 || mem->nregions > 2)
+	if (!have_memory(mem))
 		return vmm_fail("vhost-net: memory table: no guest memory");
 	if (v->mem_host == mem->host && v->mem_size == mem->size)
 		return 0;
@@ -93,7 +99,7 @@ int vhost_net_setup(struct vhost_net *v, uint64_t features, const struct guest_m
 		return vmm_fail("vhost-net: setup: features 0x%llx not offered by the kernel (it offers 0x%llx)",
 				(unsigned long long)(features & ~v->features),
 				(unsigned long long)v->features);
-	if (!mem || !mem->host || mem->nregions == 0 || mem->nregions > 2)
+	if (!have_memory(mem)) /* refused before any ioctl */
 		return vmm_fail("vhost-net: setup: no guest memory");
 	if (ioctl(v->fd, VHOST_SET_FEATURES, &features) < 0)
 		return vmm_fail_errno("vhost-net: VHOST_SET_FEATURES 0x%llx", (unsigned long long)features);
