@@ -554,6 +554,7 @@ static void fingerprint(struct snap *s)
 	use_machine(&B);
 	for (unsigned reg = 0; reg < PCI_CONFIG_SIZE; reg += 4)
 		snap_put(s, cfg_read(reg, 4));
+	snap_put(s, pci_bar_decoded(virtio_pci_device(B.vp), 0));
 	const struct virtio_device *vd = &B.dev.vd;
 	snap_put(s, vd->status);
 	snap_put(s, vd->host_features);
@@ -571,8 +572,13 @@ static void fingerprint(struct snap *s)
 
 /* Loads a corrupted copy of `good` into B: refused, with `want` in the
  * message, B unchanged. */
-static void expect_refused(const struct mig_buf *good, size_t len, size_t off, const void *bytes, size_t n,
-			   const char *want)
+/* What refuses a payload: the state's load or the preview's. */
+typedef int (*loader)(struct virtio_pci *vp, const void *payload, size_t len);
+
+/* `load` refuses good's first len bytes with [off, off+n) replaced by
+ * bytes, naming `want`, and B is as it was, with nothing loaded. */
+static void expect_refused_by(loader load, const struct mig_buf *good, size_t len, size_t off, const void *bytes,
+			      size_t n, const char *want)
 {
 	uint8_t *p = calloc(1, len + 1);
 	memcpy(p, good->data, good->len < len ? good->len : len);
@@ -581,7 +587,7 @@ static void expect_refused(const struct mig_buf *good, size_t len, size_t off, c
 	struct snap before, after;
 	fingerprint(&before);
 	vmm_fail("none");
-	CHECK_EQ(virtio_pci_load(B.vp, p, len), -1);
+	CHECK_EQ(load(B.vp, p, len), -1);
 	CHECK_CONTAINS(vmm_error(), want);
 	fingerprint(&after);
 	CHECK(snap_equal(&before, &after));
@@ -589,11 +595,23 @@ static void expect_refused(const struct mig_buf *good, size_t len, size_t off, c
 	free(p);
 }
 
-static void refuse_field(const struct mig_buf *g, size_t off, uint64_t v, unsigned n, const char *want)
+static void expect_refused(const struct mig_buf *good, size_t len, size_t off, const void *bytes, size_t n,
+			   const char *want)
+{
+	expect_refused_by(virtio_pci_load, good, len, off, bytes, n, want);
+}
+
+static void refuse_field_by(loader load, const struct mig_buf *g, size_t off, uint64_t v, unsigned n,
+			    const char *want)
 {
 	uint8_t bytes[8];
 	put_le(bytes, v, n);
-	expect_refused(g, g->len, off, bytes, n, want);
+	expect_refused_by(load, g, g->len, off, bytes, n, want);
+}
+
+static void refuse_field(const struct mig_buf *g, size_t off, uint64_t v, unsigned n, const char *want)
+{
+	refuse_field_by(virtio_pci_load, g, off, v, n, want);
 }
 
 static void test_bad_input(void)
@@ -732,22 +750,6 @@ static void test_preview_then_state(void)
 	world_down();
 }
 
-/* preview_load refuses pv with `len` bytes and bytes [off, off+n) replaced,
- * naming `want`, and changes nothing (the BAR stays where it was). */
-static void expect_preview_refused(const struct mig_buf *pv, size_t len, size_t off, uint64_t v, unsigned n,
-				   const char *want)
-{
-	uint8_t *p = calloc(1, pv->len + 8);
-	memcpy(p, pv->data, pv->len);
-	if (n)
-		put_le(p + off, v, n);
-	uint64_t bar = pci_bar_decoded(virtio_pci_device(B.vp), 0);
-	CHECK_EQ(virtio_pci_preview_load(B.vp, p, len), -1);
-	CHECK_CONTAINS(vmm_error(), want);
-	CHECK_EQ(pci_bar_decoded(virtio_pci_device(B.vp), 0), bar);
-	free(p);
-}
-
 static void test_preview_bad_input(void)
 {
 	world_up();
@@ -755,14 +757,15 @@ static void test_preview_bad_input(void)
 	struct mig_buf pv;
 	preview(&A, &pv);
 	machine_up(&B, 1);
-	expect_preview_refused(&pv, 0, 0, 0, 0, "truncated");
-	expect_preview_refused(&pv, PV_NVEC + 1, 0, 0, 0, "truncated");
-	expect_preview_refused(&pv, pv.len - 1, 0, 0, 0, "truncated");
-	expect_preview_refused(&pv, pv.len + 1, 0, 0, 0, "1 unexpected trailing bytes");
-	expect_preview_refused(&pv, pv.len, 1 + PCI_DEVICE_ID, 0x1042, 2, "device 1af4:1042 in the stream");
-	expect_preview_refused(&pv, pv.len, PV_NVEC, 9, 2, "9 MSI-X vectors in the preview, 4 here");
-	expect_preview_refused(&pv, pv.len, PV_VECTORS + PV_VEC + 12, 3, 4, "MSI-X entry 1: vector control 0x3");
-	expect_preview_refused(&pv, pv.len, PV_VECTORS, 0xfee00001, 4, "MSI-X entry 0: address 0xfee00001");
+	loader pl = virtio_pci_preview_load;
+	expect_refused_by(pl, &pv, 0, 0, NULL, 0, "truncated");
+	expect_refused_by(pl, &pv, PV_NVEC + 1, 0, NULL, 0, "truncated");
+	expect_refused_by(pl, &pv, pv.len - 1, 0, NULL, 0, "truncated");
+	expect_refused_by(pl, &pv, pv.len + 1, 0, NULL, 0, "1 unexpected trailing bytes");
+	refuse_field_by(pl, &pv, 1 + PCI_DEVICE_ID, 0x1042, 2, "device 1af4:1042 in the stream");
+	refuse_field_by(pl, &pv, PV_NVEC, 9, 2, "9 MSI-X vectors in the preview, 4 here");
+	refuse_field_by(pl, &pv, PV_VECTORS + PV_VEC + 12, 3, 4, "MSI-X entry 1: vector control 0x3");
+	refuse_field_by(pl, &pv, PV_VECTORS, 0xfee00001, 4, "MSI-X entry 0: address 0xfee00001");
 	CHECK_EQ(virtio_pci_preview_load(B.vp, pv.data, pv.len), 0);
 	mig_buf_free(&pv);
 	machine_down(&B);
